@@ -1,0 +1,59 @@
+"""The `edgebert` command line: thin Typer commands over the library, one module per command group.
+
+Errors the user can fix (`EdgebertError`, bad options) become one line on stderr and exit
+code 1 (2 for usage errors); set EDGEBERT_DEBUG=1 to see the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+import typer
+
+from edgebert.cli import slice as slice_commands
+from edgebert.cli.output import print_error, print_warning
+from edgebert.errors import EdgebertError
+
+DEBUG_ENV = "EDGEBERT_DEBUG"
+# Import-time chatter of optional dependencies that says nothing about the user's model.
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "absl", "tensorflow", "jax._src.xla_bridge")
+
+app = typer.Typer(
+    name="edgebert",
+    help="Cut exact DynaBERT sub-networks into small dense models, export and benchmark them for edge devices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+slice_commands.register(app)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print_warning(str(message))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app and turn known failures into one-line errors."""
+    debug = bool(os.environ.get(DEBUG_ENV))
+    if not debug:
+        warnings.showwarning = _one_line_warning
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        code = app(args=argv, prog_name="edgebert", standalone_mode=False)
+    except EdgebertError as exc:
+        if debug:
+            raise
+        print_error(str(exc))
+        sys.exit(1)
+    except typer.Abort:
+        print_error("aborted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # bad options or arguments
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print_error(message.splitlines()[0] if message else type(exc).__name__)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

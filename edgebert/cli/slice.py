@@ -1,0 +1,107 @@
+"""`edgebert slice` and `edgebert info`: cut one sub-network, or list what each would cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from edgebert.cli.output import console, megabytes, millions, print_json, print_warning
+
+ModelArg = Annotated[
+    Path | None,
+    typer.Argument(help="A (Dyna)BERT or (Dyna)RoBERTa directory; omit it to use the built-in demo model."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def slice_command(
+    model: ModelArg = None,
+    width: Annotated[
+        float, typer.Option(help="Share of attention heads and FFN neurons kept, in (0, 1].")
+    ] = 1.0,
+    depth: Annotated[float, typer.Option(help="Share of layers kept, in (0, 1].")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="Output directory [default: <model>-w<W>-d<D>].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Write the (width, depth) sub-network as a dense, smaller model directory."""
+    from edgebert.slicing import slice_model
+
+    out_dir, manifest = slice_model(model, width, depth, out=out, force=force)
+    if json:
+        print_json({"output": str(out_dir), **manifest})
+        return
+    table = Table(title=f"Wrote {out_dir}", show_header=False, title_justify="left")
+    table.add_row("source", manifest["source"]["path"])
+    table.add_row("width x depth", f"{manifest['width']:g} x {manifest['depth']:g}")
+    original = manifest["original"]
+    table.add_row(
+        "layers kept", f"{len(manifest['layers_kept'])} of {original['layers']}: {manifest['layers_kept']}"
+    )
+    table.add_row(
+        "heads kept", f"{manifest['heads_kept']} of {original['heads']} (size {original['head_size']})"
+    )
+    table.add_row("FFN neurons kept", f"{manifest['ffn_neurons_kept']} of {original['ffn_neurons']}")
+    table.add_row("parameters", millions(manifest["parameters"]))
+    table.add_row("model.safetensors", megabytes(manifest["size_bytes"]))
+    table.add_row("encoder GFLOPs (seq 128)", f"{manifest['encoder_flops_seq128'] / 1e9:.2f}")
+    console.print(table)
+    if "untrained" in manifest:
+        print_warning(manifest["untrained"])
+
+
+def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:
+    """Show what every (width, depth) of the trained grid keeps and costs."""
+    from edgebert.info import grid_info
+
+    info = grid_info(model)
+    if json:
+        print_json(info)
+        return
+    arch = info["architecture"]
+    table = Table(
+        title=f"{info['model']} ({info['model_type']}, {info['task']}: {arch['layers']} layers, "
+        f"{arch['heads']} heads of {arch['head_size']}, FFN {arch['ffn_neurons']})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("width", "depth", "layers kept", "heads", "FFN", "params", "fp32", "int8*", "GFLOP"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in info["grid"]:
+        table.add_row(
+            f"{row['width']:g}",
+            f"{row['depth']:g}",
+            index_ranges(row["layers_kept"]),
+            str(row["heads_kept"]),
+            str(row["ffn_neurons_kept"]),
+            f"{row['parameters'] / 1e6:.1f}",
+            f"{row['size_fp32_bytes'] / 1e6:.1f}",
+            f"{row['size_int8_estimate_bytes'] / 1e6:.1f}",
+            f"{row['encoder_flops_seq128'] / 1e9:.2f}",
+        )
+    console.print(table)
+    console.print(
+        "params in M, sizes in MB (*int8: estimate, one byte per weight), GFLOPs: encoder at seq 128"
+    )
+    if "untrained" in info:
+        print_warning(info["untrained"])
+
+
+def index_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 4, 5, 6] -> "0-2,4-6": kept layers in a narrow column."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("slice")(slice_command)
+    app.command("info")(info_command)

@@ -1,0 +1,161 @@
+"""Cutting a DynaBERT sub-network out of a checkpoint into a dense, smaller model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebert import __version__
+from edgebert.atomic import staged_outputs
+from edgebert.checkpoint import Checkpoint, load_checkpoint
+from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
+
+if TYPE_CHECKING:
+    import torch
+
+MANIFEST_FILE = "edgebert.json"
+UNTRAINED_NOTE = (
+    "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
+)
+
+
+def slice_state(
+    state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork
+) -> dict[str, torch.Tensor]:
+    """The DynaBERT rule on weights: keep the first heads and FFN neurons of the kept layers.
+
+    Q, K, V keep output rows [:k*a]; the attention output keeps input columns [:k*a]; the
+    intermediate dense keeps rows [:f]; the FFN output keeps columns [:f]. Output biases,
+    LayerNorms, embeddings, pooler and classifier keep the full hidden size.
+    """
+    inner, ffn = sub.heads * arch.head_size, sub.ffn_neurons
+    keep_rows = {"attention.self.query": inner, "attention.self.key": inner, "attention.self.value": inner}
+    keep_rows["intermediate.dense"] = ffn
+    keep_cols = {"attention.output.dense": inner, "output.dense": ffn}
+
+    sliced = {name: t for name, t in state.items() if not name.startswith("encoder.")}
+    for new_index, old_index in enumerate(sub.layers):
+        prefix = f"encoder.layer.{old_index}."
+        for name, tensor in state.items():
+            if not name.startswith(prefix):
+                continue
+            module, kind = name[len(prefix) :].rsplit(".", 1)
+            if module in keep_rows:
+                tensor = tensor[: keep_rows[module]]
+            elif module in keep_cols and kind == "weight":
+                tensor = tensor[:, : keep_cols[module]]
+            sliced[f"encoder.layer.{new_index}.{module}.{kind}"] = tensor
+    return {name: t.contiguous().clone() for name, t in sliced.items()}
+
+
+def sliced_config(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
+    return {
+        **checkpoint.model_config,
+        "num_hidden_layers": len(sub.layers),
+        "num_attention_heads": sub.heads,
+        "intermediate_size": sub.ffn_neurons,
+    }
+
+
+def build_model(config: dict[str, Any], state: dict[str, torch.Tensor], classifier: bool) -> torch.nn.Module:
+    """An eval-mode edgebert model holding exactly `state` (canonical names)."""
+    from edgebert.model import EdgeBertConfig, EdgeBertForSequenceClassification, EdgeBertModel
+
+    edge_config = EdgeBertConfig(**config)
+    if classifier:
+        model = EdgeBertForSequenceClassification(edge_config)
+        state = {(n if n.startswith("classifier.") else f"bert.{n}"): t for n, t in state.items()}
+    else:
+        model = EdgeBertModel(edge_config)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@dataclass
+class SlicedModel:
+    """A sub-network held in memory: the model and the manifest that describes it."""
+
+    model: torch.nn.Module
+    manifest: dict[str, Any]
+
+
+def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
+    manifest = {
+        "edgebert_version": __version__,
+        "source": {
+            "path": str(checkpoint.path.resolve()),
+            "weights_file": checkpoint.weights_file.name,
+            "sha256": checkpoint.weights_sha256,
+            "model_type": checkpoint.model_type,
+        },
+        "task": "sequence-classification" if checkpoint.arch.num_labels else "feature-extraction",
+        "original": {
+            "layers": checkpoint.arch.num_layers,
+            "heads": checkpoint.arch.num_heads,
+            "head_size": checkpoint.arch.head_size,
+            "ffn_neurons": checkpoint.arch.intermediate_size,
+        },
+        **costs(checkpoint.arch, sub),
+    }
+    if checkpoint.is_demo:
+        manifest["untrained"] = UNTRAINED_NOTE
+    return manifest
+
+
+def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> SlicedModel:
+    """Slice in memory, e.g. for export without writing a directory first."""
+    sub = subnetwork(checkpoint.arch, width, depth)
+    state = slice_state(checkpoint.state, checkpoint.arch, sub)
+    model = build_model(sliced_config(checkpoint, sub), state, classifier=bool(checkpoint.arch.num_labels))
+    return SlicedModel(model, make_manifest(checkpoint, sub))
+
+
+def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Path:
+    return Path(f"{checkpoint.path.resolve().name}-w{width:g}-d{depth:g}")
+
+
+def open_checkpoint(model: str | Path | None) -> Checkpoint:
+    """The checkpoint at `model`, or the built-in demo model when `model` is None."""
+    if model is None:
+        from edgebert.demo import demo_checkpoint_dir
+
+        model = demo_checkpoint_dir()
+    return load_checkpoint(model)
+
+
+def slice_model(
+    model: str | Path | None,
+    width: float,
+    depth: float,
+    out: str | Path | None = None,
+    force: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Write the (width, depth) sub-network of `model` as a dense model directory; return it and its manifest."""
+    check_fractions(width, depth)  # fail before the slow load
+    checkpoint = open_checkpoint(model)
+    sliced = slice_checkpoint(checkpoint, width, depth)
+    out_dir = Path(out) if out is not None else default_output_dir(checkpoint, width, depth)
+    with staged_outputs(out_dir, force=force) as (staging,):
+        save_model(sliced.model, staging)
+        for tokenizer_file in checkpoint.tokenizer_files:
+            shutil.copy2(tokenizer_file, staging / tokenizer_file.name)
+        sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
+        (staging / MANIFEST_FILE).write_text(_json(sliced.manifest))
+    return out_dir, sliced.manifest
+
+
+def save_model(model: torch.nn.Module, directory: Path) -> None:
+    """config.json + model.safetensors, as `save_pretrained` writes them, without its progress bars."""
+    from safetensors.torch import save_file
+
+    directory.mkdir()
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(directory)
+    save_file(model.state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"

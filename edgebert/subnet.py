@@ -1,0 +1,132 @@
+"""The DynaBERT sub-network rule and what a sub-network costs. Pure Python: no torch.
+
+This module is the single place that decides which heads, FFN neurons and layers a
+(width, depth) keeps, following the official DynaBERT evaluation code (Hou et al., 2020).
+A trained DynaBERT is "rewired" (heads and neurons sorted by importance), so every
+sub-network keeps a *prefix* of the heads and neurons of each kept layer.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+from edgebert.errors import EdgebertError
+
+TRAINED_WIDTHS = (0.25, 0.5, 0.75, 1.0)
+TRAINED_DEPTHS = (0.5, 0.75, 1.0)
+TRAINED_GRID = tuple((w, d) for d in reversed(TRAINED_DEPTHS) for w in reversed(TRAINED_WIDTHS))
+FLOPS_SEQ_LEN = 128
+
+
+class OffGridWarning(UserWarning):
+    """A (width, depth) DynaBERT was never trained at: computable, but of unknown accuracy."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape of a BERT/RoBERTa encoder, plus its optional heads."""
+
+    num_layers: int
+    num_heads: int
+    hidden_size: int
+    head_size: int
+    intermediate_size: int
+    vocab_size: int
+    max_positions: int
+    type_vocab_size: int
+    has_pooler: bool
+    num_labels: int | None  # None: a bare encoder without a classifier
+
+
+@dataclass(frozen=True)
+class Subnetwork:
+    """What one (width, depth) keeps of an `Architecture`."""
+
+    width: float
+    depth: float
+    heads: int  # first `heads` heads of every kept layer
+    ffn_neurons: int  # first `ffn_neurons` FFN neurons of every kept layer
+    layers: tuple[int, ...]  # original indices of the kept layers, in order
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise EdgebertError(f"{name} must be a number in (0, 1], got {value!r}")
+    if not 0 < value <= 1:
+        raise EdgebertError(f"{name} must be in (0, 1], got {value}")
+    return float(value)
+
+
+def check_fractions(width: float, depth: float) -> tuple[float, float]:
+    return _check_fraction("width", width), _check_fraction("depth", depth)
+
+
+def subnetwork(arch: Architecture, width: float, depth: float) -> Subnetwork:
+    """Apply the official rule: k = round(H*w) heads, f = int(k/H * F) neurons, n = round(L*d) layers."""
+    width, depth = check_fractions(width, depth)
+    heads = round(arch.num_heads * width)
+    if heads < 1:
+        raise EdgebertError(
+            f"width {width} keeps no whole attention head (round({arch.num_heads} x {width}) = 0); "
+            f"the smallest width for this model is {0.5 / arch.num_heads + 1e-9:.4g}"
+        )
+    snapped_width = heads / arch.num_heads
+    ffn_neurons = max(1, int(snapped_width * arch.intermediate_size))
+    num_kept = round(arch.num_layers * depth)
+    if num_kept < 1:
+        raise EdgebertError(f"depth {depth} keeps no layer (round({arch.num_layers} x {depth}) = 0)")
+    layers = tuple(math.floor(i / depth) for i in range(num_kept))
+    if width not in TRAINED_WIDTHS or depth not in TRAINED_DEPTHS:
+        warnings.warn(
+            f"(width {width}, depth {depth}) is off the trained DynaBERT grid "
+            f"(widths {TRAINED_WIDTHS} x depths {TRAINED_DEPTHS}): it is computable, but its accuracy is untested",
+            OffGridWarning,
+            stacklevel=2,
+        )
+    return Subnetwork(width, depth, heads, ffn_neurons, layers)
+
+
+def full_network(arch: Architecture) -> Subnetwork:
+    return Subnetwork(1.0, 1.0, arch.num_heads, arch.intermediate_size, tuple(range(arch.num_layers)))
+
+
+def parameter_count(arch: Architecture, sub: Subnetwork) -> int:
+    """Parameters of the dense sliced model: embeddings, kept layers, pooler and classifier."""
+    d, qkv, f = arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons
+    embeddings = (arch.vocab_size + arch.max_positions + arch.type_vocab_size) * d + 2 * d
+    layer = (
+        3 * (d * qkv + qkv)  # query, key, value
+        + qkv * d
+        + d  # attention output dense
+        + d * f
+        + f  # intermediate dense
+        + f * d
+        + d  # output dense
+        + 4 * d  # two LayerNorms
+    )
+    pooler = d * d + d if arch.has_pooler else 0
+    classifier = d * arch.num_labels + arch.num_labels if arch.num_labels else 0
+    return embeddings + len(sub.layers) * layer + pooler + classifier
+
+
+def encoder_flops(arch: Architecture, sub: Subnetwork, seq_len: int = FLOPS_SEQ_LEN) -> int:
+    """Multiply-adds x 2 of the encoder layers for one sequence (embeddings and heads excluded)."""
+    d, qkv, f, s = arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons, seq_len
+    projections = s * (3 * d * qkv + qkv * d + 2 * d * f)
+    attention = 2 * s * s * qkv  # scores (Q K^T) and context (P V)
+    return 2 * len(sub.layers) * (projections + attention)
+
+
+def costs(arch: Architecture, sub: Subnetwork) -> dict:
+    """What one sub-network keeps and costs: the numbers manifests, `info` and `pick` share."""
+    return {
+        "width": sub.width,
+        "depth": sub.depth,
+        "layers_kept": list(sub.layers),
+        "heads_kept": sub.heads,
+        "ffn_neurons_kept": sub.ffn_neurons,
+        "parameters": parameter_count(arch, sub),
+        "encoder_flops_seq128": encoder_flops(arch, sub, FLOPS_SEQ_LEN),
+    }

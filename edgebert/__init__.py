@@ -7,6 +7,7 @@ imported, before or after edgebert, so `AutoModel.from_pretrained(slice_dir)` ju
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -32,10 +33,8 @@ def __getattr__(name: str):
 
 
 def _register_sliced_models() -> None:
-    try:
+    with contextlib.suppress(ImportError):  # transformers without torch: nothing to register
         importlib.import_module("edgebert.model")  # registers on import
-    except ImportError:  # transformers without torch: nothing to register
-        pass
 
 
 class _RegisterWhenTransformersLoads(importlib.abc.MetaPathFinder):

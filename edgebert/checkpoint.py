@@ -145,9 +145,7 @@ def _canonical_state(raw: dict[str, torch.Tensor], model_type: str) -> dict[str,
         name = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         name = name.removeprefix("bert.").removeprefix("roberta.")
         if roberta_head:
-            name = name.replace("classifier.dense.", "pooler.dense.").replace(
-                "classifier.out_proj.", "classifier."
-            )
+            name = name.replace("classifier.dense.", "pooler.dense.").replace("classifier.out_proj.", "classifier.")
         state[name] = tensor
     return state
 
@@ -188,14 +186,11 @@ def _check_state(state: dict[str, torch.Tensor], arch: Architecture, weights_fil
     missing = [name for name in shapes if name not in state]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise EdgebertError(
-            f"{weights_file} lacks weights the config requires: {', '.join(missing[:3])}{more}"
-        )
+        raise EdgebertError(f"{weights_file} lacks weights the config requires: {', '.join(missing[:3])}{more}")
     for name, shape in shapes.items():
         if tuple(state[name].shape) != shape:
             raise EdgebertError(
-                f"{weights_file}: {name} has shape {tuple(state[name].shape)}, "
-                f"but config.json implies {shape}"
+                f"{weights_file}: {name} has shape {tuple(state[name].shape)}, but config.json implies {shape}"
             )
 
 
@@ -212,9 +207,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     hidden = _config_int(config, "hidden_size", config_file)
     heads = _config_int(config, "num_attention_heads", config_file)
     if hidden % heads:
-        raise EdgebertError(
-            f"{config_file}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
-        )
+        raise EdgebertError(f"{config_file}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
     hidden_act = config.get("hidden_act", "gelu")
     from edgebert.model import ACTIVATIONS
 

@@ -229,9 +229,7 @@ def register_with_transformers() -> None:
     """Let transformers' Auto classes load edgebert slices without trust_remote_code."""
     AutoConfig.register(MODEL_TYPE, EdgeBertConfig, exist_ok=True)
     AutoModel.register(EdgeBertConfig, EdgeBertModel, exist_ok=True)
-    AutoModelForSequenceClassification.register(
-        EdgeBertConfig, EdgeBertForSequenceClassification, exist_ok=True
-    )
+    AutoModelForSequenceClassification.register(EdgeBertConfig, EdgeBertForSequenceClassification, exist_ok=True)
 
 
 register_with_transformers()

@@ -17,14 +17,10 @@ if TYPE_CHECKING:
     import torch
 
 MANIFEST_FILE = "edgebert.json"
-UNTRAINED_NOTE = (
-    "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
-)
+UNTRAINED_NOTE = "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
 
 
-def slice_state(
-    state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork
-) -> dict[str, torch.Tensor]:
+def slice_state(state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork) -> dict[str, torch.Tensor]:
     """The DynaBERT rule on weights: keep the first heads and FFN neurons of the kept layers.
 
     Q, K, V keep output rows [:k*a]; the attention output keeps input columns [:k*a]; the

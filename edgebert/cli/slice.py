@@ -20,9 +20,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 
 def slice_command(
     model: ModelArg = None,
-    width: Annotated[
-        float, typer.Option(help="Share of attention heads and FFN neurons kept, in (0, 1].")
-    ] = 1.0,
+    width: Annotated[float, typer.Option(help="Share of attention heads and FFN neurons kept, in (0, 1].")] = 1.0,
     depth: Annotated[float, typer.Option(help="Share of layers kept, in (0, 1].")] = 1.0,
     out: Annotated[Path | None, typer.Option(help="Output directory [default: <model>-w<W>-d<D>].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
@@ -39,12 +37,8 @@ def slice_command(
     table.add_row("source", manifest["source"]["path"])
     table.add_row("width x depth", f"{manifest['width']:g} x {manifest['depth']:g}")
     original = manifest["original"]
-    table.add_row(
-        "layers kept", f"{len(manifest['layers_kept'])} of {original['layers']}: {manifest['layers_kept']}"
-    )
-    table.add_row(
-        "heads kept", f"{manifest['heads_kept']} of {original['heads']} (size {original['head_size']})"
-    )
+    table.add_row("layers kept", f"{len(manifest['layers_kept'])} of {original['layers']}: {manifest['layers_kept']}")
+    table.add_row("heads kept", f"{manifest['heads_kept']} of {original['heads']} (size {original['head_size']})")
     table.add_row("FFN neurons kept", f"{manifest['ffn_neurons_kept']} of {original['ffn_neurons']}")
     table.add_row("parameters", millions(manifest["parameters"]))
     table.add_row("model.safetensors", megabytes(manifest["size_bytes"]))
@@ -84,9 +78,7 @@ def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:
             f"{row['encoder_flops_seq128'] / 1e9:.2f}",
         )
     console.print(table)
-    console.print(
-        "params in M, sizes in MB (*int8: estimate, one byte per weight), GFLOPs: encoder at seq 128"
-    )
+    console.print("params in M, sizes in MB (*int8: estimate, one byte per weight), GFLOPs: encoder at seq 128")
     if "untrained" in info:
         print_warning(info["untrained"])
 

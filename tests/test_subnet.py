@@ -1,0 +1,111 @@
+"""The pure DynaBERT rule (edgebert.subnet), checked against the values stated in ../shared/dynabert.md."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from edgebert.errors import EdgebertError
+from edgebert.subnet import TRAINED_GRID, Architecture, OffGridWarning, subnetwork
+
+BERT_BASE = Architecture(
+    num_layers=12,
+    num_heads=12,
+    hidden_size=768,
+    head_size=64,
+    intermediate_size=3072,
+    vocab_size=30522,
+    max_positions=512,
+    type_vocab_size=2,
+    has_pooler=True,
+    num_labels=2,
+)
+
+
+def arch_with_layers(num_layers: int) -> Architecture:
+    return Architecture(**{**BERT_BASE.__dict__, "num_layers": num_layers})
+
+
+@pytest.mark.parametrize(
+    ("depth", "layers"),
+    [
+        (1.0, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)),
+        (0.75, (0, 1, 2, 4, 5, 6, 8, 9, 10)),
+        (0.5, (0, 2, 4, 6, 8, 10)),
+    ],
+)
+def test_kept_layers_bert_base(depth, layers):
+    assert subnetwork(BERT_BASE, 1.0, depth).layers == layers
+
+
+def test_kept_layers_six_layers_three_quarters():
+    # round(6 x 0.75) = round(4.5) = 4 (ties to even), floor(i / 0.75) for i < 4
+    assert subnetwork(arch_with_layers(6), 1.0, 0.75).layers == (0, 1, 2, 4)
+
+
+@pytest.mark.parametrize(
+    ("width", "heads", "neurons"),
+    [(1.0, 12, 3072), (0.75, 9, 2304), (0.5, 6, 1536), (0.25, 3, 768)],
+)
+def test_heads_and_ffn_bert_base(width, heads, neurons):
+    sub = subnetwork(BERT_BASE, width, 1.0)
+    assert (sub.heads, sub.ffn_neurons) == (heads, neurons)
+
+
+def test_ffn_follows_the_width_snapped_to_whole_heads():
+    # 0.6 x 12 = 7.2 -> 7 heads; FFN uses w' = 7/12, not 0.6: int(7/12 x 3072) = 1792 (0.6 would give 1843)
+    with pytest.warns(OffGridWarning):
+        sub = subnetwork(BERT_BASE, 0.6, 1.0)
+    assert (sub.heads, sub.ffn_neurons) == (7, 1792)
+
+
+def test_head_count_rounds_half_to_even():
+    # 12 x 0.125 = 1.5 -> 2 ; 12 x 0.375 = 4.5 -> 4 (Python round, as the official code)
+    with pytest.warns(OffGridWarning):
+        assert subnetwork(BERT_BASE, 0.125, 1.0).heads == 2
+    with pytest.warns(OffGridWarning):
+        assert subnetwork(BERT_BASE, 0.375, 1.0).heads == 4
+
+
+@pytest.mark.parametrize(("width", "depth"), TRAINED_GRID)
+def test_on_grid_does_not_warn(width, depth):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        subnetwork(BERT_BASE, width, depth)
+
+
+@pytest.mark.parametrize(("width", "depth"), [(0.6, 1.0), (1.0, 0.9), (0.3, 0.3)])
+def test_off_grid_warns(width, depth):
+    with pytest.warns(OffGridWarning, match="off the trained DynaBERT grid"):
+        subnetwork(BERT_BASE, width, depth)
+
+
+@pytest.mark.parametrize(
+    ("width", "depth", "message"),
+    [
+        (0, 1.0, "width must be in"),
+        (-1, 1.0, "width must be in"),
+        (1.5, 1.0, "width must be in"),
+        (1.0, 0, "depth must be in"),
+        (1.0, 1.01, "depth must be in"),
+        (float("nan"), 1.0, "width must be a number"),
+        (1.0, float("inf"), "depth must be a number"),
+        ("0.5", 1.0, "width must be a number"),
+        (True, 1.0, "width must be a number"),
+        (None, 1.0, "width must be a number"),
+        (0.01, 1.0, "keeps no whole attention head"),
+        (1.0, 0.01, "keeps no layer"),
+    ],
+)
+def test_invalid_values_raise(width, depth, message):
+    with pytest.raises(EdgebertError, match=message):
+        subnetwork(BERT_BASE, width, depth)
+
+
+def test_smallest_width_in_message_is_really_the_smallest():
+    with pytest.raises(EdgebertError, match=r"smallest width for this model is (\S+)") as info:
+        subnetwork(BERT_BASE, 0.04, 1.0)
+    smallest = float(info.value.args[0].rsplit(" ", 1)[1])
+    with pytest.warns(OffGridWarning):
+        assert subnetwork(BERT_BASE, smallest, 1.0).heads == 1

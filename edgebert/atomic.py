@@ -15,13 +15,18 @@ from pathlib import Path
 from edgebert.errors import EdgebertError
 
 
+def refuse_existing(*targets: Path, force: bool = False) -> None:
+    """Fail unless every target is free (or `force`): callers check early, before slow work."""
+    for target in targets:
+        if Path(target).exists() and not force:
+            raise EdgebertError(f"{target} already exists: pass --force to replace it")
+
+
 @contextmanager
 def staged_outputs(*targets: Path, force: bool = False) -> Iterator[list[Path]]:
     """Yield scratch paths, one per target (file or directory); move them onto the targets on success."""
     targets = tuple(Path(t) for t in targets)
-    for target in targets:
-        if target.exists() and not force:
-            raise EdgebertError(f"{target} already exists: pass --force to replace it")
+    refuse_existing(*targets, force=force)
     parent = targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{targets[0].name}.", suffix=".partial", dir=parent))

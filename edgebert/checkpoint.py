@@ -122,15 +122,34 @@ def _read_weights(weights_file: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise EdgebertError(
-            f"refusing to load {weights_file}: it holds more than plain tensors and could run code ({first_line})"
-        ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise EdgebertError(f"{weights_file} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
+        blocked = _BLOCKED_GLOBAL.search(str(exc))
+        if blocked:
+            raise EdgebertError(
+                f"refusing to load {weights_file}: it holds more than plain tensors and could run code "
+                f"(it would import {blocked.group(1)})"
+            ) from exc
+        raise EdgebertError(f"{weights_file} is corrupt or not a PyTorch state dict: {_torch_reason(exc)}") from exc
+    except Exception as exc:  # the weights-only unpickler raises KeyError, EOFError, ... on damaged files
+        raise EdgebertError(f"{weights_file} is corrupt or truncated: {_torch_reason(exc)}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EdgebertError(f"{weights_file} is not a state dict of tensors")
     return state
+
+
+# torch's weights-only unpickler names the global it refused: "GLOBAL posix.system" / "Unsupported global: GLOBAL x.y".
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# The generic advice torch wraps its reason in (including "re-run with weights_only=False", which must not be relayed).
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "WeightsUnpickler")
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """The one informative line of a torch.load error, without torch's boilerplate."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)] or lines
+    reason = lines[0].split(". ")[0] if lines else ""  # first sentence: torch appends paragraphs of advice
+    if isinstance(exc, RuntimeError | pickle.UnpicklingError) and reason:
+        return reason
+    return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__  # e.g. a bare KeyError: 101
 
 
 def _canonical_state(raw: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:

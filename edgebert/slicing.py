@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
-from edgebert.atomic import staged_outputs
+from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, load_checkpoint
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
@@ -131,6 +131,8 @@ def slice_model(
 ) -> tuple[Path, dict[str, Any]]:
     """Write the (width, depth) sub-network of `model` as a dense model directory; return it and its manifest."""
     check_fractions(width, depth)  # fail before the slow load
+    if out is not None:
+        refuse_existing(Path(out), force=force)
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
     out_dir = Path(out) if out is not None else default_output_dir(checkpoint, width, depth)

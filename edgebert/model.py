@@ -225,6 +225,19 @@ class EdgeBertForSequenceClassification(EdgeBertPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
+class ExportWrapper(nn.Module):
+    """Plain tensors in, a tuple of the named outputs out: the form exporters trace."""
+
+    def __init__(self, model: EdgeBertPreTrainedModel, output_names: list[str]):
+        super().__init__()
+        self.model, self.output_names = model, output_names
+        self.eval()
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return tuple(getattr(outputs, name) for name in self.output_names)
+
+
 def register_with_transformers() -> None:
     """Let transformers' Auto classes load edgebert slices without trust_remote_code."""
     AutoConfig.register(MODEL_TYPE, EdgeBertConfig, exist_ok=True)

@@ -13,6 +13,7 @@ import warnings
 
 import typer
 
+from edgebert.cli import export as export_commands
 from edgebert.cli import slice as slice_commands
 from edgebert.cli.output import print_error, print_warning
 from edgebert.errors import EdgebertError
@@ -29,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 slice_commands.register(app)
+export_commands.register(app)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

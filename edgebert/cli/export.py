@@ -1,0 +1,80 @@
+"""`edgebert export`: an ONNX or TFLite artifact of a slice, with its parity report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgebert.cli.output import console, err_console, megabytes, print_json, print_warning
+from edgebert.cli.slice import JsonOpt, ModelArg
+
+
+def export_command(
+    model: ModelArg = None,
+    format: Annotated[str, typer.Option("--format", help="onnx or tflite.")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    width: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this width first.")] = None,
+    depth: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this depth first.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Fixed sequence length (TFLite; ONNX axes are dynamic).")] = 128,
+    out: Annotated[
+        Path | None, typer.Option(help="Artifact path [default: <model>-w<W>-d<D>.<precision>.<ext>].")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity gate (not recommended).")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Export a slice (or a checkpoint sliced in memory) and prove it against PyTorch."""
+    from edgebert.export import export_model
+
+    with err_console.status(f"exporting {format} {precision} and checking parity..."):
+        sidecar = export_model(
+            model,
+            format,
+            precision,
+            width=width,
+            depth=depth,
+            seq_len=seq_len,
+            out=out,
+            force=force,
+            verify=not no_verify,
+        )
+    if json:
+        print_json(sidecar)
+        return
+    manifest = sidecar["manifest"]
+    table = Table(title=f"Wrote {sidecar['path']} (+ .json sidecar)", show_header=False, title_justify="left")
+    table.add_row("sub-network", f"width {manifest['width']:g} x depth {manifest['depth']:g}")
+    table.add_row("format / precision", f"{sidecar['format']} {sidecar['precision']}")
+    table.add_row("size", megabytes(sidecar["size_bytes"]))
+    table.add_row("runtime", f"{sidecar['runtime']['name']} {sidecar['runtime']['version']}")
+    for kind in ("inputs", "outputs"):
+        table.add_row(kind, ", ".join(describe_tensor(t, sidecar["output_meaning"]) for t in sidecar[kind]))
+    table.add_row("export time", f"{sidecar['export_seconds']:.1f} s")
+    parity = sidecar["parity"]
+    if parity is None:
+        table.add_row("parity", "[yellow]not verified (--no-verify)[/]")
+    else:
+        gate = parity["gate"]
+        relation = "<=" if gate["metric"] == "max_abs_diff" else ">="
+        table.add_row("max abs diff", f"{parity['max_abs_diff']:.2e}")
+        table.add_row("cosine", f"{parity['cosine']:.6f}")
+        if "top1_agreement" in parity:
+            table.add_row("top-1 agreement", f"{parity['top1_agreement']:.0%}")
+        table.add_row("gate", f"[green]passed[/] ({gate['metric']} {relation} {gate['bound']})")
+    console.print(table)
+    if "untrained" in manifest:
+        print_warning(manifest["untrained"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
+
+
+def describe_tensor(spec: dict, meaning: dict[str, str]) -> str:
+    """ "output_0 (logits) float32[1, 2]": TFLite numbers its outputs, the sidecar says what they are."""
+    alias = meaning.get(spec["name"], spec["name"])
+    name = spec["name"] if alias == spec["name"] else f"{spec['name']} ({alias})"
+    return f"{name} {spec['dtype']}{spec['shape']}"

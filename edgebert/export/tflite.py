@@ -1,0 +1,113 @@
+"""TFLite (LiteRT) export: litert-torch converts at a fixed shape, ai-edge-quantizer makes fp16/int8,
+ai-edge-litert (with its default XNNPACK delegate) runs the gate.
+
+Findings that shaped this module (litert-torch 0.10, ai-edge-litert 2.3, ai-edge-quantizer 0.10):
+- the converter takes no dynamic sequence axis, so the artifact is fixed at batch 1 x `seq_len`;
+- sample inputs passed as keyword arguments become the signature's input names; int32 samples
+  give int32 inputs without the converter's int64 downcast warning; outputs are output_0, ...;
+- litert-torch's own PT2E int8 route produced files the interpreter refused, while
+  ai-edge-quantizer's dynamic-range recipe on the fp32 file works and also quantizes the
+  embedding lookup (BERT-base 437 MB -> 111 MB); fp16 is weight-only float casting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgebert.errors import EdgebertError, require
+from edgebert.export.base import ExportSource, TensorSpec, quiet_tools, sample_inputs
+
+SIGNATURE_KEY = "serving_default"
+VERIFY_SAMPLES = 4  # batch-1 runs, stacked for the parity report
+QUIET_ENV = {
+    "LITERT_TORCH_SHOW_PROGRESS": "n",  # progress tree on every convert
+    "LITERT_TORCH_SILENCE_TORCH_LOGS": "n",  # otherwise convert removes the torch logger's handler
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+}
+
+
+class TfliteExporter:
+    name, suffix, runtime = "tflite", ".tflite", "litert"
+
+    def __init__(self) -> None:
+        self._interpreters: dict[Path, object] = {}
+
+    def convert(self, source: ExportSource, path: Path, precision: str, seq_len: int, work_dir: Path) -> None:
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+        torch = require("torch", "TFLite export")
+        litert_torch = require("litert_torch", "TFLite export")
+        from edgebert.model import ExportWrapper
+
+        fp32_path = path if precision == "fp32" else work_dir / "fp32.tflite"
+        sample = {k: torch.from_numpy(v.astype(np.int32)) for k, v in sample_inputs(source, 1, seq_len).items()}
+        with quiet_tools(), torch.no_grad():
+            edge_model = litert_torch.convert(
+                ExportWrapper(source.model, source.output_names), sample_kwargs=sample, lightweight_conversion=True
+            )
+        edge_model.export(str(fp32_path))
+        if precision != "fp32":
+            self._quantize(fp32_path, path, precision)
+
+    @staticmethod
+    def _quantize(fp32_path: Path, path: Path, precision: str) -> None:
+        quantizer = require("ai_edge_quantizer.quantizer", "TFLite quantization")
+        qt = quantizer.Quantizer(str(fp32_path))
+        if precision == "int8":  # dynamic range: int8 weights (embedding lookup included), fp32 activations
+            from ai_edge_quantizer import recipe
+
+            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        else:  # fp16 weights, dequantized at load: half the file, fp32 speed
+            from ai_edge_quantizer import qtyping
+
+            qt.add_weight_only_config(
+                regex=".*",
+                operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                num_bits=16,
+                algorithm_key=quantizer.AlgorithmName.FLOAT_CASTING,
+            )
+        with quiet_tools():  # progress bars and a size summary on stdout
+            qt.quantize().export_model(str(path), overwrite=True)
+
+    def _runner(self, path: Path):
+        if path not in self._interpreters:
+            interpreter_module = require("ai_edge_litert.interpreter", "TFLite verification")
+            try:
+                interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise EdgebertError(f"LiteRT cannot load the exported model: {str(exc).splitlines()[0]}") from exc
+            self._interpreters[path] = interpreter.get_signature_runner(SIGNATURE_KEY)
+        return self._interpreters[path]
+
+    def signature(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        runner = self._runner(path)
+
+        def specs(details: dict) -> list[TensorSpec]:
+            return [TensorSpec(name, np.dtype(d["dtype"]).name, d["shape"].tolist()) for name, d in details.items()]
+
+        inputs, outputs = specs(runner.get_input_details()), specs(runner.get_output_details())
+        outputs.sort(key=lambda spec: int(spec.name.rsplit("_", 1)[-1]))  # output_0, output_1: forward's order
+        return inputs, outputs
+
+    def run(self, path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        runner = self._runner(path)
+        details = runner.get_input_details()
+        results = runner(**{name: inputs[name].astype(details[name]["dtype"]) for name in details})
+        return [results[name] for name in sorted(results, key=lambda name: int(name.rsplit("_", 1)[-1]))]
+
+    def verify_batches(self, source: ExportSource, seq_len: int) -> list[dict[str, np.ndarray]]:
+        # Fixed shape: the gate uses fresh seeds (not the conversion sample) and batch-1 rows.
+        return [sample_inputs(source, 1, seq_len, seed=100 + i) for i in range(VERIFY_SAMPLES)]
+
+    def runtime_version(self) -> str:
+        from importlib.metadata import version
+
+        return version("ai-edge-litert")
+
+    def fixed_seq_len(self, seq_len: int) -> int | None:
+        return seq_len

@@ -13,7 +13,9 @@ import warnings
 
 import typer
 
+from edgebert.cli import bench as bench_commands
 from edgebert.cli import export as export_commands
+from edgebert.cli import profiles as profiles_commands
 from edgebert.cli import slice as slice_commands
 from edgebert.cli.output import print_error, print_warning
 from edgebert.errors import EdgebertError
@@ -31,6 +33,8 @@ app = typer.Typer(
 )
 slice_commands.register(app)
 export_commands.register(app)
+bench_commands.register(app)
+profiles_commands.register(app)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,0 +1,108 @@
+"""`edgebert bench`: time an exported artifact under a device profile (torch-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from edgebert.cli.output import console, megabytes, print_json, print_warning
+
+
+def bench_command(
+    artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .tflite file (its .json sidecar is read).")],
+    profile: Annotated[str, typer.Option(help="A shipped profile name or a YAML file.")] = "local",
+    runs: Annotated[int | None, typer.Option(min=1, help="Measured runs (default: the profile's).")] = None,
+    warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up runs (default: the profile's).")] = None,
+    min_time: Annotated[
+        float | None,
+        typer.Option(min=0, help="Keep measuring for at least this many seconds (default: the profile's)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: the profile's).")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help="Batch size (default: the profile's).")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=1, help="Sequence length (default: the profile's).")] = None,
+    text: Annotated[Path | None, typer.Option(help="Real text, one input per line, instead of random ids.")] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Directory with tokenizer.json or vocab.txt (default: beside the artifact).")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Append the result to this JSON list file.")] = None,
+) -> None:
+    """Measure load time, latency percentiles, throughput and memory of ARTIFACT in its own runtime."""
+    from edgebert.bench import append_result, bench_artifact
+    from edgebert.profiles import load_profile
+
+    result = bench_artifact(
+        artifact,
+        load_profile(profile),
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        batch_size=batch,
+        seq_len=seq_len,
+        min_time_s=min_time,
+        text_file=text,
+        tokenizer_dir=tokenizer,
+    )
+    if out is not None:
+        append_result(out, result)
+    if json:
+        print_json(result)
+        return
+    print_result(result)
+    if out is not None:
+        console.print(f"appended to {out}")
+    for warning in result["warnings"]:
+        print_warning(warning)
+
+
+def print_result(result: dict[str, Any]) -> None:
+    env, inputs, lat, mem = result["environment"], result["inputs"], result["latency_ms"], result["memory"]
+    runtime = f"{env['runtime']} {env['runtime_version']}, {env['threads']} threads"
+    if "xnnpack" in env:
+        runtime += f", XNNPACK {'on' if env['xnnpack'] else 'OFF' if env['xnnpack'] is False else 'unknown'}"
+    if "graph_optimization_level" in env:
+        runtime += f", {env['graph_optimization_level']}"
+    title = f"{result['artifact']['path']} on {result['profile']}"
+    summary = Table(title=title, show_header=False, title_justify="left")
+    precision = result["artifact"]["precision"] or "precision unknown"
+    summary.add_row("artifact", f"{megabytes(result['artifact']['size_bytes'])}, {precision}")
+    summary.add_row("runtime", runtime)
+    summary.add_row("CPU", f"{env['cpu']} ({env['usable_cores']} of {env['cores']} cores usable)")
+    summary.add_row(
+        "inputs",
+        f"batch {inputs['batch_size']} x {inputs['seq_len']} tokens, {inputs['padding_share']:.0%} padding; "
+        f"{inputs['source']}",
+    )
+    summary.add_row("load", f"{result['load_ms']:.1f} ms")
+    summary.add_row("first inference", f"{result['first_inference_ms']:.2f} ms")
+    throughput = result["throughput"]
+    summary.add_row(
+        "throughput",
+        f"{throughput['sequences_per_s']:.1f} seq/s, {throughput['real_tokens_per_s']:.0f} tokens/s "
+        f"({throughput['tokens_per_s']:.0f} with padding)",
+    )
+    summary.add_row(
+        "memory",
+        f"peak RSS {megabytes(mem['peak_rss_bytes'])}; load +{megabytes(mem['load_growth_bytes'])}, "
+        f"runs +{megabytes(mem['run_growth_bytes'])}",
+    )
+    before, after = env["load_avg_before"][0], env["load_avg_after"][0]
+    summary.add_row("load average", f"{before:.2f} before, {after:.2f} after")
+    for name, value in result["budgets"].items():
+        if name.startswith("within_"):
+            summary.add_row(name.replace("_", " "), "yes" if value else "[bold red]NO[/]")
+    console.print(summary)
+    latency = Table(title=f"latency over {result['settings']['runs']} runs (ms)", box=box.SIMPLE_HEAD)
+    names = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
+    for name in names:
+        latency.add_column(name, justify="right")
+    latency.add_row(*(f"{lat[name]:.3f}" for name in names))
+    console.print(latency)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)

@@ -1,0 +1,96 @@
+"""`edgebert profiles list|show|validate`: the device profiles bench runs under."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from edgebert.cli.output import console, print_error, print_json
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+profiles_app = typer.Typer(help="List, show and validate device profiles.", no_args_is_help=True)
+
+
+@profiles_app.command("list")
+def list_command(json: JsonOpt = False) -> None:
+    """The shipped profiles, with their runtime and main hardware facts."""
+    from edgebert.profiles import load_shipped
+
+    profiles = load_shipped()
+    if json:
+        print_json([profile.model_dump() for profile in profiles])
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in ("name", "runtime", "threads", "cores", "GHz", "GFLOP/s", "GB/s", "RAM GB"):
+        table.add_column(column, justify="left" if column in ("name", "runtime") else "right", no_wrap=True)
+    for p in profiles:
+        hw = p.hardware
+        table.add_row(
+            p.name,
+            p.runtime,
+            str(p.threads),
+            str(hw.cores),
+            _num(hw.clock_ghz),
+            _num(hw.peak_gflops_fp32),
+            _num(hw.memory_bandwidth_gbs),
+            _num(hw.ram_gb),
+        )
+    console.print(table)
+    console.print("GFLOP/s: fp32 peak from public specs; ?: unknown. `edgebert profiles show NAME` for the rest.")
+
+
+@profiles_app.command("show")
+def show_command(
+    name: Annotated[str, typer.Argument(help="A shipped profile name or a YAML file.")], json: JsonOpt = False
+) -> None:
+    """Every setting and hardware fact of one profile (`local`: detected on this machine)."""
+    from edgebert.profiles import load_profile
+
+    data = load_profile(name).model_dump()
+    if json:
+        print_json(data)
+        return
+    hardware = data.pop("hardware")
+    table = Table(title=f"profile {data['name']}", show_header=False, title_justify="left")
+    for key, value in [*data.items(), *((f"hardware.{k}", v) for k, v in hardware.items())]:
+        if value not in (None, []):
+            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    console.print(table)
+
+
+@profiles_app.command("validate")
+def validate_command(
+    files: Annotated[list[Path], typer.Argument(help="Profile YAML files to check.")], json: JsonOpt = False
+) -> None:
+    """Check profile files; every problem gets its own line naming file, field and what was expected."""
+    from edgebert.errors import EdgebertError
+    from edgebert.profiles import load_profile
+
+    report = {}
+    for path in files:
+        try:
+            report[str(path)] = {"valid": True, "name": load_profile(path).name, "problems": []}
+        except EdgebertError as exc:  # a ProfileError lists each problem; a missing file is one
+            report[str(path)] = {"valid": False, "problems": getattr(exc, "problems", [str(exc)])}
+    if json:
+        print_json(report)
+    else:
+        for path, entry in report.items():
+            if entry["valid"]:
+                console.print(f"[green]ok[/] {path} (profile {entry['name']})")
+            for problem in entry["problems"]:
+                print_error(problem)
+    if not all(entry["valid"] for entry in report.values()):
+        raise typer.Exit(1)
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(profiles_app, name="profiles")

@@ -1,0 +1,196 @@
+"""Device profiles: how to benchmark on a device, and the hardware facts a latency model needs.
+
+Shipped profiles live in `edgebert/profiles/<name>.yaml`; a user file is loaded by path. Every
+problem in a file is reported at once, one per line-like item ("file: field: expected ..."),
+so a user fixes a profile in one go. `hardware: detect` (the `local` profile) reads this
+machine's facts at load time, and `threads: auto` means every core this process may use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import platform
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgebert.errors import EdgebertError
+
+RUNTIMES = ("onnxruntime", "litert")
+# SIMD extensions worth knowing for transformer kernels, as /proc/cpuinfo spells them.
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
+ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ProfileError(EdgebertError):
+    """An invalid profile file; `problems` holds one line per problem, the message joins them with '; '."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Hardware(BaseModel):
+    """Facts from public specs (or detected); unknown values are null, never guessed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: str = Field(description="CPU model, e.g. 'Broadcom BCM2711, 4x Cortex-A72'")
+    architecture: str | None = Field(None, description="ISA, e.g. aarch64 or x86_64")
+    cores: int = Field(gt=0, description="CPU cores the OS sees")
+    clock_ghz: PositiveFloat | None = Field(None, description="sustained or max clock of the cores benchmarked")
+    simd: list[str] = Field(default_factory=list, description="vector extensions, e.g. neon, avx2, avx512f")
+    peak_gflops_fp32: PositiveFloat | None = Field(None, description="theoretical fp32 peak, all cores")
+    gemm_gflops_measured: PositiveFloat | None = Field(None, description="measured large-GEMM rate, if known")
+    memory_bandwidth_gbs: PositiveFloat | None = Field(None, description="theoretical DRAM bandwidth")
+    ram_gb: PositiveFloat | None = None
+    detected: bool = Field(False, description="true when read from this machine at run time")
+    notes: str | None = Field(None, description="how peak and bandwidth were derived")
+    sources: list[str] = Field(default_factory=list, description="where the facts come from")
+
+
+class Profile(BaseModel):
+    """One way to run a benchmark on one device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str
+    runtime: Literal["onnxruntime", "litert"] = Field(description="the runtime this device uses")
+    threads: int = Field(gt=0, description="runtime threads, or 'auto' for every usable core")
+    batch_size: int = Field(1, gt=0)
+    seq_len: int = Field(128, gt=0)
+    padding_share: float = Field(0.25, ge=0, le=0.5, description="share of input positions that are padding")
+    warmup_runs: int = Field(10, ge=0)
+    runs: int = Field(100, gt=0)
+    min_time_s: float = Field(0.0, ge=0, description="keep measuring until this much time has passed")
+    cpu_affinity: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="core ids to pin")
+    memory_budget_mb: PositiveFloat | None = None
+    latency_budget_ms: PositiveFloat | None = None
+    hardware: Hardware
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _auto_threads(cls, value: Any) -> Any:
+        return usable_cores() if value == "auto" else value
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _detect_hardware(cls, value: Any) -> Any:
+        return detect_hardware() if value == "detect" else value
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity), not every core of the box."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def shipped_dir() -> Path:
+    return Path(str(resources.files("edgebert") / "profiles"))
+
+
+def shipped_names() -> list[str]:
+    return sorted(path.stem for path in shipped_dir().glob("*.yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A shipped profile by name, or a YAML file by path (anything with a '/' or a .yaml/.yml suffix)."""
+    text = str(name_or_path)
+    looks_like_path = isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml"))
+    if looks_like_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise EdgebertError(f"{path}: no such profile file")
+        return parse_profile(path.read_text(encoding="utf-8", errors="replace"), source=str(path))
+    if text not in shipped_names():
+        raise EdgebertError(f"unknown profile {text!r}: choose one of {', '.join(shipped_names())} or give a YAML path")
+    return parse_profile((shipped_dir() / f"{text}.yaml").read_text(encoding="utf-8"), source=f"{text}.yaml")
+
+
+def load_shipped() -> list[Profile]:
+    return [load_profile(name) for name in shipped_names()]
+
+
+def parse_profile(text: str, source: str) -> Profile:
+    """Validate YAML text; every problem goes into one EdgebertError, '; '-separated, each naming file and field."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError([f"{source}: not valid YAML{where}: {problem}"]) from exc
+    if data is None:
+        raise ProfileError([f"{source}: empty file, expected a mapping of profile fields (name, runtime, ...)"])
+    if not isinstance(data, dict):
+        raise ProfileError([f"{source}: expected a mapping of profile fields, got a {type(data).__name__}"])
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError([_describe(error, source) for error in exc.errors()]) from exc
+
+
+def _describe(error: dict, source: str) -> str:
+    """One pydantic error as 'file: field: what was expected (got X)'."""
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = Hardware if error["loc"][0] == "hardware" and len(error["loc"]) > 1 else Profile
+        close = difflib.get_close_matches(str(error["loc"][-1]), model.model_fields, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{source}: {field}: unknown key ({hint}allowed: {', '.join(model.model_fields)})"
+    if kind == "missing":
+        return f"{source}: {field}: required field is missing"
+    message = error["msg"]
+    if error["loc"] == ("threads",):
+        message = "expected a whole number of threads >= 1, or 'auto'"
+    if error["loc"] == ("hardware",) and kind == "model_type":
+        message = "expected a mapping of hardware facts or 'detect'"
+    return f"{source}: {field}: {message[0].lower()}{message[1:]} (got {error['input']!r})"
+
+
+def detect_hardware() -> Hardware:
+    """This machine's facts from /proc and /sys (Linux); peak GFLOP/s stays unknown rather than guessed."""
+    cpuinfo = _read("/proc/cpuinfo")
+    meminfo = _read("/proc/meminfo")
+    cpu = _first(cpuinfo, r"^model name\s*:\s*(.+)$") or _first(cpuinfo, r"^Model\s*:\s*(.+)$")
+    cpu = cpu or _first(cpuinfo, r"^Hardware\s*:\s*(.+)$") or platform.processor() or platform.machine() or "unknown"
+    flags = set((_first(cpuinfo, r"^(?:flags|Features)\s*:\s*(.+)$") or "").split())
+    simd = [flag for flag in (*SIMD_FLAGS, *ARM_SIMD_FLAGS) if flag in flags]
+    max_khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").strip()
+    mhz = _first(cpuinfo, r"^cpu MHz\s*:\s*([\d.]+)$")
+    clock = int(max_khz) / 1e6 if max_khz.isdigit() else (float(mhz) / 1e3 if mhz else None)
+    mem_kb = _first(meminfo, r"^MemTotal:\s*(\d+) kB$")
+    return Hardware(
+        cpu=cpu.strip(),
+        architecture=platform.machine() or None,
+        cores=os.cpu_count() or 1,
+        clock_ghz=round(clock, 3) if clock else None,
+        simd=simd,
+        ram_gb=round(int(mem_kb) / 1024**2, 1) if mem_kb else None,
+        detected=True,
+        notes="detected at run time from /proc/cpuinfo, /proc/meminfo and cpufreq; peak and bandwidth unknown",
+    )
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _first(text: str, pattern: str) -> str | None:
+    match = re.search(pattern, text, re.MULTILINE)
+    return match.group(1).strip() if match else None

@@ -1,0 +1,292 @@
+"""End to end: `edgebert slice` and `edgebert info` on tiny models, the demo model, the console script."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+import edgebert
+from edgebert.checkpoint import load_checkpoint
+from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
+from edgebert.slicing import slice_checkpoint
+from edgebert.subnet import TRAINED_GRID, Architecture, Subnetwork, parameter_count, subnetwork
+from tests.test_slice_parity import padded_batch
+
+ROUND_TRIP_TOLERANCE = 1e-6
+SLICE_FILES = ["config.json", "edgebert.json", "model.safetensors", "vocab.txt"]
+
+
+def slice_cli(run_cli, model, width, depth, out, *options):
+    result = run_cli("slice", model, "--width", str(width), "--depth", str(depth), "--out", out, *options)
+    assert result.code == 0, result.stderr
+    return result
+
+
+def manifest_of(directory: Path) -> dict:
+    return json.loads((directory / "edgebert.json").read_text())
+
+
+# --- what a slice directory holds ---------------------------------------------------------------
+
+
+def test_slice_writes_model_tokenizer_and_manifest(run_cli, tiny_models, tmp_path):
+    source, out = tiny_models["bert-cls"], tmp_path / "sliced"
+    result = slice_cli(run_cli, source, 0.5, 0.75, out)
+    assert result.stderr == ""  # on the grid, a trained model: nothing to warn about
+    assert "Wrote" in result.stdout and "parameters" in result.stdout
+
+    assert sorted(p.name for p in out.iterdir()) == SLICE_FILES
+    assert (out / "vocab.txt").read_bytes() == (source / "vocab.txt").read_bytes()
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "edgebert"
+    assert (config["num_hidden_layers"], config["num_attention_heads"], config["attention_head_size"]) == (9, 6, 4)
+    assert (config["hidden_size"], config["intermediate_size"]) == (48, 48)
+
+    manifest = manifest_of(out)
+    assert manifest["source"]["path"] == str(source.resolve())
+    assert manifest["source"]["sha256"] == hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()
+    assert (manifest["width"], manifest["depth"]) == (0.5, 0.75)
+    assert manifest["layers_kept"] == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    assert manifest["heads_kept"] == 6 and manifest["ffn_neurons_kept"] == 48
+    assert manifest["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert manifest["edgebert_version"] == edgebert.__version__
+    assert "untrained" not in manifest
+
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    assert manifest["parameters"] == sum(p.numel() for p in loaded.parameters())
+    assert loaded.bert.encoder.layer[0].attention.self.query.weight.shape == (24, 48)  # 6 heads of 4: dense
+    # 9 layers x 2 x seq128 x [Q,K,V,O projections 4 x 48 x 24 + FFN 2 x 48 x 48 + scores and context 2 x 128 x 24]
+    assert manifest["encoder_flops_seq128"] == 9 * 2 * 128 * (4 * 48 * 24 + 2 * 48 * 48 + 2 * 128 * 24)
+
+
+def test_json_output_is_the_manifest(run_cli, tiny_models, tmp_path):
+    out = tmp_path / "sliced"
+    result = slice_cli(run_cli, tiny_models["roberta-bare"], 0.25, 0.5, out, "--json")
+    printed = json.loads(result.stdout)  # nothing but JSON on stdout
+    assert printed == {"output": str(out), **manifest_of(out)}
+    assert printed["task"] == "feature-extraction" and printed["source"]["model_type"] == "roberta"
+    assert printed["layers_kept"] == [0, 2, 4, 6, 8, 10] and printed["heads_kept"] == 3
+
+
+def test_pytorch_model_bin_source_is_hashed(run_cli, legacy_bert_dir, tmp_path):
+    out = tmp_path / "sliced"
+    slice_cli(run_cli, legacy_bert_dir, 0.75, 1.0, out)
+    source = manifest_of(out)["source"]
+    assert source["weights_file"] == "pytorch_model.bin"
+    assert source["sha256"] == hashlib.sha256((legacy_bert_dir / "pytorch_model.bin").read_bytes()).hexdigest()
+    assert not (out / "training_args.bin").exists()
+
+
+# --- round trip: the written slice loads with transformers and computes what the in-memory slice does
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "depth"),
+    [("bert-cls", 0.25, 0.5), ("bert-bare", 0.75, 0.75), ("roberta-cls", 0.5, 1.0), ("roberta-bare", 0.25, 0.75)],
+)
+def test_round_trip_from_pretrained(run_cli, tiny_models, tmp_path, name, width, depth):
+    kind, head = name.split("-")
+    source, out = tiny_models[name], tmp_path / "sliced"
+    slice_cli(run_cli, source, width, depth, out)
+
+    auto = transformers.AutoModelForSequenceClassification if head == "cls" else transformers.AutoModel
+    loaded, info = auto.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert type(loaded) is (EdgeBertForSequenceClassification if head == "cls" else EdgeBertModel)
+    loaded.eval()
+
+    in_memory = slice_checkpoint(load_checkpoint(source), width, depth).model
+    batch = padded_batch(120, with_token_types=kind == "bert", first_id=3 if kind == "bert" else 4)
+    with torch.no_grad():
+        ours, reference = loaded(**batch), in_memory(**batch)
+    if head == "cls":
+        diff = (ours.logits - reference.logits).abs().max().item()
+    else:
+        diff = (ours.last_hidden_state - reference.last_hidden_state).abs().max().item()
+        if reference.pooler_output is not None:
+            diff = max(diff, (ours.pooler_output - reference.pooler_output).abs().max().item())
+    assert diff <= ROUND_TRIP_TOLERANCE, f"max abs diff {diff:.2e}"
+    assert (out / "model.safetensors").stat().st_size < (source / "model.safetensors").stat().st_size
+
+
+# --- output name, off-grid values -----------------------------------------------------------------
+
+
+def test_default_output_name(run_cli, tiny_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("slice", tiny_models["bert-cls"], "--width", "0.25", "--depth", "0.5")
+    assert result.code == 0, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["bert-cls-w0.25-d0.5"]
+    assert sorted(p.name for p in (tmp_path / "bert-cls-w0.25-d0.5").iterdir()) == SLICE_FILES
+    assert "bert-cls-w0.25-d0.5" in result.stdout
+
+
+def test_off_grid_width_works_and_warns_once(run_cli, tiny_models, tmp_path):
+    out = tmp_path / "sliced"
+    result = slice_cli(run_cli, tiny_models["bert-cls"], 0.6, 1.0, out)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: "), lines
+    assert "off the trained DynaBERT grid" in lines[0] and "0.6" in lines[0]
+    manifest = manifest_of(out)
+    assert manifest["width"] == 0.6 and manifest["heads_kept"] == 7 and manifest["ffn_neurons_kept"] == 56
+
+
+# --- info -----------------------------------------------------------------------------------------
+
+
+def test_info_json_on_tiny_model(run_cli, tiny_models):
+    result = run_cli("info", tiny_models["bert-cls"], "--json")
+    assert result.code == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert len(info["grid"]) == 12
+    assert [(row["width"], row["depth"]) for row in info["grid"]] == list(TRAINED_GRID)
+    checkpoint = load_checkpoint(tiny_models["bert-cls"])
+    for row in info["grid"]:
+        sliced = slice_checkpoint(checkpoint, row["width"], row["depth"]).model
+        assert row["parameters"] == sum(p.numel() for p in sliced.parameters())
+        assert row["size_fp32_bytes"] == 4 * row["parameters"]
+    assert info["architecture"]["layers"] == 12 and info["task"] == "sequence-classification"
+    assert "untrained" not in info
+
+
+def test_info_table(run_cli, tiny_models):
+    result = run_cli("info", tiny_models["roberta-cls"])
+    assert result.code == 0, result.stderr
+    assert "roberta" in result.stdout and "0-2,4-6,8-10" in result.stdout  # d=0.75 kept layers
+
+
+BERT_BASE = Architecture(
+    num_layers=12,
+    num_heads=12,
+    hidden_size=768,
+    head_size=64,
+    intermediate_size=3072,
+    vocab_size=30522,
+    max_positions=512,
+    type_vocab_size=2,
+    has_pooler=True,
+    num_labels=2,
+)
+# ../shared/dynabert.md, "Sizes (BERT-base, 2 labels)", in millions: {depth: {width: M}}
+DYNABERT_SIZES = {
+    1.0: {1.0: 109.5, 0.75: 88.2, 0.5: 67.0, 0.25: 45.7},
+    0.75: {1.0: 88.2, 0.75: 72.3, 0.5: 56.3, 0.25: 40.4},
+    0.5: {1.0: 67.0, 0.75: 56.3, 0.5: 45.7, 0.25: 35.1},
+}
+
+
+@pytest.mark.parametrize(("width", "depth"), TRAINED_GRID)
+def test_bert_base_parameter_counts_match_the_dynabert_table(width, depth):
+    count = parameter_count(BERT_BASE, subnetwork(BERT_BASE, width, depth))
+    assert abs(count / 1e6 - DYNABERT_SIZES[depth][width]) <= 0.05 + 1e-9, count
+
+
+def test_bert_base_half_width_three_quarter_depth_by_hand():
+    embeddings = (30522 + 512 + 2) * 768 + 2 * 768  # word, position, token type, LayerNorm
+    assert embeddings == 23_837_184
+    qkv = 6 * 64
+    layer = 3 * (768 * qkv + qkv) + (qkv * 768 + 768) + (768 * 1536 + 1536) + (1536 * 768 + 768) + 4 * 768
+    assert layer == 3_546_240
+    assert 768 * 768 + 768 == 590_592 and 768 * 2 + 2 == 1_538
+    assert 23_837_184 + 9 * 3_546_240 + 590_592 + 1_538 == 56_345_474
+    assert parameter_count(BERT_BASE, subnetwork(BERT_BASE, 0.5, 0.75)) == 56_345_474
+    # and piece by piece: embeddings alone, then one layer, pooler, classifier
+    bare = Architecture(**{**BERT_BASE.__dict__, "has_pooler": False, "num_labels": None})
+    assert parameter_count(bare, Subnetwork(0.5, 0.75, 6, 1536, ())) == 23_837_184
+    assert parameter_count(bare, Subnetwork(0.5, 0.75, 6, 1536, (0,))) == 23_837_184 + 3_546_240
+
+
+# --- the built-in demo model (BERT-base shaped: writes a 438 MB cache file once per session) -------
+
+
+def test_demo_model_slice_and_info(run_cli, tmp_path):
+    out = tmp_path / "demo-slice"
+    result = run_cli("slice", "--width", "0.5", "--depth", "0.75", "--out", out)
+    assert result.code == 0, result.stderr
+    assert "56.3 M" in result.stdout
+    assert "warning:" in result.stderr and "untrained" in result.stderr
+    manifest = manifest_of(out)
+    assert "untrained" in manifest and manifest["parameters"] == 56_345_474
+    assert manifest["layers_kept"] == [0, 1, 2, 4, 5, 6, 8, 9, 10] and manifest["heads_kept"] == 6
+    assert manifest["ffn_neurons_kept"] == 1536
+    assert manifest["size_bytes"] == (out / "model.safetensors").stat().st_size > 4 * 56_345_474
+
+    info = run_cli("info", "--json")
+    assert info.code == 0, info.stderr
+    info = json.loads(info.stdout)
+    assert "untrained" in info
+    counts = {(row["width"], row["depth"]): row["parameters"] for row in info["grid"]}
+    assert counts[(0.5, 0.75)] == 56_345_474 and counts[(1.0, 1.0)] == 109_483_778
+
+
+def test_demo_weights_are_deterministic():
+    from safetensors import safe_open
+
+    from edgebert.demo import demo_checkpoint_dir, demo_weights
+
+    cached = demo_checkpoint_dir() / "model.safetensors"  # written by an earlier demo_weights() call
+    fresh = demo_weights()
+    keys = ["bert.embeddings.word_embeddings.weight", "bert.encoder.layer.11.output.dense.weight", "classifier.weight"]
+    with safe_open(str(cached), framework="pt") as stored:
+        for key in keys:
+            assert torch.equal(stored.get_tensor(key), fresh[key]), key
+    # seeded N(0, 0.02), not zeros or a constant
+    assert abs(fresh[keys[0]].std().item() - 0.02) < 1e-3
+    assert not torch.equal(fresh[keys[1]][0], fresh[keys[1]][1])
+
+
+# --- the real console script, in a subprocess ------------------------------------------------------
+
+
+def edgebert_command() -> list[str]:
+    script = shutil.which("edgebert")
+    return [script] if script else [sys.executable, "-m", "edgebert.cli"]
+
+
+def test_console_script_slices(tiny_models, tmp_path):
+    out = tmp_path / "sst2-w0.25-d0.5"
+    args = ["slice", str(tiny_models["bert-cls"]), "--width", "0.25", "--depth", "0.5", "--out", str(out)]
+    result = subprocess.run(edgebert_command() + args, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert sorted(p.name for p in out.iterdir()) == SLICE_FILES
+    assert manifest_of(out)["layers_kept"] == [0, 2, 4, 6, 8, 10]
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "edgebert.cli", "info", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+
+
+def test_help_is_quick_and_import_is_light():
+    start = time.monotonic()
+    result = subprocess.run(edgebert_command() + ["--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    assert "slice" in result.stdout and "info" in result.stdout
+    assert elapsed < 5, f"edgebert --help took {elapsed:.1f} s"
+
+    code = (
+        "import sys, edgebert, edgebert.subnet, edgebert.cli; "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "[]", f"importing edgebert pulled in {imported.stdout.strip()}"

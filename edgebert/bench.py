@@ -16,7 +16,8 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,7 +101,7 @@ def bench_artifact(
     warmup = profile.warmup_runs if warmup is None else warmup
     min_time_s = profile.min_time_s if min_time_s is None else min_time_s
     warnings: list[str] = []
-    if runtime != profile.runtime:
+    if runtime != profile.runtime and not profile.hardware.detected:  # `local` has no runtime of its own
         warnings.append(f"profile {profile.name} runs {profile.runtime}, but {artifact.name} needs {runtime}")
     if threads > usable_cores():
         warnings.append(f"{threads} threads on {usable_cores()} usable cores: threads compete, latency is inflated")
@@ -147,7 +148,7 @@ def bench_artifact(
             "size_bytes": artifact.stat().st_size,
             "sidecar": bool(sidecar),
         },
-        "profile": profile.name,
+        "profile": profile.model_dump(),  # results stay self-contained, even for a user's profile file
         "settings": {
             "threads": threads,
             "warmup_runs": warmup,
@@ -554,28 +555,23 @@ def _load_tokenizer(tokenizers: Any, directory: Path) -> Any:
 # ---- process state ------------------------------------------------------------------------------
 
 
-class pinned:  # noqa: N801 - used as a context manager, reads like one
+@contextmanager
+def pinned(cores: list[int] | None) -> Iterator[None]:
     """Pin the process to the profile's cores for the run, and restore the previous affinity after."""
-
-    def __init__(self, cores: list[int] | None) -> None:
-        self.cores = cores
-        self.previous: set[int] | None = None
-
-    def __enter__(self) -> None:
-        if not self.cores:
-            return
-        if not hasattr(os, "sched_setaffinity"):
-            raise EdgebertError("cpu_affinity is set, but this OS cannot pin a process to cores")
-        available = os.sched_getaffinity(0)
-        missing = sorted(set(self.cores) - available)
-        if missing:
-            raise EdgebertError(f"cpu_affinity names cores {missing} this process cannot use (has {sorted(available)})")
-        self.previous = available
-        os.sched_setaffinity(0, self.cores)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            os.sched_setaffinity(0, self.previous)
+    if not cores:
+        yield
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        raise EdgebertError("cpu_affinity is set, but this OS cannot pin a process to cores")
+    previous = os.sched_getaffinity(0)
+    missing = sorted(set(cores) - previous)
+    if missing:
+        raise EdgebertError(f"cpu_affinity names cores {missing} this process cannot use (has {sorted(previous)})")
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def _status_kb(key: str) -> int | None:

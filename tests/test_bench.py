@@ -131,6 +131,7 @@ def test_bench_is_torch_free_and_reports_everything(torch_free_results):
         env = result["environment"]
         assert env["runtime_version"] and env["cpu"] and len(env["load_avg_before"]) == 3
         assert "tiny test model: random weights" in result["warnings"]
+    assert onnx["profile"]["name"] == "local" and onnx["profile"]["hardware"]["detected"]
     assert onnx["environment"]["runtime"] == "onnxruntime" and onnx["inputs"]["seq_len"] == 128
     assert onnx["environment"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert tflite["environment"]["runtime"] == "litert" and tflite["environment"]["xnnpack"] is True
@@ -145,6 +146,16 @@ def test_profile_batch_padding_and_seeded_inputs(artifacts):
     assert result["inputs"]["padding_share"] == pytest.approx(0.25, abs=0.03)
     assert result["inputs"]["source"] == "random ids in [1000, 2048), seed 0"
     assert result["settings"]["threads"] == profile.threads
+
+
+def test_cpu_affinity_is_applied_and_restored(artifacts):
+    before = os.sched_getaffinity(0)
+    pinned = load_profile("local").model_copy(update={"cpu_affinity": [min(before)]})
+    result = bench_artifact(artifacts["onnx"], pinned, threads=1, **QUICK)
+    assert result["settings"]["cpu_affinity"] == [min(before)] and os.sched_getaffinity(0) == before
+    impossible = pinned.model_copy(update={"cpu_affinity": [4096]})
+    with pytest.raises(EdgebertError, match=r"cpu_affinity names cores \[4096\]"):
+        bench_artifact(artifacts["onnx"], impossible, **QUICK)
 
 
 def test_min_time_and_bare_loop(artifacts):

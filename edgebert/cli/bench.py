@@ -66,7 +66,7 @@ def print_result(result: dict[str, Any]) -> None:
         runtime += f", XNNPACK {'on' if env['xnnpack'] else 'OFF' if env['xnnpack'] is False else 'unknown'}"
     if "graph_optimization_level" in env:
         runtime += f", {env['graph_optimization_level']}"
-    title = f"{result['artifact']['path']} on {result['profile']}"
+    title = f"{result['artifact']['path']} on {result['profile']['name']}"
     summary = Table(title=title, show_header=False, title_justify="left")
     precision = result["artifact"]["precision"] or "precision unknown"
     summary.add_row("artifact", f"{megabytes(result['artifact']['size_bytes'])}, {precision}")

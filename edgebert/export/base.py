@@ -64,7 +64,13 @@ class Exporter(Protocol):
     suffix: str
     runtime: str
 
-    def convert(self, source: ExportSource, path: Path, precision: str, seq_len: int, work_dir: Path) -> None: ...
+    def schemes(self, precision: str) -> list[str]:
+        """How to reach `precision`, preferred (fastest) first; the next is tried when the gate fails."""
+        ...
+
+    def convert(
+        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int, work_dir: Path
+    ) -> None: ...
 
     def signature(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]: ...
 
@@ -225,20 +231,30 @@ def export_model(
     exporter = _formats()[format]
     source = load_source(model, width, depth)
     max_positions = source.model.config.max_position_embeddings - source.model.config.position_offset
-    if seq_len > max_positions:
+    if exporter.fixed_seq_len(seq_len) and seq_len > max_positions:
         raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {max_positions} positions")
     artifact = Path(out) if out is not None else Path(f"{source.name}.{precision}{exporter.suffix}")
     sidecar_path = artifact.with_name(artifact.name + ".json")
 
     with staged_outputs(artifact, sidecar_path, force=force) as (staged_artifact, staged_sidecar):
-        started = time.perf_counter()
-        exporter.convert(source, staged_artifact, precision, seq_len, staged_artifact.parent)
-        export_seconds = time.perf_counter() - started
+        schemes = exporter.schemes(precision)
+        for attempt, scheme in enumerate(schemes):
+            started = time.perf_counter()
+            exporter.convert(source, staged_artifact, precision, scheme, seq_len, staged_artifact.parent)
+            export_seconds = time.perf_counter() - started
+            try:
+                parity = verify_artifact(exporter, source, staged_artifact, precision, seq_len) if verify else None
+                break
+            except ParityGateError as failure:
+                if attempt + 1 == len(schemes):
+                    raise
+                warnings.warn(f"{failure.summary}: retrying with {schemes[attempt + 1]}", stacklevel=2)
         inputs, outputs = exporter.signature(staged_artifact)
         sidecar: dict[str, Any] = {
             "edgebert_version": __version__,
             "format": format,
             "precision": precision,
+            "quantization": scheme,
             "artifact": artifact.name,
             "size_bytes": staged_artifact.stat().st_size,
             "runtime": {"name": exporter.runtime, "version": exporter.runtime_version()},
@@ -251,13 +267,10 @@ def export_model(
             "pad_token_id": source.pad_token_id,
             "export_seconds": round(export_seconds, 2),
             "manifest": source.manifest,
+            "parity": parity,
         }
         if format == "tflite":
             sidecar["signature_key"] = "serving_default"
-        if verify:
-            sidecar["parity"] = verify_artifact(exporter, source, staged_artifact, precision, seq_len)
-        else:
-            sidecar["parity"] = None
         staged_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
     sidecar["path"] = str(artifact)
     return sidecar
@@ -277,8 +290,16 @@ def verify_artifact(exporter: Exporter, source: ExportSource, path: Path, precis
     gate = report["gate"]
     if not gate["passed"]:
         relation = "<=" if gate["metric"] == "max_abs_diff" else ">="
-        raise EdgebertError(
+        raise ParityGateError(
             f"parity gate failed for {exporter.name} {precision}: {gate['metric']} {report[gate['metric']]:.3g} "
-            f"(needs {relation} {gate['bound']}); nothing was written"
+            f"(needs {relation} {gate['bound']})"
         )
     return report
+
+
+class ParityGateError(EdgebertError):
+    """The artifact's outputs are too far from PyTorch's; nothing is written."""
+
+    def __init__(self, summary: str):
+        super().__init__(f"{summary}; nothing was written")
+        self.summary = summary

@@ -36,13 +36,19 @@ class TfliteExporter:
     def __init__(self) -> None:
         self._interpreters: dict[Path, object] = {}
 
-    def convert(self, source: ExportSource, path: Path, precision: str, seq_len: int, work_dir: Path) -> None:
+    def schemes(self, precision: str) -> list[str]:
+        return {"fp32": ["fp32"], "fp16": ["fp16-weights"], "int8": ["dynamic-range"]}[precision]
+
+    def convert(
+        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int, work_dir: Path
+    ) -> None:
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
         torch = require("torch", "TFLite export")
         litert_torch = require("litert_torch", "TFLite export")
         from edgebert.model import ExportWrapper
 
+        self._interpreters.pop(path, None)
         fp32_path = path if precision == "fp32" else work_dir / "fp32.tflite"
         sample = {k: torch.from_numpy(v.astype(np.int32)) for k, v in sample_inputs(source, 1, seq_len).items()}
         with quiet_tools(), torch.no_grad():

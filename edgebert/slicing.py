@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, load_checkpoint
+from edgebert.errors import EdgebertError
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ def slice_model(
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
     out_dir = Path(out) if out is not None else default_output_dir(checkpoint, width, depth)
+    if out_dir.resolve() == checkpoint.path.resolve():
+        raise EdgebertError(f"--out {out_dir} is the source model itself: choose another directory")
     with staged_outputs(out_dir, force=force) as (staging,):
         save_model(sliced.model, staging)
         for tokenizer_file in checkpoint.tokenizer_files:

@@ -346,3 +346,10 @@ def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEBERT_DEBUG", "1")
     with pytest.raises(EdgebertError, match="does not exist"):
         main(["slice", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "out")])
+
+
+def test_out_may_not_be_the_source_model(run_cli, broken):
+    before = sorted(p.name for p in broken.iterdir())
+    result = run_cli("slice", broken, "--width", "0.5", "--out", broken, "--force")
+    assert_one_line_error(result, "is the source model itself")
+    assert sorted(p.name for p in broken.iterdir()) == before

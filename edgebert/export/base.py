@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgebert import __version__
-from edgebert.atomic import staged_outputs
+from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.errors import EdgebertError
 
 if TYPE_CHECKING:
@@ -228,6 +228,8 @@ def export_model(
         raise EdgebertError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if not 1 <= seq_len <= 8192:
         raise EdgebertError(f"--seq-len must be between 1 and 8192, got {seq_len}")
+    if out is not None:
+        refuse_existing(Path(out), Path(f"{out}.json"), force=force)  # before the slow part
     exporter = _formats()[format]
     source = load_source(model, width, depth)
     max_positions = source.model.config.max_position_embeddings - source.model.config.position_offset

@@ -111,12 +111,22 @@ def parameter_count(arch: Architecture, sub: Subnetwork) -> int:
     return embeddings + len(sub.layers) * layer + pooler + classifier
 
 
+def layer_flops(hidden: int, inner: int, ffn: int, seq_len: int) -> tuple[int, int]:
+    """Multiply-adds x 2 of one encoder layer for one sequence: (weight projections, attention).
+
+    Split because they scale differently (linearly vs quadratically in seq_len) and run in
+    different kernels (GEMMs with weights vs activation-activation matmuls); the latency model fits both.
+    """
+    d, s = hidden, seq_len
+    projections = s * (3 * d * inner + inner * d + 2 * d * ffn)
+    attention = 2 * s * s * inner  # scores (Q K^T) and context (P V)
+    return 2 * projections, 2 * attention
+
+
 def encoder_flops(arch: Architecture, sub: Subnetwork, seq_len: int = FLOPS_SEQ_LEN) -> int:
     """Multiply-adds x 2 of the encoder layers for one sequence (embeddings and heads excluded)."""
-    d, qkv, f, s = arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons, seq_len
-    projections = s * (3 * d * qkv + qkv * d + 2 * d * f)
-    attention = 2 * s * s * qkv  # scores (Q K^T) and context (P V)
-    return 2 * len(sub.layers) * (projections + attention)
+    per_layer = layer_flops(arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons, seq_len)
+    return len(sub.layers) * sum(per_layer)
 
 
 def costs(arch: Architecture, sub: Subnetwork) -> dict:

@@ -1,0 +1,85 @@
+"""`edgebert eval`: accuracy of sub-networks on a labelled dev set (cached for `pick`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgebert.cli.output import console, err_console, print_json, print_warning
+from edgebert.cli.slice import JsonOpt, ModelArg
+from edgebert.errors import EdgebertError
+
+
+def eval_command(
+    data: Annotated[
+        Path, typer.Option(help="Labelled dev set: TSV (or .csv) with a header sentence[,sentence2],label.")
+    ],
+    model: ModelArg = None,
+    width: Annotated[float | None, typer.Option(help="Evaluate this one width (depth defaults to 1).")] = None,
+    depth: Annotated[float | None, typer.Option(help="Evaluate this one depth (width defaults to 1).")] = None,
+    grid: Annotated[bool, typer.Option("--grid", help="Evaluate the 12 trained (width, depth) [default].")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Accuracy (or Pearson/Spearman for regression) of sub-networks, sliced in memory; results are cached."""
+    from edgebert.evaluate import evaluate
+    from edgebert.subnet import TRAINED_GRID
+
+    single = width is not None or depth is not None
+    if grid and single:
+        raise EdgebertError("give --width/--depth for one sub-network or --grid for all, not both")
+    configs = [(1.0 if width is None else width, 1.0 if depth is None else depth)] if single else list(TRAINED_GRID)
+    progress = Progress(
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("", total=len(configs))
+
+        def advance(result: dict) -> None:
+            progress.update(task, advance=1, description=f"w{result['width']:g} d{result['depth']:g}")
+
+        report = evaluate(model, data, configs, on_result=advance)
+    if json:
+        print_json(report)
+        return
+    print_report(report)
+
+
+def print_report(report: dict) -> None:
+    results = report["results"]
+    names = list(results[0]["metrics"])
+    table = Table(
+        title=f"{report['model']} on {report['data']} ({report['examples']} examples, {report['task']})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("width", "depth", "params", *names, "source"):
+        table.add_column(column, justify="left" if column == "source" else "right", no_wrap=True)
+    for result in results:
+        table.add_row(
+            f"{result['width']:g}",
+            f"{result['depth']:g}",
+            f"{result['parameters'] / 1e6:.1f} M",
+            *(f"{result['metrics'][name]:.4f}" for name in names),
+            "cache hit" if result["cached"] else "computed",
+        )
+    console.print(table)
+    hits = sum(result["cached"] for result in results)
+    if hits:
+        console.print(f"{hits} of {len(results)} from the cache (same weights, same data file): nothing recomputed")
+    if "untrained" in report:
+        print_warning(report["untrained"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

@@ -20,6 +20,7 @@ EXTRA_FOR_MODULE = {
     "litert_torch": "tflite",
     "ai_edge_quantizer": "tflite",
     "ai_edge_litert": "litert",
+    "matplotlib": "plot",
 }
 
 

@@ -16,6 +16,7 @@ import typer
 from edgebert.cli import bench as bench_commands
 from edgebert.cli import evaluate as eval_commands
 from edgebert.cli import export as export_commands
+from edgebert.cli import pick as pick_commands
 from edgebert.cli import profiles as profiles_commands
 from edgebert.cli import slice as slice_commands
 from edgebert.cli.output import print_error, print_warning
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 slice_commands.register(app)
 export_commands.register(app)
+pick_commands.register(app)
 bench_commands.register(app)
 eval_commands.register(app)
 profiles_commands.register(app)

@@ -1,0 +1,299 @@
+"""Predicting a sub-network's latency on a device profile from a few measured configurations.
+
+The model: latency = c0 + c_proj * projection GFLOPs + c_attn * attention GFLOPs + c_layer * layers,
+one set of non-negative coefficients per (runtime, precision), with FLOPs counted at the batch size
+and sequence length of each measurement (`subnet.layer_flops`: weight GEMMs grow with the
+sequence, attention with its square). c0 is the fixed cost (embeddings, classifier, the runtime
+call), c_proj and c_attn are inverse effective rates, c_layer is the per-layer cost of the small
+kernels (LayerNorm, softmax, GELU, reshapes). Coefficients come from non-negative least squares on
+relative error (the best non-negative subset of the four terms, which is exact NNLS for four
+unknowns), fitted once a precision has FIT_MIN_POINTS measurements. With fewer, the curve of a
+fitted precision of the same runtime (or the spec estimate) is scaled to match them; with none, a
+fitted precision's curve is scaled by the spec ratio between precisions; with no measurement at
+all the profile's hardware facts give an "estimate from specs": FLOPs / (peak GFLOP/s x
+SPEC_EFFICIENCY[precision] x threads/cores) plus fixed costs, good to a factor of two, not to 10 %.
+`leave_one_out` refits without each measurement in turn and reports how well it is predicted.
+The statistic modelled is the one budgets are checked against (`bench.BUDGET_PERCENTILE`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebert.bench import BUDGET_PERCENTILE
+from edgebert.errors import EdgebertError
+from edgebert.profiles import Profile
+from edgebert.subnet import Architecture, Subnetwork, layer_flops
+
+FIT_MIN_POINTS = 3
+RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
+FORMAT_FOR_RUNTIME = {runtime: fmt for fmt, runtime in RUNTIME_FOR_FORMAT.items()}
+# Spec estimate: share of the fp32 peak a runtime reaches on BERT-sized GEMMs, by precision (int8 kernels
+# do twice the work per instruction; fp16 on CPUs without fp16 arithmetic is converted, not faster).
+SPEC_EFFICIENCY = {"fp32": 0.4, "fp16": 0.4, "int8": 0.8}
+SPEC_ATTENTION_EFFICIENCY = 0.15  # small batched matmuls with softmax in between
+SPEC_FIXED_MS = 0.5
+SPEC_LAYER_MS = 0.1
+SPEC_FLOP_PER_CYCLE = 16  # per core, when a detected profile has no peak: two 128-bit FMA pipes
+SPEC_UNKNOWN_GFLOPS = 20.0  # per core when neither peak nor clock is known
+WITHIN = 0.10  # the +-10 % bar (nn-Meter) leave-one-out reports against
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What latency depends on: the kept encoder's dimensions and the input's batch and length."""
+
+    hidden: int
+    heads: int  # kept heads
+    inner: int  # kept heads x head size
+    ffn: int
+    layers: int
+    batch: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, arch: Architecture, sub: Subnetwork, batch: int, seq_len: int) -> Shape:
+        inner = sub.heads * arch.head_size
+        return cls(arch.hidden_size, sub.heads, inner, sub.ffn_neurons, len(sub.layers), batch, seq_len)
+
+    def features(self) -> list[float]:
+        """[1, projection GFLOPs, attention GFLOPs, layers]: the model's four terms."""
+        projections, attention = layer_flops(self.hidden, self.inner, self.ffn, self.seq_len)
+        scale = self.batch * self.layers / 1e9
+        return [1.0, projections * scale, attention * scale, float(self.layers)]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One benchmarked configuration, as `edgebert bench` recorded it."""
+
+    width: float
+    depth: float
+    precision: str
+    runtime: str
+    shape: Shape
+    latency_ms: float
+    peak_rss_bytes: int | None = None
+    size_bytes: int | None = None
+    profile: str | None = None
+
+
+def measurement_from_result(result: dict[str, Any], source: str = "result") -> Measurement:
+    """Read a bench result dict; it must come from an edgebert export (its manifest gives the shape)."""
+    try:
+        manifest, original = result["manifest"], result["manifest"]["original"]
+        hidden = original["heads"] * original["head_size"]
+        shape = Shape(
+            hidden,
+            manifest["heads_kept"],
+            manifest["heads_kept"] * original["head_size"],
+            manifest["ffn_neurons_kept"],
+            len(manifest["layers_kept"]),
+            result["inputs"]["batch_size"],
+            result["inputs"]["seq_len"],
+        )
+        return Measurement(
+            width=manifest["width"],
+            depth=manifest["depth"],
+            precision=result["artifact"]["precision"],
+            runtime=result["environment"]["runtime"],
+            shape=shape,
+            latency_ms=result["latency_ms"][BUDGET_PERCENTILE],
+            peak_rss_bytes=result["memory"]["peak_rss_bytes"],
+            size_bytes=result["artifact"]["size_bytes"],
+            profile=(result.get("profile") or {}).get("name"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise EdgebertError(
+            f"{source}: not a bench result of an edgebert export (missing {exc}); "
+            "produce it with `edgebert bench ARTIFACT --out FILE` on an exported artifact"
+        ) from exc
+
+
+def load_calibration(paths: list[Path], profile: Profile) -> list[Measurement]:
+    """Bench results (`edgebert bench --out` files: a JSON list, or one result) measured under `profile`."""
+    measurements = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise EdgebertError(f"{path}: cannot read calibration file ({exc.strerror})") from exc
+        except ValueError as exc:
+            raise EdgebertError(f"{path}: not JSON ({exc})") from exc
+        for index, result in enumerate(data if isinstance(data, list) else [data]):
+            measurement = measurement_from_result(result, f"{path}[{index}]")
+            if measurement.profile != profile.name:
+                raise EdgebertError(
+                    f"{path}[{index}] was measured under profile {measurement.profile!r}, not {profile.name!r}"
+                )
+            measurements.append(measurement)
+    return measurements
+
+
+# ---- fitting ------------------------------------------------------------------------------------
+
+
+def nnls(rows: list[list[float]], targets: list[float], max_terms: int) -> list[float]:
+    """Non-negative least squares on relative error, by trying every subset of at most `max_terms` terms."""
+    import numpy as np
+
+    a = np.asarray(rows) / np.asarray(targets)[:, None]  # row i / y_i: minimise sum((pred_i - y_i) / y_i)^2
+    b = np.ones(len(targets))
+    best, best_residual = np.zeros(a.shape[1]), math.inf
+    for size in range(1, max_terms + 1):
+        for subset in itertools.combinations(range(a.shape[1]), size):
+            coef, *_ = np.linalg.lstsq(a[:, subset], b, rcond=None)
+            if np.any(coef < 0):
+                continue
+            residual = float(np.sum((a[:, subset] @ coef - b) ** 2))
+            if residual < best_residual - 1e-12:
+                best, best_residual = np.zeros(a.shape[1]), residual
+                best[list(subset)] = coef
+    return best.tolist()
+
+
+def spec_coefficients(profile: Profile, precision: str) -> tuple[list[float], str]:
+    """Coefficients from the profile's hardware facts alone, and a note on where the peak came from."""
+    hardware = profile.hardware
+    share = min(profile.threads, hardware.cores) / hardware.cores
+    if hardware.peak_gflops_fp32:
+        peak, note = hardware.peak_gflops_fp32, f"peak {hardware.peak_gflops_fp32:g} GFLOP/s"
+    elif hardware.clock_ghz:
+        peak = hardware.cores * hardware.clock_ghz * SPEC_FLOP_PER_CYCLE
+        note = f"peak assumed {hardware.cores} cores x {hardware.clock_ghz:g} GHz x {SPEC_FLOP_PER_CYCLE} FLOP/cycle"
+    else:
+        peak = hardware.cores * SPEC_UNKNOWN_GFLOPS
+        note = f"peak unknown, assumed {SPEC_UNKNOWN_GFLOPS:g} GFLOP/s per core"
+    rate = peak * share  # GFLOP/s -> ms per GFLOP is 1000 / rate
+    coefficients = [
+        SPEC_FIXED_MS,
+        1000 / (rate * SPEC_EFFICIENCY[precision]),
+        1000 / (rate * SPEC_ATTENTION_EFFICIENCY),
+        SPEC_LAYER_MS,
+    ]
+    return coefficients, note
+
+
+@dataclass
+class Curve:
+    """The latency model of one (runtime, precision): coefficients and how they were obtained."""
+
+    coefficients: list[float]
+    basis: str  # "fit", "scaled", "spec ratio" or "spec"
+    points: int
+    note: str
+
+    def predict(self, shape: Shape) -> float:
+        return sum(c * x for c, x in zip(self.coefficients, shape.features(), strict=True))
+
+    @property
+    def label(self) -> str:
+        """How a prediction from this curve is labelled in `pick`'s output."""
+        return "estimate from specs" if self.basis == "spec" else "predicted"
+
+
+@dataclass
+class LatencyModel:
+    """Per-(runtime, precision) curves for one profile; `predict` answers for any shape."""
+
+    profile: Profile
+    curves: dict[tuple[str, str], Curve]
+
+    def curve(self, precision: str, runtime: str | None = None) -> Curve:
+        return self.curves[(runtime or self.profile.runtime, precision)]
+
+    def predict(self, shape: Shape, precision: str, runtime: str | None = None) -> float:
+        return self.curve(precision, runtime).predict(shape)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {
+            f"{runtime}/{precision}": {
+                "basis": curve.basis,
+                "points": curve.points,
+                "note": curve.note,
+                "coefficients": dict(
+                    zip(
+                        ("fixed_ms", "ms_per_proj_gflop", "ms_per_attn_gflop", "ms_per_layer"),
+                        curve.coefficients,
+                        strict=True,
+                    )
+                ),
+            }
+            for (runtime, precision), curve in sorted(self.curves.items())
+        }
+
+
+def calibrate(profile: Profile, measurements: list[Measurement], precisions: tuple[str, ...]) -> LatencyModel:
+    """Fit a curve for every (runtime, precision) measured, and for each of `precisions` on the profile's runtime."""
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault((m.runtime, m.precision), []).append(m)
+    keys = set(groups) | {(profile.runtime, precision) for precision in precisions}
+    curves: dict[tuple[str, str], Curve] = {}
+    for key in keys:  # first the precisions with enough points for their own fit
+        points = groups.get(key, [])
+        if len(points) >= FIT_MIN_POINTS:
+            coefficients = nnls([m.shape.features() for m in points], [m.latency_ms for m in points], len(points) - 1)
+            curves[key] = Curve(coefficients, "fit", len(points), f"NNLS on {len(points)} measurements")
+    for key in keys - set(curves):
+        runtime, precision = key
+        points = groups.get(key, [])
+        fitted = sorted(k for k in curves if k[0] == runtime and curves[k].basis == "fit")
+        spec, spec_note = spec_coefficients(profile, precision)
+        if fitted:  # borrow the shape of a fitted precision, at the spec ratio between precisions
+            base_key = next((k for k in fitted if k[1] == "fp32"), fitted[0])
+            ratio = SPEC_EFFICIENCY[base_key[1]] / SPEC_EFFICIENCY[precision]
+            base = Curve(
+                [c * ratio for c in curves[base_key].coefficients],
+                "spec ratio",
+                0,
+                f"{base_key[1]} fit x spec ratio {ratio:g}",
+            )
+        else:
+            base = Curve(spec, "spec", 0, spec_note)
+        if points:
+            factor = sum(m.latency_ms / base.predict(m.shape) for m in points) / len(points)
+            curves[key] = Curve(
+                [c * factor for c in base.coefficients],
+                "scaled",
+                len(points),
+                f"{base.note}, scaled x{factor:.3g} to {len(points)} measurement(s)",
+            )
+        else:
+            curves[key] = base
+    return LatencyModel(profile, curves)
+
+
+def leave_one_out(profile: Profile, measurements: list[Measurement]) -> dict[str, Any]:
+    """Predict each measurement from a model calibrated on all the others; report the errors."""
+    rows = []
+    for index, held_out in enumerate(measurements):
+        others = measurements[:index] + measurements[index + 1 :]
+        model = calibrate(profile, others, (held_out.precision,))
+        curve = model.curve(held_out.precision, held_out.runtime)
+        predicted = curve.predict(held_out.shape)
+        rows.append(
+            {
+                "width": held_out.width,
+                "depth": held_out.depth,
+                "precision": held_out.precision,
+                "runtime": held_out.runtime,
+                "measured_ms": held_out.latency_ms,
+                "predicted_ms": predicted,
+                "relative_error": predicted / held_out.latency_ms - 1,
+                "basis": curve.basis,
+            }
+        )
+    errors = [abs(row["relative_error"]) for row in rows]
+    return {
+        "statistic": BUDGET_PERCENTILE,
+        "configurations": len(rows),
+        "within_10_percent": sum(e <= WITHIN for e in errors) / len(errors) if errors else None,
+        "worst_relative_error": max(errors) if errors else None,
+        "rows": rows,
+    }

@@ -140,14 +140,18 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def tokenize(data: Dataset, checkpoint: Checkpoint) -> dict[str, Any]:
-    """The model's own tokenizer from its directory (local files only), padded right to MAX_LENGTH."""
+def check_tokenizer_files(checkpoint: Checkpoint) -> None:
+    """Fail up front, even when every result is cached: the same directory always gives the same answer."""
     present = {path.name for path in checkpoint.tokenizer_files}
     if not any(set(names) <= present for names in TOKENIZER_SETS):
         raise EdgebertError(
             f"{checkpoint.path} has no tokenizer files (needs tokenizer.json, vocab.txt, or vocab.json + merges.txt): "
             "copy them from the model the checkpoint was fine-tuned from"
         )
+
+
+def tokenize(data: Dataset, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The model's own tokenizer from its directory (local files only), padded right to MAX_LENGTH."""
     transformers = require("transformers", "tokenizing the dev set")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -253,6 +257,7 @@ def evaluate(
         read_config(Path(model))  # a missing or bad directory fails before the slow weight load
     checkpoint = open_checkpoint(model)
     targets = label_targets(data, checkpoint)
+    check_tokenizer_files(checkpoint)
     encoded = None  # tokenized on the first cache miss only
     results = []
     for width, depth in configs:

@@ -57,7 +57,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         "threads": [int(t) for t in args.threads.split(",")],
         "formats": args.formats.split(","),
         "precisions": args.precisions.split(","),
-        "seq_len": SEQ_LEN,
+        "seq_len": args.seq_len,
         "batch_size": 1,
         "rounds": args.rounds or (3 if quick else 5),
         "min_runs": 3 if quick else 5,
@@ -89,7 +89,9 @@ def ensure_artifacts(settings: dict, work: Path, force: bool = False, log=print)
                 if force or not (path.is_file() and sidecar_path.is_file()):
                     path.parent.mkdir(parents=True, exist_ok=True)
                     started = time.perf_counter()
-                    export_model(settings["model"], fmt, precision, width, depth, SEQ_LEN, out=path, force=True)
+                    export_model(
+                        settings["model"], fmt, precision, width, depth, settings["seq_len"], out=path, force=True
+                    )
                     log(f"exported {path.name} in {time.perf_counter() - started:.0f} s")
                 sidecars[str(path)] = json.loads(sidecar_path.read_text())
     return sidecars
@@ -193,7 +195,7 @@ def measure_runtimes(spec: dict) -> dict:
                     path = Path(spec["artifacts"][f"{fmt}:{precision}:{width:g}:{depth:g}"])
                     sidecar = read_sidecar(path)
                     session = open_session(path, sidecar, threads)
-                    feeds, _ = make_feeds(session, sidecar, profile, 1, SEQ_LEN, None, None, 0, [], path)
+                    feeds, _ = make_feeds(session, sidecar, profile, 1, settings["seq_len"], None, None, 0, [], path)
                     call = session.bind(feeds)
                     key = f"{fmt}:{precision}:{threads}:{width:g}:{depth:g}"
                     configs[key] = (None, call)
@@ -238,12 +240,12 @@ def harness_overhead(spec: dict, fmt: str, threads: int, profile, bench_artifact
     precision = "int8" if "int8" in settings["precisions"] else settings["precisions"][0]
     width, depth = HARNESS_POINT if list(HARNESS_POINT) in settings["grid"] else settings["grid"][-1]
     path = Path(spec["artifacts"][f"{fmt}:{precision}:{width:g}:{depth:g}"])
-    runs = settings["harness_runs"]
+    runs, seq = settings["harness_runs"], settings["seq_len"]
     bench_p50, bare_p50 = [], []
     for _ in range(settings["harness_repeats"]):
-        result = bench_artifact(path, profile, runs=runs, warmup=5, threads=threads, seq_len=SEQ_LEN, min_time_s=0)
+        result = bench_artifact(path, profile, runs=runs, warmup=5, threads=threads, seq_len=seq, min_time_s=0)
         bench_p50.append(result["latency_ms"]["p50"])
-        bare_p50.append(statistics.median(bare_loop(path, profile, runs=runs, warmup=5, threads=threads)))
+        bare_p50.append(statistics.median(bare_loop(path, profile, runs=runs, warmup=5, threads=threads, seq_len=seq)))
     bench, bare = statistics.median(bench_p50), statistics.median(bare_p50)
     return {
         "format": fmt,
@@ -349,7 +351,7 @@ def measure_baseline(spec: dict) -> dict:
     sidecar = read_sidecar(Path(spec["artifacts"][full_key]))
     names = [entry["name"] for entry in sidecar["inputs"]]
     fake = Session("onnxruntime", "", None, [InputSpec(name, "int64", [None, None]) for name in names])
-    feeds, _ = make_feeds(fake, sidecar, profile, 1, SEQ_LEN, None, None, 0, [], Path(full_key))
+    feeds, _ = make_feeds(fake, sidecar, profile, 1, settings["seq_len"], None, None, 0, [], Path(full_key))
     baseline = DynaBertBaseline(settings["model"])
     run = baseline.call(feeds)
     results: dict[str, Any] = {"units": [], "outputs": {}, "torch_version": torch.__version__}
@@ -400,8 +402,8 @@ def analyse(settings: dict, sidecars: dict, spec: dict, runtimes: dict, baseline
     from edgebert.subnet import encoder_flops, full_network, subnetwork
 
     arch = DEMO_ARCH if settings["model"] is None else open_checkpoint(settings["model"]).arch
-    full_flops = encoder_flops(arch, full_network(arch), SEQ_LEN)
-    flops = {(w, d): encoder_flops(arch, subnetwork(arch, w, d), SEQ_LEN) for w, d in settings["grid"]}
+    full_flops = encoder_flops(arch, full_network(arch), settings["seq_len"])
+    flops = {(w, d): encoder_flops(arch, subnetwork(arch, w, d), settings["seq_len"]) for w, d in settings["grid"]}
     timing = {}
     for unit in runtimes["units"] + (baseline["units"] if baseline else []):
         timing |= unit["timing"]
@@ -695,6 +697,23 @@ def run(settings: dict, work: Path, out_dir: Path, force_export: bool = False, m
     return report
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="edgebert's benchmark suite (see benchmarks/README.md)")
+    parser.add_argument("--quick", action="store_true", help="3 grid points, 3 short rounds: a smoke run")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--formats", default="onnx,tflite")
+    parser.add_argument("--precisions", default="fp32,int8")
+    parser.add_argument("--grid", help="points as WIDTHxDEPTH, comma-separated (default: the trained grid)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 3)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the PyTorch DynaBERT baseline")
+    parser.add_argument("--seq-len", type=int, default=SEQ_LEN)
+    parser.add_argument("--model", help="a DynaBERT checkpoint instead of the demo model")
+    parser.add_argument("--work", type=Path, default=HERE / "work", help="artifact cache")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where latest.{json,md,png} go")
+    parser.add_argument("--reexport", action="store_true", help="export again even if cached")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("--_runtimes", "--_baseline"):  # child processes
@@ -705,21 +724,10 @@ def main(argv: list[str] | None = None) -> int:
             result["torch_imported"] = "torch" in sys.modules
         Path(argv[2]).write_text(json.dumps(result))
         return 0
-    parser = argparse.ArgumentParser(description="edgebert's benchmark suite (see benchmarks/README.md)")
-    parser.add_argument("--quick", action="store_true", help="3 grid points, 3 short rounds: a smoke run")
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--formats", default="onnx,tflite")
-    parser.add_argument("--precisions", default="fp32,int8")
-    parser.add_argument("--grid", help="points as WIDTHxDEPTH, comma-separated (default: the trained grid)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 3)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the PyTorch DynaBERT baseline")
-    parser.add_argument("--model", help="a DynaBERT checkpoint instead of the demo model")
-    parser.add_argument("--work", type=Path, default=HERE / "work", help="artifact cache")
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="where latest.{json,md,png} go")
-    parser.add_argument("--reexport", action="store_true", help="export again even if cached")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     settings = settings_from(args)
-    report = run(settings, args.work, args.out, force_export=args.reexport)
+    work = args.work / Path(args.model).resolve().name if args.model else args.work  # the demo's cache stays apart
+    report = run(settings, work, args.out, force_export=args.reexport)
     print((args.out / "latest.md").read_text())
     print(f"done in {report['seconds']:.0f} s: {args.out}/latest.{{json,md,png}}")
     return 0

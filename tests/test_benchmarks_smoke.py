@@ -1,0 +1,51 @@
+"""The benchmark suite's plumbing on a tiny model: structure and correctness only, never speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+def _suite():
+    spec = importlib.util.spec_from_file_location("edgebert_benchmarks_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_suite_on_tiny_model(tiny_models, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("matplotlib")
+    suite = _suite()
+    args = suite.build_parser().parse_args(
+        ["--quick", "--grid", "0.25x0.5", "--formats", "onnx", "--precisions", "fp32", "--threads", "1"]
+        + ["--rounds", "1", "--seq-len", "16", "--model", str(tiny_models["bert-cls"])]
+    )
+    settings = suite.settings_from(args)
+    settings |= {"min_runs": 2, "min_seconds": 0.0, "harness_repeats": 1, "harness_runs": 3}
+    report = suite.run(settings, tmp_path / "work", tmp_path / "results")
+
+    assert settings["grid"] == [[1.0, 1.0], [0.25, 0.5]]  # the full model is always measured
+    saved = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert saved["analysis"]["summary"] == report["analysis"]["summary"]
+    rows = {(r["format"], r["width"], r["depth"]): r for r in saved["analysis"]["rows"]}
+    assert set(rows) == {(f, w, d) for f in ("onnx", "pytorch") for w, d in ((1.0, 1.0), (0.25, 0.5))}
+    full, small = rows["onnx", 1.0, 1.0], rows["onnx", 0.25, 0.5]
+    assert full["flops_ratio"] == 1.0 and small["flops_ratio"] > 1
+    assert full["speedup"] == 1.0 and small["speedup"] > 0 and small["latency_ms"] > 0
+    assert small["gemm_peak_share"] > 0 and small["quantization"] == "fp32"
+    assert small["speedup_vs_pytorch"] > 0
+    # The on-the-fly DynaBERT baseline computes the same sub-network as the sliced export.
+    assert set(saved["analysis"]["baseline_vs_onnx_fp32_max_abs_diff"]) == {"1:1", "0.25:0.5"}
+    assert max(saved["analysis"]["baseline_vs_onnx_fp32_max_abs_diff"].values()) < 1e-4
+    (harness,) = saved["analysis"]["harness"]
+    assert harness["bench_ms"] > 0 and harness["bare_ms"] > 0
+    assert set(saved["analysis"]["gemm_peak_gflops"]) == {"onnx:1"}
+    table = (tmp_path / "results" / "latest.md").read_text()
+    assert "| width | depth | FLOPs ratio | ONNX fp32 1t | PyTorch DynaBERT 1t |" in table
+    assert (tmp_path / "results" / "latest.png").stat().st_size > 0

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, load_checkpoint
-from edgebert.errors import EdgebertError
+from edgebert.errors import EdgebertError, require
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
 if TYPE_CHECKING:
     import torch
+
+    from edgebert.model import EdgeBertConfig
 
 MANIFEST_FILE = "edgebert.json"
 UNTRAINED_NOTE = "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
@@ -57,11 +59,10 @@ def sliced_config(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
     }
 
 
-def build_model(config: dict[str, Any], state: dict[str, torch.Tensor], classifier: bool) -> torch.nn.Module:
+def build_model(edge_config: EdgeBertConfig, state: dict[str, torch.Tensor], classifier: bool) -> torch.nn.Module:
     """An eval-mode edgebert model holding exactly `state` (canonical names)."""
-    from edgebert.model import EdgeBertConfig, EdgeBertForSequenceClassification, EdgeBertModel
+    from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
 
-    edge_config = EdgeBertConfig(**config)
     if classifier:
         model = EdgeBertForSequenceClassification(edge_config)
         state = {(n if n.startswith("classifier.") else f"bert.{n}"): t for n, t in state.items()}
@@ -106,8 +107,31 @@ def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> Slic
     """Slice in memory, e.g. for export without writing a directory first."""
     sub = subnetwork(checkpoint.arch, width, depth)
     state = slice_state(checkpoint.state, checkpoint.arch, sub)
-    model = build_model(sliced_config(checkpoint, sub), state, classifier=bool(checkpoint.arch.num_labels))
+    from edgebert.model import EdgeBertConfig
+
+    config = EdgeBertConfig(**sliced_config(checkpoint, sub))
+    model = build_model(config, state, classifier=bool(checkpoint.arch.num_labels))
     return SlicedModel(model, make_manifest(checkpoint, sub))
+
+
+def load_slice(path: Path) -> SlicedModel:
+    """A directory written by `slice_model`, back in memory with its manifest."""
+    from safetensors.torch import load_file
+
+    from edgebert.model import EdgeBertConfig
+
+    try:
+        config = EdgeBertConfig.from_pretrained(path)
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+        state = load_file(str(path / "model.safetensors"))
+    except Exception as exc:  # OSError, JSON and safetensors errors alike: the slice is damaged
+        raise EdgebertError(f"{path} is not a readable edgebert slice: {str(exc).splitlines()[0]}") from exc
+    state = {name.removeprefix("bert."): tensor for name, tensor in state.items()}
+    try:
+        model = build_model(config, state, classifier="classifier.weight" in state)
+    except RuntimeError as exc:  # load_state_dict: missing keys or shapes that contradict config.json
+        raise EdgebertError(f"{path}: weights do not match config.json: {str(exc).splitlines()[0]}") from exc
+    return SlicedModel(model, manifest)
 
 
 def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Path:
@@ -116,6 +140,8 @@ def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Pa
 
 def open_checkpoint(model: str | Path | None) -> Checkpoint:
     """The checkpoint at `model`, or the built-in demo model when `model` is None."""
+    for module in ("torch", "safetensors", "transformers"):
+        require(module, "reading a checkpoint")
     if model is None:
         from edgebert.demo import demo_checkpoint_dir
 

@@ -157,3 +157,15 @@ def test_export_cli_bad_options(tiny_slices, tmp_path, run_cli, args, message):
     assert result.code == 1 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_slice_directory_is_one_clear_error(tiny_slices, tmp_path, run_cli):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_slices["bert-cls"], damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = run_cli("export", damaged, "--format", "onnx", "--out", tmp_path / "x.onnx")
+    assert result.code == 1 and "is not a readable edgebert slice" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.onnx").exists()

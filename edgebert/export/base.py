@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -15,8 +13,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edgebert import __version__
-from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.errors import EdgebertError
 
 if TYPE_CHECKING:
@@ -58,11 +54,13 @@ class ExportSource:
 
 
 class Exporter(Protocol):
-    """One artifact format. `FORMATS` maps format names to instances."""
+    """One artifact format, registered in `edgebert.export.EXPORTERS` under its `name`."""
 
     name: str
     suffix: str
     runtime: str
+
+    required_modules: tuple[str, ...]  # checked before any slow work, for the `pip install` hint
 
     def schemes(self, precision: str) -> list[str]:
         """How to reach `precision`, preferred (fastest) first; the next is tried when the gate fails."""
@@ -147,27 +145,18 @@ def parity_report(reference: list[np.ndarray], actual: list[np.ndarray], precisi
 
 def load_source(model: str | Path | None, width: float | None, depth: float | None) -> ExportSource:
     """A slice directory as written by `edgebert slice`, or any checkpoint sliced in memory."""
-    from edgebert.slicing import MANIFEST_FILE, build_model, open_checkpoint, slice_checkpoint
+    from edgebert.slicing import MANIFEST_FILE, load_slice, open_checkpoint, slice_checkpoint
 
     path = Path(model) if model is not None else None
     if path is not None and (path / MANIFEST_FILE).is_file():
         if width is not None or depth is not None:
             raise EdgebertError(f"{path} is already a slice: --width/--depth apply to a full checkpoint")
-        from safetensors.torch import load_file
-
-        config = json.loads((path / "config.json").read_text())
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-        state = {k.removeprefix("bert."): v for k, v in load_file(str(path / "model.safetensors")).items()}
-        fields = {k: config[k] for k in _EDGEBERT_FIELDS if k in config}
-        if "id2label" in config:
-            fields["id2label"] = {int(k): v for k, v in config["id2label"].items()}
-        built = build_model(fields, state, classifier="classifier.weight" in state)
-        name, sliced_model = path.resolve().name, built
+        sliced, name = load_slice(path), path.resolve().name
     else:
         checkpoint = open_checkpoint(path)
         sliced = slice_checkpoint(checkpoint, 1.0 if width is None else width, 1.0 if depth is None else depth)
-        manifest, sliced_model = sliced.manifest, sliced.model
-        name = f"{checkpoint.path.resolve().name}-w{manifest['width']:g}-d{manifest['depth']:g}"
+        name = f"{checkpoint.path.resolve().name}-w{sliced.manifest['width']:g}-d{sliced.manifest['depth']:g}"
+    sliced_model, manifest = sliced.model, sliced.manifest
     config = sliced_model.config
     classifier = manifest["task"] == "sequence-classification"
     if classifier:
@@ -180,102 +169,6 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     return ExportSource(
         sliced_model, manifest, name, inputs, outputs, config.vocab_size, config.pad_token_id or 0, first_token_id
     )
-
-
-_EDGEBERT_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "attention_head_size",
-    "intermediate_size",
-    "hidden_act",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "layer_norm_eps",
-    "pad_token_id",
-    "position_offset",
-    "add_pooling_layer",
-    "source_model_type",
-)
-
-
-def _formats() -> dict[str, Exporter]:
-    from edgebert.export.onnx import OnnxExporter
-    from edgebert.export.tflite import TfliteExporter
-
-    return {"onnx": OnnxExporter(), "tflite": TfliteExporter()}
-
-
-FORMATS = ("onnx", "tflite")
-
-
-def export_model(
-    model: str | Path | None,
-    format: str,
-    precision: str = "fp32",
-    width: float | None = None,
-    depth: float | None = None,
-    seq_len: int = DEFAULT_SEQ_LEN,
-    out: str | Path | None = None,
-    force: bool = False,
-    verify: bool = True,
-) -> dict[str, Any]:
-    """Export, verify in the target runtime, then write `<artifact>` and `<artifact>.json`; return the sidecar."""
-    if format not in FORMATS:
-        raise EdgebertError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
-    if precision not in PRECISIONS:
-        raise EdgebertError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if not 1 <= seq_len <= 8192:
-        raise EdgebertError(f"--seq-len must be between 1 and 8192, got {seq_len}")
-    if out is not None:
-        refuse_existing(Path(out), Path(f"{out}.json"), force=force)  # before the slow part
-    exporter = _formats()[format]
-    source = load_source(model, width, depth)
-    max_positions = source.model.config.max_position_embeddings - source.model.config.position_offset
-    if exporter.fixed_seq_len(seq_len) and seq_len > max_positions:
-        raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {max_positions} positions")
-    artifact = Path(out) if out is not None else Path(f"{source.name}.{precision}{exporter.suffix}")
-    sidecar_path = artifact.with_name(artifact.name + ".json")
-
-    with staged_outputs(artifact, sidecar_path, force=force) as (staged_artifact, staged_sidecar):
-        schemes = exporter.schemes(precision)
-        for attempt, scheme in enumerate(schemes):
-            started = time.perf_counter()
-            exporter.convert(source, staged_artifact, precision, scheme, seq_len, staged_artifact.parent)
-            export_seconds = time.perf_counter() - started
-            try:
-                parity = verify_artifact(exporter, source, staged_artifact, precision, seq_len) if verify else None
-                break
-            except ParityGateError as failure:
-                if attempt + 1 == len(schemes):
-                    raise
-                warnings.warn(f"{failure.summary}: retrying with {schemes[attempt + 1]}", stacklevel=2)
-        inputs, outputs = exporter.signature(staged_artifact)
-        sidecar: dict[str, Any] = {
-            "edgebert_version": __version__,
-            "format": format,
-            "precision": precision,
-            "quantization": scheme,
-            "artifact": artifact.name,
-            "size_bytes": staged_artifact.stat().st_size,
-            "runtime": {"name": exporter.runtime, "version": exporter.runtime_version()},
-            "seq_len": exporter.fixed_seq_len(seq_len),
-            "batch_size": 1 if exporter.fixed_seq_len(seq_len) else None,
-            "inputs": [spec.to_json() for spec in inputs],
-            "outputs": [spec.to_json() for spec in outputs],
-            "output_meaning": dict(zip([o.name for o in outputs], source.output_names, strict=True)),
-            "vocab_size": source.vocab_size,
-            "pad_token_id": source.pad_token_id,
-            "export_seconds": round(export_seconds, 2),
-            "manifest": source.manifest,
-            "parity": parity,
-        }
-        if format == "tflite":
-            sidecar["signature_key"] = "serving_default"
-        staged_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
-    sidecar["path"] = str(artifact)
-    return sidecar
 
 
 def verify_artifact(exporter: Exporter, source: ExportSource, path: Path, precision: str, seq_len: int) -> dict:

@@ -31,6 +31,7 @@ ORT_DTYPES = {
 
 class OnnxExporter:
     name, suffix, runtime = "onnx", ".onnx", "onnxruntime"
+    required_modules = ("torch", "onnx", "onnxruntime")
 
     def __init__(self) -> None:
         self._sessions: dict[Path, object] = {}  # one ORT session per artifact, for signature and gate

@@ -32,6 +32,7 @@ QUIET_ENV = {
 
 class TfliteExporter:
     name, suffix, runtime = "tflite", ".tflite", "litert"
+    required_modules = ("torch", "litert_torch", "ai_edge_quantizer", "ai_edge_litert")
 
     def __init__(self) -> None:
         self._interpreters: dict[Path, object] = {}

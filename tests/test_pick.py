@@ -104,8 +104,9 @@ def classifier(tmp_path_factory):
     return build_classifier(tmp_path_factory.mktemp("pick") / "classifier")
 
 
-def test_accuracy_decides_and_the_export_fits(classifier, tmp_path, run_cli):
+def test_accuracy_decides_and_the_export_fits(classifier, tmp_path, run_cli, monkeypatch):
     """Labels from the (0.5, 0.5) sub-network make it the most accurate; its artifact fits the budget when benched."""
+    monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))  # test_eval caches results for the same weights
     from edgebert.evaluate import predict, read_dataset, tokenize
     from edgebert.slicing import open_checkpoint, slice_checkpoint
     from tests.labelled import sentences

@@ -98,7 +98,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--point", default="0.25,0.5")
-    parser.add_argument("--variants", help="comma-separated subset of variant names")
+    parser.add_argument("--variants", help="semicolon-separated subset of variant names")
     parser.add_argument("--profile", action="store_true", help="also print ORT's per-operator split")
     args = parser.parse_args()
     from edgebert.demo import DEMO_ARCH
@@ -114,7 +114,7 @@ def main() -> int:
         DEMO_ARCH, subnetwork(DEMO_ARCH, width, depth)
     )
     feeds = feeds_for(paths["full"])
-    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants.split(",")}
+    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants.split(";")}
     configs, keep = {}, []
     for name, (config, level, _) in variants.items():
         for threads in (1, 2):

@@ -46,6 +46,12 @@ ORT_OPT_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+# ORT session config entries bench sets unless `session_config` overrides them. ORT's intra-op
+# workers spin between parallel sections by default; with 2 threads on a 2-core machine that has
+# any other load, the spinning worker takes the core the main thread needs and small slices lose
+# most of their speedup (benchmarks/README.md: 2 threads, (0.25, 0.5): 0.85 -> 1.07 of the FLOPs
+# ratio, and the full model 205 -> 134 ms). Without spinning, 1-thread latency is unchanged.
+ORT_SESSION_DEFAULTS = {"session.intra_op.allow_spinning": "0"}
 
 
 @dataclass
@@ -91,7 +97,7 @@ def bench_artifact(
     """Load, warm up and time one artifact under a profile; arguments left None come from the profile.
 
     Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, environment and warnings.
-    `session_config` adds onnxruntime session config entries (e.g. spinning) for experiments.
+    `session_config` adds onnxruntime session config entries over ORT_SESSION_DEFAULTS (e.g. spinning back on).
     """
     artifact = Path(artifact)
     sidecar = read_sidecar(artifact)
@@ -376,6 +382,7 @@ def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_co
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.log_severity_level = 4  # fatal only: failures come back as exceptions, which we report in one line
+    session_config = ORT_SESSION_DEFAULTS | session_config
     for key, value in session_config.items():
         options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(artifact), sess_options=options, providers=["CPUExecutionProvider"])
@@ -383,9 +390,7 @@ def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_co
         InputSpec(i.name, i.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32"), _dims(i.shape))
         for i in session.get_inputs()
     ]
-    details = {"graph_optimization_level": level, "execution_mode": "sequential"}
-    if session_config:
-        details["session_config"] = dict(session_config)
+    details = {"graph_optimization_level": level, "execution_mode": "sequential", "session_config": session_config}
     return Session("onnxruntime", ort.__version__, session, inputs, details)
 
 

@@ -149,11 +149,12 @@ def accuracy_lookup(model_sha256: str, configs: list[tuple[float, float]]) -> tu
         key=lambda rs: (len(wanted & {(r["width"], r["depth"]) for r in rs}), rs[0]["examples"]),
         default=None,
     )
-    if not best or not wanted & {(r["width"], r["depth"]) for r in best}:
+    if not best:
         return {}, None
-    metric = primary_metric(best[0]["metrics"])[0]
     scores = {(r["width"], r["depth"]): primary_metric(r["metrics"])[1] for r in best}
-    return scores, {"metric": metric, "data": best[0]["data"], "examples": best[0]["examples"]}
+    metric = primary_metric(best[0]["metrics"])[0]
+    source = {"metric": metric, "data": best[0]["data"], "examples": best[0]["examples"]}
+    return scores, source | {"covered": len(wanted & set(scores)), "candidates": len(wanted)}
 
 
 def measure_locally(
@@ -238,6 +239,13 @@ def pick(
         measurements += local
     latency_model = calibrate(profile, measurements, precisions)
     scores, accuracy_source = accuracy_lookup(checkpoint.weights_sha256, configs)
+    notes = []
+    if accuracy_source and accuracy_source["covered"] < accuracy_source["candidates"]:
+        notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
+            f"eval results cover only {accuracy_source['covered']} of {accuracy_source['candidates']} configurations "
+            f"(run `edgebert eval MODEL --data {accuracy_source['data']} --grid`): accuracy not used"
+        )
+        scores, accuracy_source = {}, None
 
     rows = []
     for width, depth in configs:
@@ -254,19 +262,17 @@ def pick(
         row.fits_latency = budgets["latency_ms"] is None or row.latency_ms <= budgets["latency_ms"]
     _mark_pareto(rows, by_accuracy=accuracy_source is not None)
 
-    notes = []
     feasible = [row for row in rows if row.fits]
     choice = max(feasible, key=_preference, default=None)  # accuracy first when known, then FLOPs
     if accuracy_source is None:
         notes.append(
-            "accuracy unknown (no `edgebert eval` results cached for these weights): ranked by encoder FLOPs, "
+            "accuracy unknown (no complete `edgebert eval` results for these weights): ranked by encoder FLOPs, "
             "the largest that fits"
         )
     else:
         notes.append(
             f"{accuracy_source['metric']} from the eval cache ({accuracy_source['data']}, "
-            f"{accuracy_source['examples']} examples; {len(scores)} of {len(configs)} configurations), "
-            "measured in fp32; fp16/int8 artifacts pass a parity gate"
+            f"{accuracy_source['examples']} examples), measured in fp32; fp16/int8 artifacts pass a parity gate"
         )
     if checkpoint.is_demo:
         notes.append(UNTRAINED_NOTE)

@@ -355,11 +355,11 @@ def _preference(row: Candidate) -> tuple:
 
 
 def _mark_pareto(rows: list[Candidate], by_accuracy: bool) -> None:
-    """On the frontier: no other candidate is as fast, as small and as good (accuracy or FLOPs, then precision)."""
+    """On the frontier: no other candidate is as fast, as small and as good in every term `_preference` ranks by."""
 
     def vector(row: Candidate) -> tuple[float, ...]:
-        quality = (row.accuracy if row.accuracy is not None else -1.0) if by_accuracy else row.encoder_flops_seq128
-        return (-row.latency_ms, -row.memory_bytes, quality, FIDELITY[row.precision])
+        accuracy = (row.accuracy if row.accuracy is not None else -1.0) if by_accuracy else 0.0
+        return (-row.latency_ms, -row.memory_bytes, accuracy, row.encoder_flops_seq128, FIDELITY[row.precision])
 
     vectors = [vector(row) for row in rows]
     for row, mine in zip(rows, vectors, strict=True):

@@ -385,12 +385,21 @@ def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_co
     session_config = ORT_SESSION_DEFAULTS | session_config
     for key, value in session_config.items():
         options.add_session_config_entry(key, value)
-    session = ort.InferenceSession(str(artifact), sess_options=options, providers=["CPUExecutionProvider"])
+    # Graph fusions the exporter measured to slow this artifact down (see edgebert.export.onnx).
+    disabled = list((sidecar.get("runtime") or {}).get("disabled_optimizers") or [])
+    session = ort.InferenceSession(
+        str(artifact), sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+    )
     inputs = [
         InputSpec(i.name, i.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32"), _dims(i.shape))
         for i in session.get_inputs()
     ]
-    details = {"graph_optimization_level": level, "execution_mode": "sequential", "session_config": session_config}
+    details = {
+        "graph_optimization_level": level,
+        "disabled_optimizers": disabled,
+        "execution_mode": "sequential",
+        "session_config": session_config,
+    }
     return Session("onnxruntime", ort.__version__, session, inputs, details)
 
 

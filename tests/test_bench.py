@@ -187,6 +187,18 @@ def test_without_sidecar_reads_the_model_signature(artifacts, tmp_path):
     assert any("vocabulary size unknown" in w for w in result["warnings"])
 
 
+def test_sidecar_runtime_options_are_applied(artifacts, tmp_path):
+    """An exporter's measured session settings (e.g. a fusion left out) reach the session bench opens."""
+    artifact = tmp_path / "tuned.onnx"
+    shutil.copy(artifacts["onnx"], artifact)
+    runtime = {"name": "onnxruntime", "disabled_optimizers": ["SkipLayerNormFusion"]}
+    _sidecar(artifact, "onnx", "int64", ["batch", "sequence"], runtime=runtime)
+    result = bench_artifact(artifact, load_profile("local"), **QUICK)
+    assert result["environment"]["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    plain = bench_artifact(artifacts["onnx"], load_profile("local"), **QUICK)
+    assert plain["environment"]["disabled_optimizers"] == []
+
+
 def test_bad_artifacts_give_one_line_errors(artifacts, tmp_path, run_cli):
     profile = load_profile("local")
     garbage = tmp_path / "garbage.onnx"

@@ -51,6 +51,8 @@ def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, fmt, 
     assert input_names == expected
     meanings = list(on_disk["output_meaning"].values())
     assert meanings == (["logits"] if name == "bert-cls" else ["last_hidden_state", "pooler_output"])
+    if (fmt, precision) == ("onnx", "int8") and on_disk["quantization"] == "dynamic":
+        assert on_disk["runtime"]["disabled_optimizers"] == ["SkipLayerNormFusion"]
     if fmt == "tflite":
         assert on_disk["seq_len"] == TFLITE_SEQ and on_disk["signature_key"] == "serving_default"
         assert all(spec["shape"] == [1, TFLITE_SEQ] and spec["dtype"] == "int32" for spec in on_disk["inputs"])

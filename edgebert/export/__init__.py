@@ -86,7 +86,11 @@ def export_model(
             "quantization": scheme,
             "artifact": artifact.name,
             "size_bytes": staged_artifact.stat().st_size,
-            "runtime": {"name": exporter.runtime, "version": exporter.runtime_version()},
+            "runtime": {
+                "name": exporter.runtime,
+                "version": exporter.runtime_version(),
+                **exporter.runtime_options(precision, scheme),
+            },
             "seq_len": exporter.fixed_seq_len(seq_len),
             "batch_size": 1 if exporter.fixed_seq_len(seq_len) else None,
             "inputs": [spec.to_json() for spec in inputs],

@@ -80,6 +80,10 @@ class Exporter(Protocol):
 
     def fixed_seq_len(self, seq_len: int) -> int | None: ...
 
+    def runtime_options(self, precision: str, scheme: str) -> dict:
+        """Settings the runtime should load this artifact with (recorded in the sidecar's `runtime`)."""
+        ...
+
 
 @contextmanager
 def quiet_tools() -> Iterator[None]:

@@ -118,3 +118,6 @@ class TfliteExporter:
 
     def fixed_seq_len(self, seq_len: int) -> int | None:
         return seq_len
+
+    def runtime_options(self, precision: str, scheme: str) -> dict:
+        return {}

@@ -33,6 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SEQ_LEN = 128
 QUICK_GRID = ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5))
+MEASURE_POINTS_TEXT = "the configurations `pick --measure` measures (4, spread over the FLOPs range)"
 TARGETS = {"flops_ratio": 0.9, "gemm_peak_share": 0.85, "int8_speedup": 2.5, "harness_overhead": 0.03}
 # GEMM-peak shapes (M x K) @ (K x N): BERT-base's FFN GEMM at seq 128, and a bigger one.
 GEMM_SHAPES = ((128, 768, 3072), (512, 1024, 4096))
@@ -462,7 +463,60 @@ def analyse(settings: dict, sidecars: dict, spec: dict, runtimes: dict, baseline
         "harness": runtimes["harness"],
         "baseline_vs_onnx_fp32_max_abs_diff": parity,
         "summary": summarize(rows, runtimes["harness"], settings),
+        "latency_model": latency_model_check(rows, arch, settings),
     }
+
+
+def latency_model_check(rows: list[dict], arch, settings: dict) -> dict:
+    """`pick`'s latency model against this run: calibrated on the configurations `pick --measure` would
+    measure (spread over the FLOPs range), it predicts the rest of the grid;
+    the share within +-10 % of the measured median is issue 6's bar (nn-Meter's). Leave-one-out too."""
+    from edgebert.latency_model import RUNTIME_FOR_FORMAT, WITHIN, Measurement, Shape, calibrate, leave_one_out
+    from edgebert.pick import MEASURE_PER_PRECISION, spread
+    from edgebert.profiles import load_profile
+    from edgebert.subnet import subnetwork
+
+    profile = load_profile("local")
+    series, errors = [], []
+    for fmt, precision, threads in sorted({(r["format"], r["precision"], r["threads"]) for r in rows}):
+        if fmt not in RUNTIME_FOR_FORMAT:
+            continue  # the PyTorch baseline is not something pick predicts
+        runtime = RUNTIME_FOR_FORMAT[fmt]
+        measurements = [
+            Measurement(
+                r["width"],
+                r["depth"],
+                precision,
+                runtime,
+                Shape.of(arch, subnetwork(arch, r["width"], r["depth"]), 1, settings["seq_len"]),
+                r["latency_ms"],
+            )
+            for r in rows
+            if (r["format"], r["precision"], r["threads"]) == (fmt, precision, threads)
+        ]
+        chosen = set(spread([(m.width, m.depth) for m in measurements], arch, MEASURE_PER_PRECISION))
+        model = calibrate(profile, [m for m in measurements if (m.width, m.depth) in chosen], (precision,))
+        held_out = [
+            model.predict(m.shape, precision, runtime) / m.latency_ms - 1
+            for m in measurements
+            if (m.width, m.depth) not in chosen
+        ]
+        errors += held_out
+        loo = leave_one_out(profile, measurements)
+        series.append(
+            {
+                "format": fmt,
+                "precision": precision,
+                "threads": threads,
+                "calibrated_on": sorted(chosen),
+                "predicted": len(held_out),
+                "within_10_percent": sum(abs(e) <= WITHIN for e in held_out) / len(held_out) if held_out else None,
+                "worst_relative_error": max(map(abs, held_out)) if held_out else None,
+                "leave_one_out_within_10_percent": loo["within_10_percent"],
+            }
+        )
+    within = sum(abs(e) <= WITHIN for e in errors) / len(errors) if errors else None
+    return {"statistic": "median", "within_10_percent": within, "predictions": len(errors), "series": series}
 
 
 def summarize(rows: list[dict], harness: list[dict], settings: dict) -> list[dict]:
@@ -602,6 +656,23 @@ def markdown(report: dict) -> str:
     ]
     schemes = sorted({f"{r['format']} {r['quantization']}" for r in rows if r["precision"] == "int8"})
     lines += [f"**int8 schemes** (sidecar `quantization`): {', '.join(schemes) or '–'}"]
+    check = report["analysis"].get("latency_model")
+    if check and check["predictions"]:
+        lines += [
+            "",
+            f"**Latency model** (`pick`): calibrated on {MEASURE_POINTS_TEXT} per series, it predicted the other "
+            f"{check['predictions']} measurements; **{check['within_10_percent']:.0%} within +-10 %** (goal 95 %).",
+            "",
+            "| series | calibrated on (w, d) | within +-10 % | worst error | leave-one-out within +-10 % |",
+            "|---|---|---|---|---|",
+        ]
+        for entry in check["series"]:
+            points = ", ".join(f"{w:g}/{d:g}" for w, d in entry["calibrated_on"])
+            lines.append(
+                f"| {entry['format']} {entry['precision']} {entry['threads']}t | {points} | "
+                f"{_fmt(entry['within_10_percent'], '.0%')} | {_fmt(entry['worst_relative_error'], '.1%')} | "
+                f"{_fmt(entry['leave_one_out_within_10_percent'], '.0%')} |"
+            )
     lines += ["", "**Harness overhead** (`bench_artifact` p50 vs a bare loop, same artifact, threads and inputs):", ""]
     lines += ["| artifact | format | threads | bench p50 ms | bare median ms | overhead |", "|---|---|---|---|---|---|"]
     for entry in report["analysis"]["harness"]:

@@ -181,7 +181,7 @@ def measure_runtimes(spec: dict) -> dict:
 
     import numpy as np
 
-    from edgebert.bench import bare_loop, bench_artifact, make_feeds, open_session, read_sidecar
+    from edgebert.bench import bare_loop, bench_artifact, make_feeds, open_session, ort_config, read_sidecar
     from edgebert.profiles import load_profile
 
     settings = spec["settings"]
@@ -195,7 +195,7 @@ def measure_runtimes(spec: dict) -> dict:
                 for width, depth in settings["grid"]:
                     path = Path(spec["artifacts"][f"{fmt}:{precision}:{width:g}:{depth:g}"])
                     sidecar = read_sidecar(path)
-                    session = open_session(path, sidecar, threads)
+                    session = open_session(path, sidecar, threads, ort_config(profile))
                     feeds, _ = make_feeds(session, sidecar, profile, 1, settings["seq_len"], None, None, 0, [], path)
                     call = session.bind(feeds)
                     key = f"{fmt}:{precision}:{threads}:{width:g}:{depth:g}"
@@ -206,7 +206,7 @@ def measure_runtimes(spec: dict) -> dict:
                         results["outputs"][f"{width:g}:{depth:g}"] = np.asarray(call()[0]).tolist()
             for name, gemm_path in spec["gemm"].items():
                 if name.startswith(fmt + ":"):
-                    session = open_session(Path(gemm_path), {}, threads)
+                    session = open_session(Path(gemm_path), {}, threads, ort_config(profile))
                     rng = np.random.default_rng(0)
                     feeds = {
                         i.name: rng.standard_normal([d or 1 for d in i.shape]).astype(np.float32)

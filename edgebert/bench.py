@@ -46,12 +46,12 @@ ORT_OPT_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
-# ORT session config entries bench sets unless `session_config` overrides them. ORT's intra-op
-# workers spin between parallel sections by default; with 2 threads on a 2-core machine that has
-# any other load, the spinning worker takes the core the main thread needs and small slices lose
-# most of their speedup (benchmarks/README.md: 2 threads, (0.25, 0.5): 0.85 -> 1.07 of the FLOPs
-# ratio, and the full model 205 -> 134 ms). Without spinning, 1-thread latency is unchanged.
-ORT_SESSION_DEFAULTS = {"session.intra_op.allow_spinning": "0"}
+# ORT's intra-op workers spin-wait between parallel sections unless told not to (the profile's
+# `spin_wait`). Measured here, 2 threads, (0.25, 0.5) fp32 slice vs the full model
+# (benchmarks/README.md): on an idle machine spinning is faster (8.0 vs 9.2 ms; 0.94 vs 0.84 of the
+# FLOPs ratio); with other load on the cores the spinning worker is preempted and every parallel
+# section stalls (30 vs 15.6 ms, full model 205 vs 134 ms). Devices run one app: spin by default.
+SPIN_CONFIG_KEY = "session.intra_op.allow_spinning"
 
 
 @dataclass
@@ -97,7 +97,7 @@ def bench_artifact(
     """Load, warm up and time one artifact under a profile; arguments left None come from the profile.
 
     Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, environment and warnings.
-    `session_config` adds onnxruntime session config entries over ORT_SESSION_DEFAULTS (e.g. spinning back on).
+    `session_config` adds onnxruntime session config entries (the profile's `spin_wait` sets spinning).
     """
     artifact = Path(artifact)
     sidecar = read_sidecar(artifact)
@@ -120,7 +120,7 @@ def bench_artifact(
         peak_since_load = reset_peak_rss()
         rss_before = rss_bytes()
         start = time.perf_counter_ns()
-        session = open_session(artifact, sidecar, threads, session_config)
+        session = open_session(artifact, sidecar, threads, ort_config(profile, session_config))
         load_ns = time.perf_counter_ns() - start
         rss_loaded = rss_bytes()
         feeds, input_info = make_feeds(
@@ -235,7 +235,7 @@ def bare_loop(
     """
     artifact = Path(artifact)
     sidecar = read_sidecar(artifact)
-    session = open_session(artifact, sidecar, threads or profile.threads)
+    session = open_session(artifact, sidecar, threads or profile.threads, ort_config(profile))
     feeds, _ = make_feeds(session, sidecar, profile, batch_size, seq_len, None, None, 0, [], artifact)
     latencies = []
     if session.runtime == "onnxruntime":
@@ -353,6 +353,11 @@ def import_runtime(runtime: str) -> Any:
         raise
 
 
+def ort_config(profile: Profile, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """ORT session config entries for a profile: its spin-waiting choice, then any explicit extras."""
+    return {SPIN_CONFIG_KEY: "1" if profile.spin_wait else "0"} | (extra or {})
+
+
 def open_session(
     artifact: Path, sidecar: dict[str, Any], threads: int, session_config: dict[str, str] | None = None
 ) -> Session:
@@ -382,7 +387,6 @@ def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_co
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     options.log_severity_level = 4  # fatal only: failures come back as exceptions, which we report in one line
-    session_config = ORT_SESSION_DEFAULTS | session_config
     for key, value in session_config.items():
         options.add_session_config_entry(key, value)
     # Graph fusions the exporter measured to slow this artifact down (see edgebert.export.onnx).

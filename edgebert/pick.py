@@ -25,6 +25,7 @@ from typing import Any
 
 from edgebert.bench import BUDGET_PERCENTILE
 from edgebert.errors import EdgebertError, require
+from edgebert.export.base import PRECISIONS
 from edgebert.latency_model import (
     FORMAT_FOR_RUNTIME,
     LatencyModel,
@@ -38,8 +39,7 @@ from edgebert.latency_model import (
 from edgebert.profiles import Profile
 from edgebert.subnet import TRAINED_GRID, Architecture, check_fractions, costs, subnetwork
 
-PRECISIONS = ("fp32", "fp16", "int8")  # as `export` writes them; both runtimes run all three
-RUNTIME_PRECISIONS = {"onnxruntime": PRECISIONS, "litert": PRECISIONS}
+RUNTIME_PRECISIONS = {"onnxruntime": PRECISIONS, "litert": PRECISIONS}  # both runtimes run all `export` writes
 FIDELITY = {"fp32": 2, "fp16": 1, "int8": 0}  # tie-breaker: the closer to the evaluated fp32 model, the better
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 # Peak RSS of a bench process around a negligible model: Python, numpy, edgebert's CLI and the runtime (60 MB

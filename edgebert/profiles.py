@@ -71,6 +71,11 @@ class Profile(BaseModel):
     runs: int = Field(100, gt=0)
     min_time_s: float = Field(0.0, ge=0, description="keep measuring until this much time has passed")
     cpu_affinity: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="core ids to pin")
+    spin_wait: bool = Field(
+        True,
+        description="ORT workers spin between parallel sections: fastest on a dedicated device, "
+        "slow when other processes share the cores (set false on a shared machine)",
+    )
     memory_budget_mb: PositiveFloat | None = None
     latency_budget_ms: PositiveFloat | None = None
     hardware: Hardware

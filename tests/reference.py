@@ -10,6 +10,22 @@ import math
 
 import torch
 
+from edgebert.subnet import Architecture
+
+# BERT-base with a 2-label classifier, as in ../shared/dynabert.md's size table.
+BERT_BASE = Architecture(
+    num_layers=12,
+    num_heads=12,
+    hidden_size=768,
+    head_size=64,
+    intermediate_size=3072,
+    vocab_size=30522,
+    max_positions=512,
+    type_vocab_size=2,
+    has_pooler=True,
+    num_labels=2,
+)
+
 
 def official_rule(num_layers: int, num_heads: int, ffn: int, width: float, depth: float):
     heads = round(num_heads * width)

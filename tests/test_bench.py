@@ -199,6 +199,15 @@ def test_sidecar_runtime_options_are_applied(artifacts, tmp_path):
     assert plain["environment"]["disabled_optimizers"] == []
 
 
+def test_profile_spin_wait_reaches_the_ort_session(artifacts):
+    """Spinning is ORT's default (best on a dedicated device); a shared machine's profile turns it off."""
+    local = load_profile("local")
+    spinning = bench_artifact(artifacts["onnx"], local, **QUICK)
+    assert spinning["environment"]["session_config"]["session.intra_op.allow_spinning"] == "1"
+    quiet = bench_artifact(artifacts["onnx"], local.model_copy(update={"spin_wait": False}), **QUICK)
+    assert quiet["environment"]["session_config"]["session.intra_op.allow_spinning"] == "0"
+
+
 def test_bad_artifacts_give_one_line_errors(artifacts, tmp_path, run_cli):
     profile = load_profile("local")
     garbage = tmp_path / "garbage.onnx"

@@ -20,6 +20,7 @@ from edgebert.checkpoint import load_checkpoint
 from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, Architecture, Subnetwork, parameter_count, subnetwork
+from tests.reference import BERT_BASE
 from tests.test_slice_parity import padded_batch
 
 ROUND_TRIP_TOLERANCE = 1e-6
@@ -165,18 +166,6 @@ def test_info_table(run_cli, tiny_models):
     assert "roberta" in result.stdout and "0-2,4-6,8-10" in result.stdout  # d=0.75 kept layers
 
 
-BERT_BASE = Architecture(
-    num_layers=12,
-    num_heads=12,
-    hidden_size=768,
-    head_size=64,
-    intermediate_size=3072,
-    vocab_size=30522,
-    max_positions=512,
-    type_vocab_size=2,
-    has_pooler=True,
-    num_labels=2,
-)
 # ../shared/dynabert.md, "Sizes (BERT-base, 2 labels)", in millions: {depth: {width: M}}
 DYNABERT_SIZES = {
     1.0: {1.0: 109.5, 0.75: 88.2, 0.5: 67.0, 0.25: 45.7},

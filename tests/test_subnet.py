@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
 
 from edgebert.errors import EdgebertError
-from edgebert.subnet import TRAINED_GRID, Architecture, OffGridWarning, subnetwork
-
-BERT_BASE = Architecture(
-    num_layers=12,
-    num_heads=12,
-    hidden_size=768,
-    head_size=64,
-    intermediate_size=3072,
-    vocab_size=30522,
-    max_positions=512,
-    type_vocab_size=2,
-    has_pooler=True,
-    num_labels=2,
-)
+from edgebert.subnet import TRAINED_GRID, OffGridWarning, subnetwork
+from tests.reference import BERT_BASE
 
 
-def arch_with_layers(num_layers: int) -> Architecture:
-    return Architecture(**{**BERT_BASE.__dict__, "num_layers": num_layers})
+def arch_with_layers(num_layers: int):
+    return dataclasses.replace(BERT_BASE, num_layers=num_layers)
 
 
 @pytest.mark.parametrize(

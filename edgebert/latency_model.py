@@ -39,7 +39,9 @@ SPEC_EFFICIENCY = {"fp32": 0.4, "fp16": 0.4, "int8": 0.8}
 SPEC_ATTENTION_EFFICIENCY = 0.15  # small batched matmuls with softmax in between
 SPEC_FIXED_MS = 0.5
 SPEC_LAYER_MS = 0.1
-SPEC_FLOP_PER_CYCLE = 16  # per core, when a detected profile has no peak: two 128-bit FMA pipes
+# fp32 FLOP per cycle and core by the widest SIMD a detected CPU reports: two FMA pipes of its width.
+SPEC_FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32, "avx": 16, "asimd": 16, "neon": 16}
+SPEC_FLOP_PER_CYCLE_UNKNOWN = 8
 SPEC_UNKNOWN_GFLOPS = 20.0  # per core when neither peak nor clock is known
 WITHIN = 0.10  # the +-10 % bar (nn-Meter) leave-one-out reports against
 
@@ -164,8 +166,13 @@ def spec_coefficients(profile: Profile, precision: str) -> tuple[list[float], st
     if hardware.peak_gflops_fp32:
         peak, note = hardware.peak_gflops_fp32, f"peak {hardware.peak_gflops_fp32:g} GFLOP/s"
     elif hardware.clock_ghz:
-        peak = hardware.cores * hardware.clock_ghz * SPEC_FLOP_PER_CYCLE
-        note = f"peak assumed {hardware.cores} cores x {hardware.clock_ghz:g} GHz x {SPEC_FLOP_PER_CYCLE} FLOP/cycle"
+        simd = next((flag for flag in SPEC_FLOP_PER_CYCLE if flag in (hardware.simd or [])), None)
+        per_cycle = SPEC_FLOP_PER_CYCLE.get(simd, SPEC_FLOP_PER_CYCLE_UNKNOWN)
+        peak = hardware.cores * hardware.clock_ghz * per_cycle
+        note = (
+            f"peak assumed {hardware.cores} cores x {hardware.clock_ghz:g} GHz x {per_cycle} FLOP/cycle "
+            f"({simd or 'SIMD unknown'})"
+        )
     else:
         peak = hardware.cores * SPEC_UNKNOWN_GFLOPS
         note = f"peak unknown, assumed {SPEC_UNKNOWN_GFLOPS:g} GFLOP/s per core"

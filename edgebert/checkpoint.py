@@ -55,15 +55,20 @@ class Checkpoint:
 
     @cached_property
     def weights_sha256(self) -> str:
-        digest = hashlib.sha256()
-        with self.weights_file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return file_sha256(self.weights_file)
 
     @property
     def tokenizer_files(self) -> list[Path]:
         return [self.path / name for name in TOKENIZER_FILES if (self.path / name).is_file()]
+
+
+def file_sha256(path: Path) -> str:
+    """Identifies weights (in manifests) and data files (in the eval cache) by content, not by path."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -10,7 +10,6 @@ them instead of running the model again.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebert.checkpoint import Checkpoint, read_config
+from edgebert.checkpoint import Checkpoint, file_sha256, read_config
 from edgebert.demo import cache_dir
 from edgebert.errors import EdgebertError, require
 from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint, slice_checkpoint
@@ -46,14 +45,6 @@ class Dataset:
     labels: list[str]
     lines: list[int]
     sha256: str
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_dataset(path: str | Path) -> Dataset:

@@ -14,7 +14,6 @@ import functools
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebert import __version__
+from edgebert.atomic import staged_outputs
 from edgebert.errors import EdgebertError, require
 from edgebert.profiles import Profile, detect_hardware, usable_cores
 
@@ -213,11 +213,8 @@ def append_result(path: Path, result: dict[str, Any]) -> None:
         if not isinstance(results, list):
             raise EdgebertError(f"{path}: holds a JSON {type(results).__name__}, expected a list of results")
     results.append(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        json.dump(results, tmp, indent=2)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
+    with staged_outputs(path, force=True) as (staged,):
+        staged.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def bare_loop(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgebert.atomic import staged_outputs
 from edgebert.checkpoint import Checkpoint, file_sha256, read_config
 from edgebert.demo import cache_dir
 from edgebert.errors import EdgebertError, require
@@ -226,10 +227,8 @@ def cached_results(model_sha256: str) -> list[dict[str, Any]]:
 
 
 def _write_cache(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)
+    with staged_outputs(path, force=True) as (staged,):
+        staged.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 # ---- the command --------------------------------------------------------------------------------

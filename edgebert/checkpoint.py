@@ -14,6 +14,7 @@ import hashlib
 import json
 import pickle
 import re
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -172,6 +173,33 @@ def _canonical_state(raw: dict[str, torch.Tensor], model_type: str) -> dict[str,
             name = name.replace("classifier.dense.", "pooler.dense.").replace("classifier.out_proj.", "classifier.")
         state[name] = tensor
     return state
+
+
+def stock_state(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
+    """The inverse of `_canonical_state`: the names stock Bert/RobertaForSequenceClassification load."""
+    prefix = f"{model_type}."
+    stock = {}
+    for name, tensor in state.items():
+        if model_type == "roberta" and name.startswith("pooler.dense."):
+            stock[name.replace("pooler.dense.", "classifier.dense.")] = tensor
+        elif model_type == "roberta" and name.startswith("classifier."):
+            stock[name.replace("classifier.", "classifier.out_proj.")] = tensor
+        elif name.startswith("classifier."):
+            stock[name] = tensor
+        else:
+            stock[prefix + name] = tensor
+    return stock
+
+
+def copy_tokenizer_files(checkpoint: Checkpoint, directory: Path) -> None:
+    """Copy the tokenizer files into `directory`, refusing links that lead out of the model directory."""
+    root = checkpoint.path.resolve()
+    for path in checkpoint.tokenizer_files:
+        if not path.resolve().is_relative_to(root):
+            raise EdgebertError(
+                f"{path} is a link to {path.resolve()}, outside the model directory: refusing to copy it"
+            )
+        shutil.copyfile(path, directory / path.name)
 
 
 def expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
-from edgebert.checkpoint import Checkpoint, load_checkpoint
+from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, load_checkpoint
 from edgebert.errors import EdgebertError, require
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
@@ -167,8 +166,7 @@ def slice_model(
         raise EdgebertError(f"--out {out_dir} is the source model itself: choose another directory")
     with staged_outputs(out_dir, force=force) as (staging,):
         save_model(sliced.model, staging)
-        for tokenizer_file in checkpoint.tokenizer_files:
-            shutil.copy2(tokenizer_file, staging / tokenizer_file.name)
+        copy_tokenizer_files(checkpoint, staging)
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
         (staging / MANIFEST_FILE).write_text(_json(sliced.manifest))
     return out_dir, sliced.manifest

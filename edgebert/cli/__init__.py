@@ -19,6 +19,7 @@ from edgebert.cli import export as export_commands
 from edgebert.cli import pick as pick_commands
 from edgebert.cli import profiles as profiles_commands
 from edgebert.cli import slice as slice_commands
+from edgebert.cli import train as train_commands
 from edgebert.cli.output import print_error, print_warning
 from edgebert.errors import EdgebertError
 
@@ -39,6 +40,7 @@ pick_commands.register(app)
 bench_commands.register(app)
 eval_commands.register(app)
 profiles_commands.register(app)
+train_commands.register(app)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -1,0 +1,217 @@
+"""`edgebert train` and `edgebert rewire`: make a DynaBERT from a fine-tuned BERT or RoBERTa."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgebert.cli.output import console, err_console, print_json
+from edgebert.cli.slice import JsonOpt
+from edgebert.errors import EdgebertError
+
+ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT/RoBERTa directory (the teacher).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output edgebert wrote earlier.")]
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """'1,0.75,0.5' -> (1.0, 0.75, 0.5)."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise EdgebertError(f"bad {what} {text!r}: give comma-separated numbers, e.g. 1,0.75,0.5") from None
+    if not values:
+        raise EdgebertError(f"{what} is empty")
+    return values
+
+
+class RichReporter:
+    """A progress bar per phase (step, loss, steps/s, ETA) and a table of dev metrics per evaluation."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.2f} it/s"),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=quiet,
+        )
+        self.task = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def phase_started(self, phase: str, total_steps: int, done_steps: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, visible=False)
+        self.task = self.progress.add_task(
+            f"phase {phase}", total=total_steps, completed=done_steps, loss=0.0, rate=0.0
+        )
+
+    def step(self, step: int, loss: float) -> None:
+        task = self.progress.tasks[self.task]
+        rate = task.speed or 0.0
+        self.progress.update(self.task, completed=step, loss=loss, rate=rate)
+
+    def evaluated(self, record: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        table = metrics_table(
+            record["metrics"],
+            title=f"phase {record['phase']} step {record['step']}: {record['selected_on']} metrics, "
+            f"sum {record['score']:.4f}{' (best so far)' if record['best'] else ''}",
+        )
+        self.progress.console.print(table)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.progress.console.print(text)
+
+
+def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+    """Rows are depths, columns widths: the layout of the paper's tables."""
+    cells: dict[tuple[float, float], str] = {}
+    for key, values in metrics.items():
+        width, depth = (float(part[1:]) for part in key.split("-"))
+        name = "accuracy" if "accuracy" in values else "pearson"
+        cells[(width, depth)] = f"{100 * values[name]:.1f}"
+    widths = sorted({w for w, _ in cells}, reverse=True)
+    depths = sorted({d for _, d in cells}, reverse=True)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("depth \\ width", justify="right")
+    for width in widths:
+        table.add_column(f"{width:g}", justify="right")
+    for depth in depths:
+        table.add_row(f"{depth:g}", *(cells.get((w, depth), "") for w in widths))
+    return table
+
+
+def train_command(
+    model: ModelPath,
+    train: Annotated[Path, typer.Option("--train", help="Training data: GLUE-style TSV/CSV with a header.")],
+    dev: Annotated[Path, typer.Option("--dev", help="Dev data: evaluated every --eval-every steps and at the end.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (the DynaBERT, metrics.jsonl, phases/).")],
+    eval_file: Annotated[
+        Path | None, typer.Option("--eval", help="Select checkpoints on this file instead of --dev.")
+    ] = None,
+    phases: Annotated[str, typer.Option(help="Comma-separated: width, depth, finetune.")] = "width,depth",
+    widths: Annotated[str, typer.Option(help="Widths trained.")] = "1,0.75,0.5,0.25",
+    depths: Annotated[str, typer.Option(help="Depths trained (depth and finetune phases).")] = "1,0.75,0.5",
+    epochs: Annotated[float, typer.Option(help="Epochs per phase (fractions allowed).")] = 3.0,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per phase; overrides --epochs.")] = None,
+    train_examples: Annotated[int | None, typer.Option(help="Train on a seeded random subset of this size.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Global batch size (over all processes).")] = 32,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (truncation).")] = 128,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-5,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on biases, LayerNorms).")] = 0.0,
+    warmup: Annotated[
+        float | None, typer.Option(help="Warm-up share of steps [default: 0 BERT, 0.06 RoBERTa].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of data order, dropout and new weights.")] = 42,
+    depth_teacher: Annotated[
+        str, typer.Option(help="full-width (released code, default) or same-width (the paper).")
+    ] = "full-width",
+    eval_every: Annotated[int, typer.Option(help="Evaluate all sub-networks every N steps.")] = 50,
+    save_every: Annotated[int, typer.Option(help="Checkpoint for --resume every N steps.")] = 50,
+    importance: Annotated[
+        str, typer.Option(help="Rewiring's gradient accumulation: official or per-batch.")
+    ] = "official",
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU only).")] = "no",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Rewire a fine-tuned BERT/RoBERTa and train it into a DynaBERT (width, then depth phase)."""
+    from edgebert.train import TrainConfig
+    from edgebert.train import train as run_training
+
+    choices = {"depth teacher": (depth_teacher, ("full-width", "same-width"))}
+    choices["importance"] = (importance, ("official", "per-batch"))
+    choices["mixed precision"] = (mixed_precision, ("no", "fp16", "bf16"))
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise EdgebertError(f"unknown {name} {value!r}: choose {' or '.join(allowed)}")
+    config = TrainConfig(
+        phases=tuple(part.strip() for part in phases.split(",") if part.strip()),
+        widths=parse_floats(widths, "--widths"),
+        depths=parse_floats(depths, "--depths"),
+        epochs=epochs,
+        max_steps=max_steps,
+        train_examples=train_examples,
+        batch_size=batch_size,
+        max_length=max_length,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        seed=seed,
+        depth_teacher=depth_teacher,
+        eval_every=eval_every,
+        save_every=save_every,
+        importance_accumulation=importance,
+        mixed_precision=mixed_precision,
+    )
+    with RichReporter(quiet=json) as reporter:
+        manifest = run_training(
+            model, train, dev, out, config, eval_file, force=force, resume=resume, reporter=reporter
+        )
+    if manifest is None:  # not rank 0
+        return
+    if json:
+        print_json({"output": str(out), **manifest.model_dump(mode="json")})
+        return
+    console.print(metrics_table(manifest.dev_metrics, f"Wrote {out}: final model on {manifest.dev_data.path}"))
+    for phase in manifest.phases:
+        console.print(
+            f"phase {phase.name}: {phase.steps} steps ({phase.epochs:g} epochs), best at step {phase.best_step} "
+            f"(sum {phase.best_score:.4f} on {manifest.selected_on}), {phase.wall_time_s / 60:.1f} min"
+        )
+
+
+def rewire_command(
+    model: ModelPath,
+    data: Annotated[
+        Path,
+        typer.Option(help="Labelled dev file (GLUE-style), or unlabelled text, one sentence per line."),
+    ],
+    out: Annotated[Path | None, typer.Option(help="Output directory [default: <model>-rewired].")] = None,
+    batch_size: Annotated[int, typer.Option(help="Importance batch size (official: 8).")] = 8,
+    importance: Annotated[str, typer.Option(help="Gradient accumulation: official or per-batch.")] = "official",
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> None:
+    """Sort heads and FFN neurons by importance: every sub-network keeps the most important ones."""
+    from edgebert.rewire import rewire_model, summary
+
+    if importance not in ("official", "per-batch"):
+        raise EdgebertError(f"unknown importance {importance!r}: choose official or per-batch")
+    with err_console.status("rewiring...") as status:
+        out_dir, manifest = rewire_model(
+            model, data, out, force, batch_size, importance, progress=lambda m: status.update(m)
+        )
+    if json:
+        print_json({"output": str(out_dir), **summary(manifest)})
+        return
+    table = Table(title=f"Wrote {out_dir}", show_header=False, title_justify="left")
+    table.add_row("source", manifest.source.path)
+    table.add_row("importance data", f"{manifest.data.path} ({manifest.data.examples} examples, {manifest.labels})")
+    table.add_row("accumulation", manifest.accumulation)
+    for layer, order in enumerate(manifest.head_order):
+        table.add_row(f"layer {layer} heads", " ".join(map(str, order)))
+    table.add_row("full model logits", f"max abs diff {manifest.max_abs_diff:.2e} (<= 1e-5 required)")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("rewire")(rewire_command)

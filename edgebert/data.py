@@ -1,0 +1,277 @@
+"""Task data for `eval`, `rewire` and `train`: GLUE-style files, labels, tokenization and batches.
+
+One reader for every command. It takes GLUE's files as they are: a header naming the text
+column (`sentence` or `sentence1`), optionally `sentence2`, and the target (`label`, or
+`score` as in STS-B); other columns (`index`, `genre`, ...) are ignored. Labels may be class
+ids or names (`entailment`), mapped through the model's `label2id`. `rewire` also accepts
+unlabelled text, one sentence per line. Training batches are padded per batch and grouped by
+length: SST-2 sentences average 13 tokens, so padding everything to 128 would waste 90 % of
+the work.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgebert.checkpoint import file_sha256
+from edgebert.errors import EdgebertError, require
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+MAX_LENGTH = 128
+FIRST_COLUMNS = ("sentence", "sentence1")
+SECOND_COLUMN = "sentence2"
+LABEL_COLUMNS = ("label", "score")
+# Examples per chunk sorted by length before cutting batches: batches of similar lengths, order still random.
+GROUPING_CHUNK_BATCHES = 50
+
+
+@dataclass
+class Dataset:
+    """One or two text columns and raw label strings (None for unlabelled text), with their line numbers."""
+
+    path: Path
+    first: list[str]
+    second: list[str] | None
+    labels: list[str] | None
+    lines: list[int]
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise EdgebertError(f"{path}: no such data file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EdgebertError(f"{path}: not UTF-8 text ({exc})") from exc
+
+
+def _header(text: str, delimiter: str) -> list[str]:
+    first_line = text.split("\n", 1)[0]
+    return [name.strip().lower() for name in first_line.split(delimiter)]
+
+
+def _dialect(path: Path) -> dict[str, Any]:
+    """.csv is comma-separated with quotes; anything else is GLUE's TSV, read without quote handling."""
+    if path.suffix.lower() == ".csv":
+        return {"delimiter": ","}
+    return {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+
+
+def is_labelled_file(path: str | Path) -> bool:
+    """Whether `path` has a GLUE-style header naming a text and a label column (else: one sentence per line)."""
+    path = Path(path)
+    header = _header(_read_text(path), _dialect(path)["delimiter"])
+    return any(name in header for name in FIRST_COLUMNS) and any(name in header for name in LABEL_COLUMNS)
+
+
+def read_dataset(path: str | Path) -> Dataset:
+    """Read a GLUE-style labelled file (header required; extra columns ignored)."""
+    path = Path(path)
+    text = _read_text(path)
+    dialect = _dialect(path)
+    rows = csv.reader(text.splitlines(), **dialect)
+    header = [name.strip().lower() for name in next(rows, [])]
+    first = next((name for name in FIRST_COLUMNS if name in header), None)
+    label = next((name for name in LABEL_COLUMNS if name in header), None)
+    if first is None or label is None:
+        raise EdgebertError(
+            f"{path}:1: the header must name a sentence column ({' or '.join(FIRST_COLUMNS)}), optionally "
+            f"{SECOND_COLUMN}, and a target ({' or '.join(LABEL_COLUMNS)}); got {header or 'an empty file'}"
+        )
+    first_index, label_index = header.index(first), header.index(label)
+    second_index = header.index(SECOND_COLUMN) if SECOND_COLUMN in header else None
+    data = Dataset(path, [], [] if second_index is not None else None, [], [], file_sha256(path))
+    for line, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise EdgebertError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
+        target = row[label_index].strip()
+        if not target:
+            raise EdgebertError(f"{path}:{line}: empty {label}")
+        data.first.append(row[first_index])
+        if data.second is not None:
+            data.second.append(row[second_index])
+        data.labels.append(target)
+        data.lines.append(line)
+    if not data.first:
+        raise EdgebertError(f"{path}: no examples after the header")
+    return data
+
+
+def read_texts(path: str | Path) -> Dataset:
+    """Unlabelled text, one sentence per line (blank lines skipped)."""
+    path = Path(path)
+    data = Dataset(path, [], None, None, [], file_sha256(path))
+    for line, sentence in enumerate(_read_text(path).splitlines(), start=1):
+        if sentence.strip():
+            data.first.append(sentence)
+            data.lines.append(line)
+    if not data.first:
+        raise EdgebertError(f"{path}: no sentences (expected one sentence per line, or a GLUE-style file)")
+    return data
+
+
+def read_any(path: str | Path) -> Dataset:
+    """A labelled GLUE-style file when its header says so, else unlabelled text."""
+    return read_dataset(path) if is_labelled_file(path) else read_texts(path)
+
+
+def label_targets(data: Dataset, num_labels: int | None, label2id: dict[str, int] | None, model: Path) -> np.ndarray:
+    """Class ids (via label2id, else integer labels) or float scores for a one-output regression head."""
+    import numpy as np
+
+    if not num_labels:
+        raise EdgebertError(
+            f"{model} has no classifier head (a bare encoder): fine-tune it on the task first "
+            "(`edgebert train MODEL --phases finetune --widths 1 --depths 1 ...`)"
+        )
+    if data.labels is None:
+        raise EdgebertError(f"{data.path}: has no labels (needs a header with a label or score column)")
+    if num_labels == 1:
+        scores = []
+        for label, line in zip(data.labels, data.lines, strict=True):
+            try:
+                scores.append(float(label))
+            except ValueError:
+                raise EdgebertError(
+                    f"{data.path}:{line}: label {label!r} is not a number (the model has a one-output regression head)"
+                ) from None
+        return np.array(scores)
+    label2id = {str(k): int(v) for k, v in (label2id or {}).items()}
+    targets = []
+    for label, line in zip(data.labels, data.lines, strict=True):
+        if label in label2id:
+            targets.append(label2id[label])
+        elif label.lstrip("-").isdigit() and 0 <= int(label) < num_labels:
+            targets.append(int(label))
+        else:
+            known = list(label2id) or list(range(num_labels))
+            raise EdgebertError(f"{data.path}:{line}: unknown label {label!r} (the model's labels: {known})")
+    return np.array(targets)
+
+
+def labels_from_data(data: Dataset) -> dict[str, int] | None:
+    """A new classifier's label2id, from the labels seen: integers keep their value, names are sorted.
+
+    None means a regression task (every label a non-integer number, e.g. STS-B scores).
+    """
+    if data.labels is None:
+        raise EdgebertError(f"{data.path}: has no labels")
+    names = sorted(set(data.labels))
+    if all(name.lstrip("-").isdigit() for name in names):
+        ids = sorted(int(name) for name in names)
+        if ids[0] < 0:
+            raise EdgebertError(f"{data.path}: class labels must be 0 or more, got {ids[0]}")
+        return {str(i): i for i in range(ids[-1] + 1)}
+    if all(_is_float(name) for name in names):
+        return None
+    return {name: i for i, name in enumerate(names)}
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- tokenization and batches ---------------------------------------------------------------------
+
+# What a directory must hold for AutoTokenizer to rebuild the training tokenizer (one of these sets).
+TOKENIZER_SETS = (("tokenizer.json",), ("vocab.txt",), ("vocab.json", "merges.txt"))
+
+
+def check_tokenizer_files(model_dir: Path, present: set[str]) -> None:
+    """Fail up front, before slow work: the same directory always gives the same answer."""
+    if not any(set(names) <= present for names in TOKENIZER_SETS):
+        raise EdgebertError(
+            f"{model_dir} has no tokenizer files (needs tokenizer.json, vocab.txt, or vocab.json + merges.txt): "
+            "copy them from the model the checkpoint was fine-tuned from"
+        )
+
+
+def load_tokenizer(model_dir: Path, model_type: str) -> Any:
+    """The model's own tokenizer, from local files only."""
+    transformers = require("transformers", "tokenizing text")
+    try:
+        return transformers.AutoTokenizer.from_pretrained(
+            str(model_dir), local_files_only=True, tokenizer_type=model_type
+        )
+    except (OSError, ValueError) as exc:
+        raise EdgebertError(f"{model_dir}: cannot load its tokenizer ({str(exc).splitlines()[0]})") from exc
+
+
+@dataclass
+class Encoded:
+    """Token ids per example, unpadded; `token_type_ids` is all zeros for RoBERTa."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode(data: Dataset, tokenizer: Any, max_length: int = MAX_LENGTH) -> Encoded:
+    """Sentence pairs as two segments, truncated to `max_length`, as the original GLUE scripts."""
+    encoded = tokenizer(data.first, data.second, max_length=max_length, truncation=True, padding=False)
+    input_ids = encoded["input_ids"]
+    types = encoded.get("token_type_ids") or [[0] * len(ids) for ids in input_ids]
+    return Encoded(input_ids, types, tokenizer.pad_token_id or 0)
+
+
+def collate(encoded: Encoded, indices: list[int], length: int | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded tensors of the examples at `indices`, to `length` (default: the longest of them)."""
+    import torch
+
+    length = length or max(len(encoded.input_ids[i]) for i in indices)
+    ids = torch.full((len(indices), length), encoded.pad_id, dtype=torch.long)
+    types = torch.zeros((len(indices), length), dtype=torch.long)
+    mask = torch.zeros((len(indices), length), dtype=torch.long)
+    for row, index in enumerate(indices):
+        n = len(encoded.input_ids[index])
+        ids[row, :n] = torch.tensor(encoded.input_ids[index])
+        types[row, :n] = torch.tensor(encoded.token_type_ids[index])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches: a seeded shuffle, chunks sorted by length, then the batch order shuffled.
+
+    Deterministic in (seed, epoch), so a resumed run sees exactly the batches it would have.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * GROUPING_CHUNK_BATCHES
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: -lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sequential_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches sorted by length (results do not depend on the order; padding does cost)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -60,8 +60,10 @@ class EdgeBertConfig(PreTrainedConfig):
 class EdgeBertEmbeddings(nn.Module):
     def __init__(self, config: EdgeBertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        # padding_idx only matters when training: as in BERT/RoBERTa, the padding rows get no gradient.
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        roberta_pad = config.pad_token_id if config.position_offset else None
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size, roberta_pad)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.position_offset = config.position_offset

@@ -23,11 +23,11 @@ TINY = dict(
 LEGACY_CONFIG_KEYS = dict(output_intermediate=True, output_past=True, torchscript=False, use_bfloat16=False)
 
 
-def _randomize(model) -> None:
+def _randomize(model, seed: int = 0) -> None:
     """Non-trivial weights everywhere (biases and LayerNorms too), so slicing mistakes show up."""
     import torch
 
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             noise = torch.randn(param.shape, generator=generator)

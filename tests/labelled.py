@@ -14,7 +14,7 @@ WORDS = [f"w{i}" for i in range(60)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 
 
-def build_classifier(directory: Path, num_labels: int = 2) -> Path:
+def build_classifier(directory: Path, num_labels: int = 2, seed: int = 0, dropout: float = 0.1) -> Path:
     """Save a randomised BertForSequenceClassification with vocab.txt; labels are named neg/pos for 2 classes."""
     import torch
     import transformers
@@ -32,9 +32,11 @@ def build_classifier(directory: Path, num_labels: int = 2) -> Path:
         num_labels=num_labels,
         id2label=label_names,
         label2id={v: k for k, v in label_names.items()},
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     model = transformers.BertForSequenceClassification(config).eval()
-    _randomize(model)
+    _randomize(model, seed)
     if num_labels == 2:  # shift the bias so that half the sentences fall on each side of the boundary
         encoded = tokenizer_for(VOCAB)(
             [a for a, _ in BALANCE], [b for _, b in BALANCE], return_tensors="pt", padding="max_length", max_length=128

@@ -1,0 +1,123 @@
+"""Rewiring: importance against an independent autograd reference, outputs unchanged, orders applied."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from edgebert.checkpoint import load_checkpoint
+from edgebert.data import read_dataset
+from edgebert.manifests import REWIRE_MANIFEST
+from edgebert.rewire import rewire_checkpoint, rewire_model
+from tests.labelled import VOCAB, build_classifier, sentences, tokenizer_for
+from tests.reference import scaled_importance
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    return build_classifier(tmp_path_factory.mktemp("rewire") / "cls")
+
+
+@pytest.fixture(scope="module")
+def dev_file(tmp_path_factory):
+    """20 labelled pairs (labels by a fixed rule, so the loss is not trivial), GLUE-style with extra columns."""
+    path = tmp_path_factory.mktemp("rewire-data") / "dev.tsv"
+    rows = ["index\tsentence1\tsentence2\tlabel"]
+    for i, (a, b) in enumerate(sentences(20, seed=5)):
+        rows.append(f"{i}\t{a}\t{b}\t{'pos' if len(a) > len(b) else 'neg'}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def reference_batches(data_file, batch_size=8):
+    """The dev file in file order, batches of 8, tokenized by transformers alone."""
+    data = read_dataset(data_file)
+    tokenizer = tokenizer_for(VOCAB)
+    batches = []
+    for start in range(0, len(data), batch_size):
+        end = start + batch_size
+        inputs = tokenizer(data.first[start:end], data.second[start:end], padding=True, return_tensors="pt")
+        targets = torch.tensor([{"neg": 0, "pos": 1}[label] for label in data.labels[start:end]])
+        batches.append((dict(inputs), targets))
+    return batches
+
+
+@pytest.mark.parametrize("accumulation", ["official", "per-batch"])
+def test_importance_matches_autograd_on_scales(classifier, dev_file, accumulation):
+    """Head importance = |d loss / d head scale|, neuron = |d/d alpha| + |d/d beta| (pre-activation and
+    output scales), summed per batch; "official" sums the absolute running sum of the batch gradients."""
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    per_batch = scaled_importance(model, reference_batches(dev_file))
+    heads = torch.zeros_like(per_batch[0][0])
+    neurons = torch.zeros_like(per_batch[0][1])
+    running = [torch.zeros_like(t) for t in per_batch[0]]
+    for grads in per_batch:
+        if accumulation == "official":  # gradients never zeroed between batches
+            running = [r + g for r, g in zip(running, grads, strict=True)]
+            g_m, g_alpha, g_beta = running
+        else:
+            g_m, g_alpha, g_beta = grads
+        heads += g_m.abs()
+        neurons += g_alpha.abs() + g_beta.abs()
+
+    _, manifest = rewire_checkpoint(load_checkpoint(classifier), read_dataset(dev_file), accumulation=accumulation)
+    got_heads = torch.tensor(manifest.head_importance)
+    got_neurons = torch.tensor(manifest.neuron_importance)
+    assert torch.allclose(got_heads, heads, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(got_neurons, neurons, rtol=1e-4, atol=1e-7)
+    assert manifest.head_order == torch.sort(heads, descending=True, stable=True).indices.tolist()
+    assert len(per_batch) == 3  # 20 examples in batches of 8: the accumulation choice matters
+
+
+def test_rewired_model_keeps_outputs_and_applies_the_order(classifier, dev_file, tmp_path, run_cli):
+    result = run_cli("rewire", classifier, "--data", dev_file, "--out", tmp_path / "rewired", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["max_abs_diff"] <= 1e-5
+    manifest = json.loads((tmp_path / "rewired" / REWIRE_MANIFEST).read_text())
+
+    # Stock transformers loads it, and the full model's logits are unchanged.
+    before = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    after = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "rewired").eval()
+    assert type(after).__name__ == "BertForSequenceClassification"
+    inputs = tokenizer_for(VOCAB)([a for a, _ in sentences(6, 9)], [b for _, b in sentences(6, 9)], padding=True)
+    inputs = {k: torch.tensor(v) for k, v in inputs.items()}
+    with torch.no_grad():
+        assert (before(**inputs).logits - after(**inputs).logits).abs().max() <= 1e-5
+
+    # New head i of layer 3 is old head order[i]: its 4-row block of query weights moved with it.
+    size = before.config.hidden_size // before.config.num_attention_heads
+    order = manifest["head_order"][3]
+    old_q = before.bert.encoder.layer[3].attention.self.query.weight
+    new_q = after.bert.encoder.layer[3].attention.self.query.weight
+    for new, old in enumerate(order):
+        assert torch.equal(new_q[new * size : (new + 1) * size], old_q[old * size : (old + 1) * size])
+    neurons = manifest["neuron_order"][3]
+    old_out = before.bert.encoder.layer[3].output.dense.weight
+    assert torch.equal(after.bert.encoder.layer[3].output.dense.weight, old_out[:, neurons])
+    # Each layer's orders are permutations sorted by descending importance.
+    for scores, order in zip(manifest["neuron_importance"], manifest["neuron_order"], strict=True):
+        assert sorted(order) == list(range(len(scores)))
+        ordered = [scores[i] for i in order]
+        assert ordered == sorted(ordered, reverse=True)
+
+
+def test_unlabelled_text_uses_the_models_predictions(classifier, tmp_path):
+    text = tmp_path / "sentences.txt"
+    text.write_text("\n".join(f"{a} {b}" for a, b in sentences(12, seed=3)) + "\n")
+    out, manifest = rewire_model(classifier, text, tmp_path / "rewired")
+    assert manifest.labels == "model predictions"
+    assert manifest.data.examples == 12
+    assert manifest.max_abs_diff <= 1e-5
+    assert (out / "tokenizer_config.json").is_file() and (out / "vocab.txt").is_file()
+
+
+def test_rewiring_without_a_classifier_is_refused(tiny_models, dev_file, run_cli, tmp_path):
+    result = run_cli("rewire", tiny_models["bert-bare"], "--data", dev_file, "--out", tmp_path / "x")
+    assert result.code == 1
+    assert result.stderr.startswith("error:") and "no classifier head" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,338 @@
+"""`edgebert train`: sub-networks on views equal their slices, one step equals a hand-written reference,
+training works on a small task, resume after SIGKILL and 2-process DDP reproduce a plain run, the
+output is a stock checkpoint, and bad input gets one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from edgebert.checkpoint import load_checkpoint
+from edgebert.data import collate
+from edgebert.dynabert import Dropout, DynaBert
+from edgebert.manifests import TRAIN_MANIFEST, training_manifest
+from edgebert.slicing import slice_checkpoint
+from edgebert.subnet import TRAINED_GRID, subnetwork
+from edgebert.train import LossTerms, Runtime, SilentReporter, TrainConfig, Trainer, read_inputs, train
+from tests.labelled import build_classifier, sentences
+from tests.reference import SharedSubnetworks
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = dict(batch_size=8, eval_every=4, save_every=2)
+
+
+def write_task(path: Path, count: int, seed: int, regression: bool = False) -> Path:
+    """A learnable pair task: label pos when the first sentence is longer (or the length difference as a score)."""
+    rows = ["index\tsentence1\tsentence2\t" + ("score" if regression else "label")]
+    for i, (a, b) in enumerate(sentences(count, seed)):
+        diff = len(a.split()) - len(b.split())
+        target = f"{max(0.0, min(5.0, 2.5 + diff / 4)):.2f}" if regression else ("pos" if diff > 0 else "neg")
+        rows.append(f"{i}\t{a}\t{b}\t{target}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    return {
+        "teacher": build_classifier(root / "teacher", seed=0, dropout=0.0),
+        "other": build_classifier(root / "other", seed=7, dropout=0.0),
+        "train": write_task(root / "train.tsv", 48, seed=11),
+        "dev": write_task(root / "dev.tsv", 24, seed=12),
+        "root": root,
+    }
+
+
+# ---- the model -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bert-cls", "roberta-cls"])
+def test_subnetworks_on_views_equal_their_dense_slices(tiny_models, kind):
+    checkpoint = load_checkpoint(tiny_models[kind])
+    model = DynaBert.from_checkpoint(checkpoint, Dropout()).eval()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (3, 11), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # right padding
+    types = torch.zeros_like(ids)
+    for width, depth in TRAINED_GRID:
+        dense = slice_checkpoint(checkpoint, width, depth).model
+        with torch.no_grad():
+            expected = dense(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+            got = model(ids, mask, types, sub=subnetwork(checkpoint.arch, width, depth)).logits
+        assert (got - expected).abs().max() <= 1e-5, (width, depth)
+
+
+# ---- one optimizer step against a hand-written reference -----------------------------------------
+
+
+def sce(student, teacher):
+    return -(torch.softmax(teacher, -1) * torch.log_softmax(student, -1)).sum(-1).mean()
+
+
+@pytest.mark.parametrize("phase", ["width", "depth"])
+def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path, phase):
+    """The teacher is `other` (width phase: the model being trained's own source; depth phase: DynaBERT_W)."""
+    config = TrainConfig(phases=(phase,), rewire=False, **QUICK)
+    inputs = read_inputs(task["other"], task["train"], task["dev"], None, config)
+    trainer = Trainer(inputs, config, tmp_path / "run", Runtime(), SilentReporter())
+    plan = trainer.plans[0]
+    student = DynaBert.from_checkpoint(load_checkpoint(task["teacher"]), Dropout(0.0, 0.0, 0.0)).train()
+    teacher = trainer._load(None).eval().requires_grad_(False)
+    batch = list(range(8))
+    trainer.accumulate_gradients(plan, student, student, teacher, batch, LossTerms())
+
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(task["teacher"]).train()
+    teacher_ref = transformers.AutoModelForSequenceClassification.from_pretrained(task["other"]).eval()
+    batch_inputs = collate(inputs.encoded_train, batch)
+    with torch.no_grad():
+        teacher_logits, teacher_states = SharedSubnetworks(teacher_ref)(batch_inputs, 1.0, 1.0)
+    run = SharedSubnetworks(reference)
+    lambdas = (1.0, 0.1) if phase == "width" else (1.0, 1.0)
+    subnets = [(w, 1.0) for w in (1.0, 0.75, 0.5, 0.25)] if phase == "width" else list(TRAINED_GRID)
+    assert [(s.width, s.depth) for s in plan.subs] == subnets  # largest first
+    for width, depth in subnets:
+        logits, states = run(batch_inputs, width, depth)
+        kept = [i for i in range(12) if i in subnetwork(load_checkpoint(task["teacher"]).arch, width, depth).layers]
+        matched = [*kept, 12]  # teacher state i is the output of layer i - 1; the last meets the final output
+        hidden = sum(torch.nn.functional.mse_loss(s, teacher_states[t]) for s, t in zip(states, matched, strict=True))
+        (lambdas[0] * sce(logits, teacher_logits) + lambdas[1] * hidden).backward()
+
+    ours = dict(student.net.named_parameters())
+    compared = 0
+    for name, param in reference.named_parameters():
+        if param.grad is None:
+            continue
+        got = ours[name].grad
+        # relative to the tensor's largest gradient; key biases get ~1e-8 of rounding noise where theory says 0
+        assert (got - param.grad).abs().max() <= 1e-6 + 1e-4 * param.grad.abs().max(), name
+        compared += 1
+    assert compared == len(list(reference.parameters()))
+
+
+# ---- training end to end -------------------------------------------------------------------------
+
+
+def distance_to_teacher(model_dir: Path, teacher_dir: Path, data) -> float:
+    """Mean squared distance between each grid sub-network's logits and the teacher's, over the dev set.
+
+    (Top-1 agreement would be noise here: the tiny teacher's logits sit near its decision boundary.)
+    """
+    from edgebert.evaluate import predict, tokenize
+
+    checkpoint, teacher = load_checkpoint(model_dir), load_checkpoint(teacher_dir)
+    encoded = tokenize(data, checkpoint)
+    reference = predict(slice_checkpoint(teacher, 1.0, 1.0).model, encoded)
+    distances = [
+        ((predict(slice_checkpoint(checkpoint, w, d).model, encoded) - reference) ** 2).mean() for w, d in TRAINED_GRID
+    ]
+    return float(sum(distances) / len(distances))
+
+
+def test_training_lowers_the_loss_and_subnetworks_approach_the_teacher(task, tmp_path):
+    from edgebert.data import read_dataset
+
+    out = tmp_path / "dynabert"
+    config = TrainConfig(max_steps=24, learning_rate=3e-4, **{**QUICK, "eval_every": 6, "save_every": 100})
+    manifest = train(task["teacher"], task["train"], task["dev"], out, config)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for phase in ("width", "depth"):
+        losses = [r["loss"]["logits"] + r["loss"]["hidden"] for r in records if r["phase"] == phase]
+        assert losses[-1] < 0.85 * losses[0], (phase, losses)
+    dev = read_dataset(task["dev"])
+    before = distance_to_teacher(out / "phases" / "rewired", task["teacher"], dev)  # training-free pruning
+    after = distance_to_teacher(out, task["teacher"], dev)
+    assert after < 0.5 * before, (before, after)
+    # The manifest records what the run did; the eval cache holds the final model's grid.
+    assert [p.name for p in manifest.phases] == ["width", "depth"]
+    assert manifest.rewiring is not None and manifest.selected_on == "dev"
+    assert len(manifest.dev_metrics) == 12
+    assert training_manifest(out).trains_subnetworks
+    from edgebert.checkpoint import file_sha256
+    from edgebert.evaluate import cached_results
+
+    cached = cached_results(file_sha256(out / "model.safetensors"))
+    assert {(r["width"], r["depth"]) for r in cached} == set(TRAINED_GRID)
+
+
+def test_output_is_a_stock_checkpoint_that_slices_exactly(task, tmp_path):
+    out = tmp_path / "dynabert"
+    train(task["teacher"], task["train"], task["dev"], out, TrainConfig(max_steps=2, **QUICK))
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    stock = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert type(stock) is transformers.BertForSequenceClassification
+    checkpoint = load_checkpoint(out)
+    data = collate(read_inputs(out, task["dev"], task["dev"], None, TrainConfig()).encoded_train, list(range(6)))
+    for width, depth in ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5)):
+        with torch.no_grad():
+            expected, _ = SharedSubnetworks(stock)(data, width, depth)
+            got = slice_checkpoint(checkpoint, width, depth).model(**data).logits
+        assert (got - expected).abs().max() <= 1e-5
+    for name in ("vocab.txt", "tokenizer_config.json", TRAIN_MANIFEST, "metrics.jsonl"):
+        assert (out / name).is_file()
+    assert not (out / "checkpoints").exists()  # resume state is removed once the run completes
+
+
+def test_bare_encoder_fine_tunes_as_regression_then_distils(tmp_path):
+    """STS-B style: float scores give a one-output head (finetune phase), which then trains as a teacher."""
+    from safetensors.torch import save_file
+
+    bare = build_classifier(tmp_path / "cls")  # a real tokenizer; drop its head to make it a bare encoder
+    state = {k: v for k, v in load_file(str(bare / "model.safetensors")).items() if not k.startswith("classifier")}
+    save_file(state, str(bare / "model.safetensors"))
+    train_file, dev_file = write_task(tmp_path / "t.tsv", 32, 1, True), write_task(tmp_path / "d.tsv", 16, 2, True)
+    teacher = tmp_path / "teacher"
+    config = TrainConfig(phases=("finetune",), widths=(1.0,), depths=(1.0,), max_steps=4, **QUICK)
+    manifest = train(bare, train_file, dev_file, teacher, config)
+    assert manifest.metric == "pearson"
+    assert load_checkpoint(teacher).arch.num_labels == 1
+    assert not training_manifest(teacher).trains_subnetworks  # ordinary fine-tuning
+    config = TrainConfig(phases=("width",), max_steps=2, **QUICK)
+    manifest = train(teacher, train_file, dev_file, tmp_path / "dyna", config)
+    assert set(manifest.dev_metrics["w0.25-d1"]) == {"pearson", "spearman"}
+
+
+# ---- resume and several processes ----------------------------------------------------------------
+
+
+def cli(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgebert", "train", *map(str, args)],
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> None:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / "model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(task, tmp_path):
+    common = [task["teacher"], "--train", task["train"], "--dev", task["dev"], "--max-steps", "6"]
+    common += ["--batch-size", "8", "--eval-every", "3", "--save-every", "2", "--json"]
+    finish(cli(*common, "--out", tmp_path / "straight"))
+
+    interrupted = tmp_path / "interrupted"
+    process = cli(*common, "--out", interrupted)
+    state = interrupted / "checkpoints" / "state.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill in the depth phase, mid-way
+        if state.is_file():
+            saved = torch.load(state, weights_only=True)
+            if saved["phase_index"] == 1 and saved.get("step", 0) >= 2:
+                break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (interrupted / TRAIN_MANIFEST).exists()
+    finish(cli(*common, "--out", interrupted, "--resume"))
+    assert max_diff(weights(tmp_path / "straight"), weights(interrupted)) <= 1e-6
+    steps = [(r["phase"], r["step"]) for r in map(json.loads, (interrupted / "metrics.jsonl").read_text().splitlines())]
+    assert steps == [("width", 3), ("width", 6), ("depth", 3), ("depth", 6)]  # none lost, none twice
+
+
+def test_two_processes_equal_one(task, tmp_path):
+    """torchrun with 2 CPU processes (gloo), each taking half of every batch: the same weights as 1 process."""
+    common = [task["teacher"], "--train", task["train"], "--dev", task["dev"], "--max-steps", "3"]
+    common += ["--batch-size", "8", "--eval-every", "3", "--phases", "width,depth"]
+    finish(cli(*common, "--out", tmp_path / "one"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    done = subprocess.run(
+        [*torchrun, "-m", "edgebert", "train", *map(str, common), "--out", str(tmp_path / "two")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert max_diff(weights(tmp_path / "one"), weights(tmp_path / "two")) <= 1e-5
+    assert training_manifest(tmp_path / "two").world_size == 2
+    assert training_manifest(tmp_path / "one").world_size == 1
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+BAD_CASES = {
+    "bare teacher": ("bare", [], "no classifier head"),
+    "unknown label": ("teacher", ["--train", "BADLABEL"], "unknown label 'maybe'"),
+    "empty data": ("teacher", ["--train", "EMPTY"], "no examples"),
+    "no header": ("teacher", ["--dev", "NOHEADER"], "the header must name"),
+    "no tokenizer": ("notokenizer", [], "no tokenizer files"),
+    "width without a head": ("teacher", ["--widths", "1,0.01"], "keeps no whole attention head"),
+    "depth without a layer": ("teacher", ["--depths", "0.01"], "keeps no layer"),
+    "bad phase": ("teacher", ["--phases", "width,pretrain"], "unknown phase"),
+    "phases out of order": ("teacher", ["--phases", "depth,width"], "order"),
+    "bad number list": ("teacher", ["--widths", "half"], "comma-separated numbers"),
+    "resume nothing": ("teacher", ["--resume"], "no unfinished edgebert run to resume"),
+    "mixed precision on CPU": ("teacher", ["--mixed-precision", "fp16"], "needs a GPU"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_input_is_one_line(task, tiny_models, tmp_path, run_cli, case):
+    model_kind, extra, message = BAD_CASES[case]
+    files = {
+        "BADLABEL": tmp_path / "bad.tsv",
+        "EMPTY": tmp_path / "empty.tsv",
+        "NOHEADER": tmp_path / "noheader.tsv",
+    }
+    files["BADLABEL"].write_text("sentence\tlabel\nw1 w2\tpos\nw3 w4\tmaybe\n")
+    files["EMPTY"].write_text("sentence\tlabel\n")
+    files["NOHEADER"].write_text("w1 w2\t1\n")
+    notokenizer = tmp_path / "notok"
+    notokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (notokenizer / name).write_bytes((task["teacher"] / name).read_bytes())
+    models = {"bare": tiny_models["bert-bare"], "teacher": task["teacher"], "notokenizer": notokenizer}
+    args = {"--train": task["train"], "--dev": task["dev"], "--out": tmp_path / "out"}
+    extra = [str(files.get(x, x)) for x in extra]
+    for flag in ("--train", "--dev"):
+        if flag in extra:
+            args.pop(flag)
+    if "--resume" in extra:
+        (tmp_path / "out").mkdir()
+    flat = [str(x) for pair in args.items() for x in pair]
+    result = run_cli("train", models[model_kind], *flat, *extra, "--max-steps", "1")
+    assert result.code == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert message in lines[0]
+
+
+def test_existing_out_is_refused_and_force_replaces_only_edgebert_runs(task, tmp_path, run_cli):
+    user_dir = tmp_path / "mine"
+    user_dir.mkdir()
+    (user_dir / "notes.txt").write_text("keep me")
+    common = ["--train", task["train"], "--dev", task["dev"], "--max-steps", "1", "--batch-size", "8"]
+    result = run_cli("train", task["teacher"], *common, "--out", user_dir)
+    assert result.code == 1 and "already exists" in result.stderr
+    result = run_cli("train", task["teacher"], *common, "--out", user_dir, "--force")
+    assert result.code == 1 and "not written by edgebert" in result.stderr
+    assert (user_dir / "notes.txt").read_text() == "keep me"
+    run = tmp_path / "run"
+    assert run_cli("train", task["teacher"], *common, "--out", run, "--phases", "width").code == 0
+    assert run_cli("train", task["teacher"], *common, "--out", run, "--phases", "width", "--force").code == 0

@@ -58,6 +58,14 @@ class Checkpoint:
     def weights_sha256(self) -> str:
         return file_sha256(self.weights_file)
 
+    @cached_property
+    def trained_as_dynabert(self) -> bool:
+        """Whether `edgebert train` trained this model's sub-networks (its edgebert-train.json says so)."""
+        from edgebert.manifests import training_manifest
+
+        manifest = training_manifest(self.path)
+        return manifest is not None and manifest.trains_subnetworks
+
     @property
     def tokenizer_files(self) -> list[Path]:
         return [self.path / name for name in TOKENIZER_FILES if (self.path / name).is_file()]

@@ -208,7 +208,7 @@ def pick(
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules."""
-    from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint
+    from edgebert.slicing import UNTRAINED_NOTE, not_dynabert_note, open_checkpoint
 
     memory_limit = parse_memory(memory_budget) if memory_budget else None
     latency_limit = parse_latency(latency_budget) if latency_budget else None
@@ -275,8 +275,11 @@ def pick(
             f"{accuracy_source['metric']} from the eval cache ({accuracy_source['data']}, "
             f"{accuracy_source['examples']} examples), measured in fp32; fp16/int8 artifacts pass a parity gate"
         )
+    warnings = []
     if checkpoint.is_demo:
         notes.append(UNTRAINED_NOTE)
+    elif not checkpoint.trained_as_dynabert:
+        warnings.append(not_dynabert_note(checkpoint))
     if choice is None:
         smallest = min(rows, key=lambda r: r.memory_bytes)
         fastest = min(rows, key=lambda r: r.latency_ms)
@@ -308,6 +311,7 @@ def pick(
         "choice": choice.to_json() if choice else None,
         "verdict": verdict,
         "notes": notes,
+        "warnings": warnings,
         "export": None,
     }
     if choice is not None and export_dir is not None:

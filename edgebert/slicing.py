@@ -97,9 +97,19 @@ def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
         },
         **costs(checkpoint.arch, sub),
     }
+    manifest["trained_as_dynabert"] = checkpoint.trained_as_dynabert
     if checkpoint.is_demo:
         manifest["untrained"] = UNTRAINED_NOTE
+    elif (sub.width, sub.depth) != (1.0, 1.0) and not checkpoint.trained_as_dynabert:
+        manifest["not_dynabert"] = not_dynabert_note(checkpoint)
     return manifest
+
+
+def not_dynabert_note(checkpoint: Checkpoint) -> str:
+    """The warning for sub-networks of a model `edgebert train` did not train (slice, export, pick)."""
+    from edgebert.manifests import NOT_DYNABERT_NOTE
+
+    return NOT_DYNABERT_NOTE.format(model=checkpoint.path)
 
 
 def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> SlicedModel:

@@ -336,3 +336,45 @@ def test_existing_out_is_refused_and_force_replaces_only_edgebert_runs(task, tmp
     run = tmp_path / "run"
     assert run_cli("train", task["teacher"], *common, "--out", run, "--phases", "width").code == 0
     assert run_cli("train", task["teacher"], *common, "--out", run, "--phases", "width", "--force").code == 0
+
+
+def test_subnetworks_of_a_model_not_trained_as_dynabert_warn_once(task, tmp_path, run_cli):
+    trained = tmp_path / "dynabert"
+    train(task["teacher"], task["train"], task["dev"], trained, TrainConfig(max_steps=1, **QUICK))
+    warning = "not trained as a DynaBERT"
+
+    plain = run_cli("slice", task["teacher"], "--width", "0.5", "--depth", "0.5", "--out", tmp_path / "plain")
+    assert plain.code == 0 and plain.stderr.count(warning) == 1
+    full = run_cli("slice", task["teacher"], "--width", "1", "--depth", "1", "--out", tmp_path / "full")
+    assert full.code == 0 and warning not in full.stderr
+    ok = run_cli("slice", trained, "--width", "0.5", "--depth", "0.5", "--out", tmp_path / "ok", "--json")
+    assert ok.code == 0 and warning not in ok.stderr
+    assert json.loads(ok.stdout)["trained_as_dynabert"] is True
+
+    exported = run_cli("export", tmp_path / "plain", "--format", "onnx", "--out", tmp_path / "plain.onnx")
+    assert exported.code == 0, exported.stderr
+    assert exported.stderr.count(warning) == 1
+    picked = run_cli("pick", task["teacher"], "--json")
+    assert picked.code == 0 and any(warning in w for w in json.loads(picked.stdout)["warnings"])
+    picked = run_cli("pick", trained, "--json")
+    assert picked.code == 0 and json.loads(picked.stdout)["warnings"] == []
+
+
+@pytest.mark.parametrize("kind", ["bert-cls", "roberta-cls"])
+def test_saved_checkpoint_loads_in_its_stock_class(tiny_models, tmp_path, kind):
+    """Canonical names go back to BERT's or RoBERTa's (classifier.dense / out_proj) and the logits stay."""
+    from edgebert.dynabert import save_checkpoint
+
+    checkpoint = load_checkpoint(tiny_models[kind])
+    model = DynaBert.from_checkpoint(checkpoint, Dropout()).eval()
+    save_checkpoint(model, checkpoint, tmp_path / "saved")
+    stock = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    assert type(stock).__name__ == (
+        "BertForSequenceClassification" if kind == "bert-cls" else "RobertaForSequenceClassification"
+    )
+    ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(3))
+    mask, types = torch.ones_like(ids), torch.zeros_like(ids)
+    with torch.no_grad():
+        expected = stock(input_ids=ids, attention_mask=mask).logits
+        got = model(ids, mask, types).logits
+    assert (got - expected).abs().max() <= 1e-5

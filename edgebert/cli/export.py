@@ -65,8 +65,9 @@ def export_command(
             table.add_row("top-1 agreement", f"{parity['top1_agreement']:.0%}")
         table.add_row("gate", f"[green]passed[/] ({gate['metric']} {relation} {gate['bound']})")
     console.print(table)
-    if "untrained" in manifest:
-        print_warning(manifest["untrained"])
+    for key in ("untrained", "not_dynabert"):
+        if key in manifest:
+            print_warning(manifest[key])
 
 
 def register(app: typer.Typer) -> None:

@@ -122,6 +122,8 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"[{style}]{report['verdict']}[/]")
     if report["export"]:
         console.print(f"exported {report['export']['path']} ({report['export']['size_bytes'] / 1e6:.1f} MB)")
+    for warning in report["warnings"]:
+        print_warning(warning)
     for note in report["notes"]:
         if "untrained" in note or "unknown" in note:
             print_warning(note)

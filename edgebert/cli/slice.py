@@ -44,8 +44,9 @@ def slice_command(
     table.add_row("model.safetensors", megabytes(manifest["size_bytes"]))
     table.add_row("encoder GFLOPs (seq 128)", f"{manifest['encoder_flops_seq128'] / 1e9:.2f}")
     console.print(table)
-    if "untrained" in manifest:
-        print_warning(manifest["untrained"])
+    for key in ("untrained", "not_dynabert"):
+        if key in manifest:
+            print_warning(manifest[key])
 
 
 def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:

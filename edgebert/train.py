@@ -54,7 +54,6 @@ from edgebert.data import (
     labels_from_data,
     load_tokenizer,
     read_dataset,
-    sequential_batches,
 )
 from edgebert.errors import EdgebertError
 from edgebert.manifests import (
@@ -82,7 +81,6 @@ PHASES_DIR = "phases"  # each finished phase's best model (rewired/, width/, dep
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.pt"
 RUN_FILE = "run.json"
-EVAL_BATCH_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -235,24 +233,19 @@ class EvalSet:
 
 
 def evaluate_subnetworks(model: DynaBert, evalset: EvalSet, subs: list[Subnetwork], device: str) -> dict[str, dict]:
-    """Task metrics of each sub-network (eval mode, per-batch padding): {"w0.5-d1": {"accuracy": ...}}."""
-    import numpy as np
-    import torch
+    """Task metrics of each sub-network in eval mode, as `edgebert eval` computes them: {"w0.5-d1": {...}}."""
+    from functools import partial
 
-    from edgebert.evaluate import metrics
+    from edgebert.evaluate import metrics, predict
 
     was_training = model.training
     model.eval()
-    batches = sequential_batches(evalset.encoded.lengths, EVAL_BATCH_SIZE)
-    order = np.concatenate([np.array(batch) for batch in batches])
-    results = {}
-    with torch.no_grad():
-        inputs = [{k: v.to(device) for k, v in collate(evalset.encoded, batch).items()} for batch in batches]
-        for sub in subs:
-            logits = torch.cat([model(**x, sub=sub).logits.float().cpu() for x in inputs]).numpy()
-            ordered = np.empty_like(logits)
-            ordered[order] = logits
-            results[subnet_key(sub.width, sub.depth)] = metrics(ordered, evalset.targets)
+    results = {
+        subnet_key(sub.width, sub.depth): metrics(
+            predict(partial(model, sub=sub), evalset.encoded, device), evalset.targets
+        )
+        for sub in subs
+    }
     model.train(was_training)
     return results
 

@@ -17,7 +17,8 @@ from edgebert.errors import EdgebertError
 
 def eval_command(
     data: Annotated[
-        Path, typer.Option(help="Labelled dev set: TSV (or .csv) with a header sentence[,sentence2],label.")
+        Path,
+        typer.Option(help="Labelled dev set: a GLUE-style TSV (or .csv) with a header."),
     ],
     model: ModelArg = None,
     width: Annotated[float | None, typer.Option(help="Evaluate this one width (depth defaults to 1).")] = None,

@@ -627,9 +627,13 @@ class Trainer:
         self.reporter.phase_started(plan.name, total, step)
         terms = LossTerms()
         evalset = self.inputs.eval_set or self.inputs.dev_set
+        epoch_batches: tuple[int, list[list[int]]] = (-1, [])
         while step < total:
             epoch, position = divmod(step, per_epoch)
-            batch = grouped_batches(self.inputs.encoded_train.lengths, config.batch_size, config.seed, epoch)[position]
+            if epoch_batches[0] != epoch:
+                lengths = self.inputs.encoded_train.lengths
+                epoch_batches = (epoch, grouped_batches(lengths, config.batch_size, config.seed, epoch))
+            batch = epoch_batches[1][position]
             loss = self.accumulate_gradients(plan, wrapped, student, teacher, batch, terms)
             if runtime.autocast_dtype is torch.float16:
                 scaler.unscale_(optimizer)

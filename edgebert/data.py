@@ -46,6 +46,14 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.first)
 
+    def subset(self, indices: list[int]) -> Dataset:
+        """The examples at `indices` (same file and sha256: it identifies the source, not the subset)."""
+
+        def pick(values: list[str] | None) -> list[str] | None:
+            return None if values is None else [values[i] for i in indices]
+
+        return Dataset(self.path, pick(self.first), pick(self.second), pick(self.labels), pick(self.lines), self.sha256)
+
 
 def _read_text(path: Path) -> str:
     if not path.is_file():

@@ -451,20 +451,12 @@ def read_inputs(
     indices = list(range(len(train)))
     if config.train_examples is not None and config.train_examples < len(train):
         indices = sorted(np.random.default_rng(config.seed).permutation(len(train))[: config.train_examples].tolist())
-    subset = Dataset(
-        train.path,
-        [train.first[i] for i in indices],
-        [train.second[i] for i in indices] if train.second is not None else None,
-        [train.labels[i] for i in indices],
-        [train.lines[i] for i in indices],
-        train.sha256,
-    )
     return Inputs(
         checkpoint,
         train,
         dev,
         evaluation,
-        encode(subset, tokenizer, max_length),
+        encode(train.subset(indices), tokenizer, max_length),
         train_targets[indices],
         dev_set,
         eval_set,

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from edgebert.dynabert import DynaBert
 
 IMPORTANCE_BATCH_SIZE = 8
-PARITY_TOLERANCE = 1e-5  # max abs diff of the full model's logits before and after rewiring (fp32)
+PARITY_TOLERANCE = 1e-5  # max abs diff of the full model's logits before and after rewiring
+FP64_CHECK_BATCHES = 8  # batches re-run in fp64 to tell a wrong permutation from fp32 rounding
 Accumulation = Literal["official", "per-batch"]
 
 
@@ -104,6 +105,13 @@ def permute_state(
     return {name: tensor.contiguous() for name, tensor in permuted.items()}
 
 
+def _max_logit_diff(a: DynaBert, b: DynaBert, batches: list[tuple[dict, torch.Tensor]]) -> float:
+    import torch
+
+    with torch.no_grad():
+        return max(float((a(**x).logits - b(**x).logits).abs().max()) for x, _ in batches)
+
+
 def importance_batches(
     model: DynaBert, checkpoint: Checkpoint, data: Dataset, batch_size: int
 ) -> tuple[list[tuple[dict, torch.Tensor]], str]:
@@ -134,7 +142,6 @@ def rewire_checkpoint(
     accumulation: Accumulation = "official",
 ) -> tuple[DynaBert, RewireManifest]:
     """The rewired model in memory (eval mode) and its manifest; fails if the full model's outputs changed."""
-    import torch
 
     from edgebert.dynabert import Dropout, DynaBert
 
@@ -151,10 +158,12 @@ def rewire_checkpoint(
     state = permute_state(checkpoint.state, checkpoint.arch.head_size, head_order, neuron_order)
     rewired.net.load_state_dict({(n if n.startswith("classifier.") else f"bert.{n}"): t for n, t in state.items()})
     rewired.eval()
-    with torch.no_grad():
-        diff = max(float((model(**x).logits - rewired(**x).logits).abs().max()) for x, _ in batches)
-    if not diff <= PARITY_TOLERANCE:
-        raise EdgebertError(f"rewiring changed the full model's logits by {diff:.3g} (> {PARITY_TOLERANCE}): a bug")
+    diff = _max_logit_diff(model, rewired, batches)
+    # fp32 sums in another order after the permutation; in fp64 only a wrong permutation shows.
+    diff64 = _max_logit_diff(model.double(), rewired.double(), batches[:FP64_CHECK_BATCHES])
+    model.float(), rewired.float()
+    if not diff64 <= PARITY_TOLERANCE:
+        raise EdgebertError(f"rewiring changed the full model's logits by {diff64:.3g} in fp64: a bug")
     manifest = RewireManifest(
         edgebert_version=__version__,
         source=FileRef(path=str(checkpoint.path.resolve()), sha256=checkpoint.weights_sha256),
@@ -167,6 +176,7 @@ def rewire_checkpoint(
         head_order=head_order.tolist(),
         neuron_order=neuron_order.tolist(),
         max_abs_diff=diff,
+        max_abs_diff_fp64=diff64,
     )
     return rewired, manifest
 

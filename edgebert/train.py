@@ -566,7 +566,10 @@ class Trainer:
         rewired, self.rewiring = rewire_checkpoint(
             self.checkpoint, self.inputs.dev, accumulation=self.config.importance_accumulation
         )
-        self.reporter.message(f"rewired: full model's logits changed by at most {self.rewiring.max_abs_diff:.2g}")
+        self.reporter.message(
+            f"rewired: full model's logits changed by at most {self.rewiring.max_abs_diff:.2g} "
+            f"({self.rewiring.max_abs_diff_fp64:.1g} in fp64)"
+        )
         if self.runtime.is_main:
             self._save_phase_model(rewired, "rewired", {REWIRE_MANIFEST: self.rewiring.model_dump_json(indent=2)})
         self.runtime.barrier()

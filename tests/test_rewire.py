@@ -10,6 +10,7 @@ import transformers
 
 from edgebert.checkpoint import load_checkpoint
 from edgebert.data import read_dataset
+from edgebert.errors import EdgebertError
 from edgebert.manifests import REWIRE_MANIFEST
 from edgebert.rewire import rewire_checkpoint, rewire_model
 from tests.labelled import VOCAB, build_classifier, sentences, tokenizer_for
@@ -111,7 +112,7 @@ def test_unlabelled_text_uses_the_models_predictions(classifier, tmp_path):
     out, manifest = rewire_model(classifier, text, tmp_path / "rewired")
     assert manifest.labels == "model predictions"
     assert manifest.data.examples == 12
-    assert manifest.max_abs_diff <= 1e-5
+    assert manifest.max_abs_diff <= 1e-5 and manifest.max_abs_diff_fp64 <= 1e-12
     assert (out / "tokenizer_config.json").is_file() and (out / "vocab.txt").is_file()
 
 
@@ -121,3 +122,20 @@ def test_rewiring_without_a_classifier_is_refused(tiny_models, dev_file, run_cli
     assert result.stderr.startswith("error:") and "no classifier head" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_a_wrong_permutation_is_caught(classifier, dev_file, monkeypatch):
+    """The check runs the full model before and after: permuting Q rows but not K rows changes the logits."""
+    import edgebert.rewire as rewire
+
+    real = rewire.permute_state
+
+    def broken(state, head_size, head_order, neuron_order):
+        permuted = real(state, head_size, head_order, neuron_order)
+        key = "encoder.layer.0.attention.self.key.weight"
+        permuted[key] = state[key]  # keys left in the old head order
+        return permuted
+
+    monkeypatch.setattr(rewire, "permute_state", broken)
+    with pytest.raises(EdgebertError, match="in fp64: a bug"):
+        rewire_checkpoint(load_checkpoint(classifier), read_dataset(dev_file))

@@ -81,10 +81,13 @@ def sce(student, teacher):
     return -(torch.softmax(teacher, -1) * torch.log_softmax(student, -1)).sum(-1).mean()
 
 
-@pytest.mark.parametrize("phase", ["width", "depth"])
-def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path, phase):
-    """The teacher is `other` (width phase: the model being trained's own source; depth phase: DynaBERT_W)."""
-    config = TrainConfig(phases=(phase,), rewire=False, **QUICK)
+@pytest.mark.parametrize(
+    ("phase", "depth_teacher"), [("width", "full-width"), ("depth", "full-width"), ("depth", "same-width")]
+)
+def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path, phase, depth_teacher):
+    """The teacher is `other` (width phase: the fine-tuned model; depth phase: DynaBERT_W, at full width as the
+    released code or at each student's width as the paper)."""
+    config = TrainConfig(phases=(phase,), rewire=False, depth_teacher=depth_teacher, **QUICK)
     inputs = read_inputs(task["other"], task["train"], task["dev"], None, config)
     trainer = Trainer(inputs, config, tmp_path / "run", Runtime(), SilentReporter())
     plan = trainer.plans[0]
@@ -94,18 +97,21 @@ def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path,
     trainer.accumulate_gradients(plan, student, student, teacher, batch, LossTerms())
 
     reference = transformers.AutoModelForSequenceClassification.from_pretrained(task["teacher"]).train()
-    teacher_ref = transformers.AutoModelForSequenceClassification.from_pretrained(task["other"]).eval()
+    teacher_ref = SharedSubnetworks(transformers.AutoModelForSequenceClassification.from_pretrained(task["other"]))
     batch_inputs = collate(inputs.encoded_train, batch)
-    with torch.no_grad():
-        teacher_logits, teacher_states = SharedSubnetworks(teacher_ref)(batch_inputs, 1.0, 1.0)
     run = SharedSubnetworks(reference)
     lambdas = (1.0, 0.1) if phase == "width" else (1.0, 1.0)
     subnets = [(w, 1.0) for w in (1.0, 0.75, 0.5, 0.25)] if phase == "width" else list(TRAINED_GRID)
     assert [(s.width, s.depth) for s in plan.subs] == subnets  # largest first
+    arch = load_checkpoint(task["teacher"]).arch
     for width, depth in subnets:
+        with torch.no_grad():
+            teacher_ref.model.eval()
+            teacher_logits, teacher_states = teacher_ref(
+                batch_inputs, width if depth_teacher == "same-width" else 1.0, 1.0
+            )
         logits, states = run(batch_inputs, width, depth)
-        kept = [i for i in range(12) if i in subnetwork(load_checkpoint(task["teacher"]).arch, width, depth).layers]
-        matched = [*kept, 12]  # teacher state i is the output of layer i - 1; the last meets the final output
+        matched = [*subnetwork(arch, width, depth).layers, 12]  # teacher state i: output of layer i - 1
         hidden = sum(torch.nn.functional.mse_loss(s, teacher_states[t]) for s, t in zip(states, matched, strict=True))
         (lambdas[0] * sce(logits, teacher_logits) + lambdas[1] * hidden).backward()
 
@@ -119,6 +125,14 @@ def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path,
         assert (got - param.grad).abs().max() <= 1e-6 + 1e-4 * param.grad.abs().max(), name
         compared += 1
     assert compared == len(list(reference.parameters()))
+
+
+def test_a_separate_eval_file_selects_and_says_so(task, tmp_path):
+    config = TrainConfig(phases=("width",), max_steps=2, **QUICK)
+    manifest = train(task["teacher"], task["train"], task["dev"], tmp_path / "out", config, eval_file=task["train"])
+    assert manifest.selected_on == "eval" and manifest.eval_data.examples == 48
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["selected_on"] for r in records} == {"eval"}
 
 
 # ---- training end to end -------------------------------------------------------------------------

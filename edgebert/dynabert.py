@@ -27,6 +27,7 @@ from edgebert.errors import EdgebertError
 from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
 from edgebert.subnet import Architecture, Subnetwork, full_network
 
+INITIALIZER_RANGE = 0.02  # BERT's std for new weights (a new classifier on a bare encoder)
 STOCK_CLASSES = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification"}
 
 
@@ -82,10 +83,8 @@ class DynaBert(nn.Module):
             raise EdgebertError(f"{checkpoint.path}: weights missing for {sorted(fresh)[:3]}")
         generator = torch.Generator().manual_seed(0)
         for name, tensor in fresh.items():  # BERT's initialisation: N(0, 0.02) weights, zero biases
-            std = checkpoint.model_config.get("initializer_range", 0.02)
-            state[name] = (
-                torch.randn(tensor.shape, generator=generator) * std if tensor.dim() > 1 else torch.zeros(tensor.shape)
-            )
+            weight = torch.randn(tensor.shape, generator=generator) * INITIALIZER_RANGE
+            state[name] = weight if tensor.dim() > 1 else torch.zeros(tensor.shape)
         model.net.load_state_dict(state, strict=True)
         return model
 

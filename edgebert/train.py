@@ -881,7 +881,7 @@ def _load_weights(path: Path) -> dict:
 # ---- entry point ----------------------------------------------------------------------------------
 
 
-def _run_spec(model: Path, inputs: Inputs, config: TrainConfig, world: int) -> dict[str, Any]:
+def _run_spec(inputs: Inputs, config: TrainConfig, world: int) -> dict[str, Any]:
     """What must match for --resume to continue a run: same teacher, data, hyperparameters and processes."""
     return {
         "version": 1,
@@ -951,7 +951,7 @@ def train(
         raise EdgebertError(f"batch size {config.batch_size} is smaller than the {runtime.world} processes")
     inputs = read_inputs(model, Path(train_file), Path(dev_file), Path(eval_file) if eval_file else None, config)
     files = RunFiles(out)
-    spec = _run_spec(Path(model), inputs, config, runtime.world)
+    spec = _run_spec(inputs, config, runtime.world)
     resume_state = None
     if runtime.is_main:
         resume_state = _prepare_out(files, spec, force, resume)

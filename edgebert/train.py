@@ -807,13 +807,12 @@ class Trainer:
 
     def _finish(self) -> TrainManifest:
         """Final model = the last phase's best; its whole grid evaluated on --dev, the eval cache filled."""
-        from edgebert.checkpoint import load_checkpoint
         from edgebert.evaluate import primary_metric, record_result
 
         final_dir = self.files.phase_dir(self.plans[-1].name)
-        model = self._load(final_dir) if self.runtime.is_main else None
         manifest = None
         if self.runtime.is_main:
+            model = self._load(final_dir)
             arch = model.arch
             grid = sorted(
                 {(s.width, s.depth) for plan in self.plans for s in plan.subs} | set(TRAINED_GRID),
@@ -860,9 +859,8 @@ class Trainer:
                 os.replace(path, out / path.name)
             staging.rmdir()
             sha = file_sha256(out / "model.safetensors")
-            final = load_checkpoint(out)
             for sub in subs:
-                record_result(sha, inputs.dev, costs(final.arch, sub), dev_metrics[subnet_key(sub.width, sub.depth)])
+                record_result(sha, inputs.dev, costs(arch, sub), dev_metrics[subnet_key(sub.width, sub.depth)])
             shutil.rmtree(self.files.run_dir, ignore_errors=True)
         self.runtime.barrier()
         return manifest

@@ -199,6 +199,11 @@ def stock_state(state: dict[str, torch.Tensor], model_type: str) -> dict[str, to
     return stock
 
 
+def model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Canonical names -> `edgebert.model`'s classifier, whose names are BERT's (`bert.` prefix, `classifier.*`)."""
+    return stock_state(state, "bert")
+
+
 def copy_tokenizer_files(checkpoint: Checkpoint, directory: Path) -> None:
     """Copy the tokenizer files into `directory`, refusing links that lead out of the model directory."""
     root = checkpoint.path.resolve()

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from edgebert.atomic import staged_outputs
-from edgebert.checkpoint import DEMO_MARKER, expected_shapes
+from edgebert.checkpoint import DEMO_MARKER, expected_shapes, model_state
 from edgebert.subnet import Architecture
 
 CACHE_ENV = "EDGEBERT_CACHE"
@@ -79,8 +79,8 @@ def demo_weights() -> dict:
             tensor = torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
         else:
             tensor = torch.empty(shape).normal_(0.0, 0.02, generator=generator)
-        weights[name if name.startswith("classifier.") else f"bert.{name}"] = tensor
-    return weights
+        weights[name] = tensor
+    return model_state(weights)
 
 
 def demo_checkpoint_dir() -> Path:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, stock_state
+from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, model_state, stock_state
 from edgebert.errors import EdgebertError
 from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
 from edgebert.subnet import Architecture, Subnetwork, full_network
@@ -65,7 +65,7 @@ class DynaBert(nn.Module):
     def from_checkpoint(cls, checkpoint: Checkpoint, dropout: Dropout, new_labels: dict[str, int] | None = None):
         """The checkpoint's weights; `new_labels` adds a fresh, seeded classifier (and pooler) to a bare encoder."""
         model_config = dict(checkpoint.model_config)
-        state = {(n if n.startswith("classifier.") else f"bert.{n}"): t for n, t in checkpoint.state.items()}
+        state = model_state(checkpoint.state)
         arch = checkpoint.arch
         if new_labels is not None or not arch.num_labels:
             labels = new_labels or {}

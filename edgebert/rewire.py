@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
-from edgebert.checkpoint import Checkpoint, read_config
+from edgebert.checkpoint import Checkpoint, model_state, read_config
 from edgebert.data import Dataset, check_tokenizer_files, collate, encode, label_targets, load_tokenizer, read_any
 from edgebert.errors import EdgebertError
 from edgebert.manifests import REWIRE_MANIFEST, FileRef, RewireManifest
@@ -156,7 +156,7 @@ def rewire_checkpoint(
     head_order, neuron_order = descending_order(heads), descending_order(neurons)
     rewired = DynaBert.from_checkpoint(checkpoint, Dropout())
     state = permute_state(checkpoint.state, checkpoint.arch.head_size, head_order, neuron_order)
-    rewired.net.load_state_dict({(n if n.startswith("classifier.") else f"bert.{n}"): t for n, t in state.items()})
+    rewired.net.load_state_dict(model_state(state))
     rewired.eval()
     diff = _max_logit_diff(model, rewired, batches)
     # fp32 sums in another order after the permutation; in fp64 only a wrong permutation shows.
@@ -213,4 +213,4 @@ def rewire_model(
 def summary(manifest: RewireManifest) -> dict:
     """What `rewire --json` prints: the manifest without the long score lists."""
     data = json.loads(manifest.model_dump_json())
-    return {key: value for key, value in data.items() if not key.endswith(("_importance",))}
+    return {key: value for key, value in data.items() if not key.endswith("_importance")}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
-from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, load_checkpoint
+from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, load_checkpoint, model_state
 from edgebert.errors import EdgebertError, require
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
@@ -64,7 +64,7 @@ def build_model(edge_config: EdgeBertConfig, state: dict[str, torch.Tensor], cla
 
     if classifier:
         model = EdgeBertForSequenceClassification(edge_config)
-        state = {(n if n.startswith("classifier.") else f"bert.{n}"): t for n, t in state.items()}
+        state = model_state(state)
     else:
         model = EdgeBertModel(edge_config)
     model.load_state_dict(state, strict=True)

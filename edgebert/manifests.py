@@ -1,5 +1,6 @@
-"""The files `rewire` and `train` write and edgebert reads again: one typed schema each, versioned, validated.
+"""The files `slice`, `rewire` and `train` write and edgebert reads again: one typed schema each, versioned, validated.
 
+`edgebert.json` describes a slice: what it kept of which source, and what it costs.
 `edgebert-rewire.json` records the importance scores and the permutation a rewiring applied;
 `edgebert-train.json` records how a DynaBERT was trained (teacher, data, phases,
 hyperparameters, per-sub-network dev metrics). Its presence is how `slice`, `export` and
@@ -10,12 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgebert.errors import EdgebertError
 
+# edgebert's own JSON files and a model's config.json are kilobytes (a training manifest of a large model a few
+# megabytes): a bound keeps a hostile file from filling memory before any schema sees it.
+MAX_JSON_BYTES = 64 << 20
+SHOWN_INPUT_CHARS = 60  # how much of a rejected value an error line quotes
+SLICE_MANIFEST = "edgebert.json"
 REWIRE_MANIFEST = "edgebert-rewire.json"
 TRAIN_MANIFEST = "edgebert-train.json"
 NOT_DYNABERT_NOTE = (
@@ -26,6 +32,53 @@ NOT_DYNABERT_NOTE = (
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Count = Annotated[int, Field(strict=True, ge=1)]
+Index = Annotated[int, Field(strict=True, ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+
+
+class SliceSource(_Record):
+    path: str
+    weights_file: str
+    sha256: str
+    model_type: Literal["bert", "roberta"]
+
+
+class OriginalShape(_Record):
+    """The unsliced source's encoder: what the slice's kept counts are out of."""
+
+    layers: Count
+    heads: Count
+    head_size: Count
+    ffn_neurons: Count
+
+
+class SliceManifest(_Record):
+    """`edgebert.json` of a slice directory (also the `manifest` of a slice held in memory)."""
+
+    schema_version: Literal[1] = 1
+    edgebert_version: str
+    source: SliceSource
+    task: Literal["sequence-classification", "feature-extraction"]
+    original: OriginalShape
+    width: Fraction
+    depth: Fraction
+    hidden_size: Count
+    layers_kept: list[Index] = Field(min_length=1)
+    heads_kept: Count
+    ffn_neurons_kept: Count
+    parameters: Count
+    encoder_flops_seq128: Count
+    trained_as_dynabert: bool
+    untrained: str | None = None  # the demo model's note
+    not_dynabert: str | None = None  # the note for sub-networks of a model not trained as a DynaBERT
+    size_bytes: Index | None = None  # model.safetensors, known once written
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain dict callers pass around and `edgebert.json` holds (absent notes are absent keys)."""
+        return self.model_dump(exclude_none=True)
 
 
 class FileRef(_Record):
@@ -87,18 +140,61 @@ class TrainManifest(_Record):
         return any((w, d) != (1.0, 1.0) for phase in self.phases for w, d in phase.subnetworks)
 
 
-def read_manifest(path: Path, schema: type[BaseModel]) -> BaseModel:
+def shown(value: Any) -> str:
+    """A value quoted in an error line, cut short: hostile input is never echoed whole."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_INPUT_CHARS else f"{text[: SHOWN_INPUT_CHARS - 3]}..."
+
+
+def validation_line(exc: ValidationError) -> str:
+    """The first problem pydantic found, as `key: reason, got value` (one line, the value cut short)."""
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"]) or "the file"
+    problem = (
+        "missing"
+        if error["type"] == "missing"
+        else f"{error['msg'].removeprefix('Value error, ')}, got {shown(error['input'])}"
+    )
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {problem}{more}"
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file edgebert reads, bounded in size and nesting; every failure is one line naming `path`."""
     try:
-        return schema.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ValidationError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EdgebertError(f"{path} is not a valid {schema.__name__}: {first}") from exc
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise EdgebertError(f"{path} is {size} bytes: too large for a JSON file edgebert reads")
+        with path.open("rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)  # the file may grow after stat
+        return json.loads(data.decode("utf-8"))
+    except RecursionError as exc:
+        raise EdgebertError(f"{path} is not valid JSON: nested too deeply") from exc
+    except UnicodeDecodeError as exc:
+        raise EdgebertError(f"{path} is not valid JSON: not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise EdgebertError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise EdgebertError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def read_manifest(path: Path, schema: type[Schema]) -> Schema:
+    data = read_json(path)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise EdgebertError(f"{path} is not a valid {schema.__name__}: {validation_line(exc)}") from exc
 
 
 def training_manifest(model_dir: Path) -> TrainManifest | None:
     """The training manifest of a model directory, None when it has none."""
-    path = model_dir / TRAIN_MANIFEST
-    return read_manifest(path, TrainManifest) if path.is_file() else None
+    from edgebert.checkpoint import model_file
+
+    path = model_file(model_dir, TRAIN_MANIFEST)
+    return read_manifest(path, TrainManifest) if path is not None else None
 
 
 def subnet_key(width: float, depth: float) -> str:

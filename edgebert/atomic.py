@@ -1,41 +1,278 @@
-"""All-or-nothing outputs: write into a temporary directory beside the target, rename at the end.
+"""All-or-nothing outputs: stage beside the target, then put it in place with one rename.
 
-A failure (a bad input, a failed parity gate, Ctrl-C) leaves the target as it was, and never a
-half-written model next to it.
+The rules every command that writes follows:
+- a failure (bad input, a failed parity gate, Ctrl-C, SIGKILL) leaves the target as it was,
+  never half-written: the path always holds the old or the new output, whole;
+- without `force` nothing that exists is replaced, checked again at the moment of the rename
+  (not only when staging starts), so concurrent runs cannot both "succeed";
+- with `force` only what the caller recognises as its own kind of output is replaced (a slice
+  directory with its manifest, an artifact with its sidecar), never a source nor a directory
+  holding one, never a symbolic link;
+- writers in one directory are serialised by a lock on that directory (POSIX `flock`), so
+  read-modify-write appends lose nothing;
+- staging directories of processes that died (SIGKILL) are removed by the next writer there.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import json
+import os
 import shutil
+import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from edgebert.errors import EdgebertError
 
+# Why `path` may not be replaced, or None when it may: each command knows its own kind of output.
+ReplaceCheck = Callable[[Path], "str | None"]
 
-def refuse_existing(*targets: Path, force: bool = False) -> None:
-    """Fail unless every target is free (or `force`): callers check early, before slow work."""
+STAGING_SUFFIX = ".partial"
+STAGING_MARKER = ".edgebert-staging"  # inside every staging directory: "<host> <pid>"
+MAX_STAGED_NAME = 60  # characters of the target's name kept in the staging directory's name
+
+_held: dict[str, int] = {}  # directories this process holds the lock of, with a re-entry count
+_held_guard = threading.Lock()
+
+
+def refuse_existing(
+    *targets: Path,
+    force: bool = False,
+    replaceable: ReplaceCheck | None = None,
+    protect: Iterable[Path] = (),
+) -> None:
+    """Fail unless every target may be written: callers check early, before slow work (and again at the rename)."""
+    protected = [Path(p) for p in protect]
     for target in targets:
-        if Path(target).exists() and not force:
-            raise EdgebertError(f"{target} already exists: pass --force to replace it")
+        _check_target(Path(target), force, replaceable, protected)
+
+
+def owned_directory(manifest: str, files: Iterable[str], kind: str) -> ReplaceCheck:
+    """The check for a directory edgebert wrote: it has `manifest` and only regular files named in `files`."""
+    allowed = frozenset(files) | {manifest}
+
+    def why_not(path: Path) -> str | None:
+        if not path.is_dir():
+            return "is not a directory"
+        if not (path / manifest).is_file():
+            return f"has no {manifest}, so it is not a {kind} edgebert wrote"
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in allowed or p.is_symlink() or not p.is_file())
+        if foreign:
+            return f"holds {len(foreign)} file(s) edgebert does not write ({', '.join(foreign[:3])})"
+        return None
+
+    return why_not
+
+
+def _check_target(target: Path, force: bool, replaceable: ReplaceCheck | None, protected: list[Path]) -> None:
+    resolved = target.resolve()
+    for source in protected:
+        source = source.resolve()
+        if resolved == source or resolved in source.parents:
+            what = "is" if resolved == source else "contains"
+            raise EdgebertError(f"{target} {what} the source model {source}: choose another output")
+    if not os.path.lexists(target):
+        return
+    if not force:
+        raise EdgebertError(f"{target} already exists: pass --force to replace it")
+    if target.is_symlink():
+        raise EdgebertError(f"{target} is a symbolic link: refusing to replace it, even with --force")
+    why_not = replaceable(target) if replaceable is not None else None
+    if why_not:
+        raise EdgebertError(f"{target} {why_not}: refusing to replace it, even with --force")
 
 
 @contextmanager
-def staged_outputs(*targets: Path, force: bool = False) -> Iterator[list[Path]]:
-    """Yield scratch paths, one per target (file or directory); move them onto the targets on success."""
+def staged_outputs(
+    *targets: Path,
+    force: bool = False,
+    replaceable: ReplaceCheck | None = None,
+    protect: Iterable[Path] = (),
+) -> Iterator[list[Path]]:
+    """Yield scratch paths, one per target (file or directory); put them onto the targets on success.
+
+    `replaceable` decides, with `force`, whether an existing target is edgebert's own output
+    (None: any file or directory may be replaced, for callers that own the location, such as
+    caches). The targets are renamed in order; a reader of a pair (artifact, sidecar) must check
+    that they belong together, since two renames are not one.
+    """
     targets = tuple(Path(t) for t in targets)
-    refuse_existing(*targets, force=force)
+    protected = [Path(p) for p in protect]
+    if len({t.name for t in targets}) != len(targets):
+        raise ValueError(f"targets need distinct names: {targets}")
+    refuse_existing(*targets, force=force, replaceable=replaceable, protect=protected)
     parent = targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{targets[0].name}.", suffix=".partial", dir=parent))
+    remove_stale_staging(parent)
+    scratch = _make_staging_dir(parent, targets[0].name)
     try:
-        staged = [scratch / f"{i}-{target.name}" for i, target in enumerate(targets)]
-        yield staged
-        for i, (stage, target) in enumerate(zip(staged, targets, strict=True)):
-            if target.exists():  # --force: keep the old output until the new one is in place
-                target.rename(scratch / f"old-{i}")
-            stage.rename(target)
+        yield [scratch / target.name for target in targets]
+        with directory_lock(parent):
+            for target in targets:  # again, now: something may have appeared while we staged
+                _check_target(target, force, replaceable, protected)
+            for target in targets:
+                _put_in_place(scratch / target.name, target, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _make_staging_dir(parent: Path, name: str) -> Path:
+    prefix = f".{name[:MAX_STAGED_NAME]}.{os.getpid()}-"
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, suffix=STAGING_SUFFIX, dir=parent))
+    (scratch / STAGING_MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
+    return scratch
+
+
+def _put_in_place(staged: Path, target: Path, scratch: Path) -> None:
+    """One rename: a new target appears whole; an old one is swapped out in the same step where the OS allows."""
+    if not os.path.lexists(target):
+        _rename_noreplace(staged, target)
+    elif staged.is_dir() or target.is_dir():
+        if staged.is_dir() != target.is_dir():
+            raise EdgebertError(f"{target} is a {'directory' if target.is_dir() else 'file'}: refusing to replace it")
+        if not _renameat2(staged, target, _RENAME_EXCHANGE):  # one swap; the old lands in scratch
+            # No atomic swap on this system: the old output steps aside first.
+            target.rename(scratch / f"old-{target.name}")
+            staged.rename(target)
+    else:
+        os.replace(staged, target)
+
+
+# ---- Linux renameat2: create-only and swap in one system call ------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+
+
+def _renameat2(source: Path, target: Path, flags: int) -> bool:
+    """True when done; False when this system has no renameat2 or this filesystem no such flag."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = getattr(libc, "renameat2", None)
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not supported here
+        return False
+    raise OSError(code, os.strerror(code), str(target))
+
+
+def _rename_noreplace(source: Path, target: Path) -> None:
+    try:
+        done = _renameat2(source, target, _RENAME_NOREPLACE)
+    except FileExistsError as exc:
+        raise EdgebertError(f"{target} appeared while edgebert was writing it: left as it is") from exc
+    if not done:  # under the directory lock, and checked just before: only a non-edgebert writer can race
+        if os.path.lexists(target):
+            raise EdgebertError(f"{target} appeared while edgebert was writing it: left as it is")
+        source.rename(target)
+
+
+# ---- serialising writers -------------------------------------------------------------------------
+
+
+@contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Exclusive lock on a directory shared by every edgebert process writing there (re-entrant within one)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; single-writer use only
+        yield
+        return
+    key = os.path.realpath(directory)
+    with _held_guard:
+        if key in _held:
+            _held[key] += 1
+            fd = None
+        else:
+            fd = os.open(key, os.O_RDONLY)
+    try:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with _held_guard:
+                _held[key] = 1
+        yield
+    finally:
+        with _held_guard:
+            _held[key] -= 1
+            if _held[key] == 0:
+                del _held[key]
+        if fd is not None:
+            os.close(fd)  # closing releases the flock
+
+
+def append_json_list(path: Path, item: Any, what: str = "results") -> int:
+    """Append `item` to the JSON list in `path` (created if absent), serialised and atomic; return the new length."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with directory_lock(path.parent):
+        items = read_json_list(path, what)
+        items.append(item)
+        with staged_outputs(path, force=True, replaceable=_regular_file) as (staged,):
+            staged.write_text(json.dumps(items, indent=2) + "\n", encoding="utf-8")
+            _fsync(staged)
+    return len(items)
+
+
+def read_json_list(path: Path, what: str) -> list:
+    if not os.path.lexists(path):
+        return []
+    if path.is_symlink() or not path.is_file():
+        raise EdgebertError(f"{path}: not a regular file; give a new file or a JSON list of {what}")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8") or "[]")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise EdgebertError(f"{path}: not a JSON file ({reason}); give a new file or a JSON list of {what}") from exc
+    if not isinstance(items, list):
+        raise EdgebertError(f"{path}: holds a JSON {type(items).__name__}, expected a list of {what}")
+    return items
+
+
+def _regular_file(path: Path) -> str | None:
+    return None if path.is_file() else "is not a regular file"
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+# ---- leftovers of killed processes ---------------------------------------------------------------
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Delete staging directories in `parent` whose writer (on this host) is no longer running."""
+    removed = []
+    host = socket.gethostname()
+    for entry in parent.glob(f".*{STAGING_SUFFIX}"):
+        marker = entry / STAGING_MARKER
+        try:
+            owner_host, pid = marker.read_text(encoding="utf-8").split()
+            stale = owner_host == host and not entry.is_symlink() and not _alive(int(pid))
+        except (OSError, ValueError):  # not ours, or being created right now
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

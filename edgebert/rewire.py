@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from edgebert import __version__
-from edgebert.atomic import refuse_existing, staged_outputs
+from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, model_state, read_config
 from edgebert.data import Dataset, check_tokenizer_files, collate, encode, label_targets, load_tokenizer, read_any
 from edgebert.errors import EdgebertError
 from edgebert.manifests import REWIRE_MANIFEST, FileRef, RewireManifest
-from edgebert.slicing import open_checkpoint
+from edgebert.slicing import MODEL_DIR_FILES, open_checkpoint
+
+# `--force` replaces only a directory `rewire` wrote: a stock checkpoint and its manifest.
+REPLACEABLE_REWIRED = owned_directory(REWIRE_MANIFEST, MODEL_DIR_FILES, "rewired checkpoint")
 
 if TYPE_CHECKING:
     import torch
@@ -197,15 +200,14 @@ def rewire_model(
         raise EdgebertError(f"--batch-size must be at least 1, got {batch_size}")
     read_config(Path(model))
     out_dir = Path(out) if out is not None else Path(f"{Path(model).resolve().name}-rewired")
-    if out_dir.resolve() == Path(model).resolve():
-        raise EdgebertError(f"--out {out_dir} is the source model itself: choose another directory")
-    refuse_existing(out_dir, force=force)
+    output = {"force": force, "replaceable": REPLACEABLE_REWIRED, "protect": [Path(model)]}
+    refuse_existing(out_dir, **output)
     data = read_any(data_file)
     progress("loading the model")
     checkpoint = open_checkpoint(model)
     progress(f"importance over {len(data)} examples")
     rewired, manifest = rewire_checkpoint(checkpoint, data, batch_size, accumulation)
-    with staged_outputs(out_dir, force=force) as (staging,):
+    with staged_outputs(out_dir, **output) as (staging,):
         save_checkpoint(rewired, checkpoint, staging, {REWIRE_MANIFEST: manifest.model_dump_json(indent=2) + "\n"})
     return out_dir, manifest
 

@@ -47,6 +47,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print_warning(str(message))
 
 
+def os_error_line(exc: OSError) -> str:
+    """`PATH: reason`, as the shell would say it, for errors the OS raises on the user's files."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and turn known failures into one-line errors."""
     debug = bool(os.environ.get(DEBUG_ENV))
@@ -61,9 +68,19 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print_error(str(exc))
         sys.exit(1)
-    except typer.Abort:
-        print_error("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        print_error("interrupted: nothing was written")
         sys.exit(130)
+    except OSError as exc:  # a read-only or full disk, a missing directory: name the path
+        if debug:
+            raise
+        print_error(os_error_line(exc))
+        sys.exit(1)
+    except RecursionError:  # json and yaml readers on input nested thousands deep
+        if debug:
+            raise
+        print_error("an input file is nested too deeply to read: check the JSON or YAML files given")
+        sys.exit(1)
     except typer.TyperException as exc:  # bad options or arguments
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         print_error(message.splitlines()[0] if message else type(exc).__name__)

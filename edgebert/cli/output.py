@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+MAX_MESSAGE = 2000  # characters of one error or warning line: input is never echoed unbounded
 console = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -18,11 +19,17 @@ def print_json(data: Any) -> None:
 
 
 def print_error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", emoji=False)
+    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", emoji=False)
 
 
 def print_warning(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", emoji=False)
+    err_console.print(f"[yellow]warning:[/] {escape(one_line(message))}", emoji=False)
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """Control characters shown escaped (a path with a newline cannot forge a second line), length bounded."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in message)
+    return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} chars)"
 
 
 def millions(count: int) -> str:

@@ -1,0 +1,287 @@
+"""Nothing lost: what `--force` may replace, concurrent writers, SIGKILL at any moment, leftovers.
+
+The facts checked are the file system's: which files exist afterwards with which bytes, not what
+edgebert reports about them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from edgebert.atomic import STAGING_MARKER, append_json_list, remove_stale_staging, staged_outputs
+from edgebert.errors import EdgebertError
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under `root` with its sha256: the independent record of what was there."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_error_line(result, fragment: str) -> None:
+    assert result.code != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def project(tmp_path, tiny_models) -> Path:
+    """P/model (a copy of the tiny BERT classifier) and P/notes.txt: a user's folder."""
+    root = tmp_path / "P"
+    shutil.copytree(tiny_models["bert-cls"], root / "model")
+    (root / "notes.txt").write_text("mine\n")
+    return root
+
+
+# ---- --force ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("out", "fragment"),
+    [(".", "contains the source model"), ("model", "is the source model"), ("notes.txt", "not a directory")],
+)
+def test_force_never_touches_the_source_or_what_edgebert_did_not_write(run_cli, project, out, fragment):
+    before = tree_digest(project)
+    result = run_cli("slice", project / "model", "--width", ".5", "--depth", ".5", "--out", project / out, "--force")
+    one_error_line(result, fragment)
+    assert tree_digest(project) == before
+
+
+def test_force_refuses_a_foreign_directory_and_a_slice_with_foreign_files(run_cli, project, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.csv").write_text("1,2\n")
+    args = ("slice", project / "model", "--width", ".5", "--depth", ".5", "--force", "--out")
+    one_error_line(run_cli(*args, foreign), "not a slice edgebert wrote")
+    assert tree_digest(foreign) == {"data.csv": hashlib.sha256(b"1,2\n").hexdigest()}
+
+    own = tmp_path / "own"
+    assert run_cli(*args, own).code == 0
+    (own / "README.md").write_text("my notes\n")
+    one_error_line(run_cli(*args, own), "edgebert does not write (README.md)")
+    assert (own / "README.md").read_text() == "my notes\n"
+
+
+def test_force_replaces_its_own_slice(run_cli, project, tmp_path):
+    out = tmp_path / "s"
+    assert run_cli("slice", project / "model", "--width", ".5", "--depth", ".5", "--out", out).code == 0
+    assert run_cli("slice", project / "model", "--width", ".25", "--depth", "1", "--out", out, "--force").code == 0
+    manifest = json.loads((out / "edgebert.json").read_text())
+    assert (manifest["width"], manifest["depth"]) == (0.25, 1.0)
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+# ---- the check at the moment of the rename ------------------------------------------------------------
+
+
+def test_a_target_that_appears_while_staging_is_left_alone(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(EdgebertError, match="already exists|appeared while"), staged_outputs(target) as (staged,):
+        staged.mkdir()
+        (staged / "new.txt").write_text("new")
+        target.mkdir()  # someone else, meanwhile
+        (target / "theirs.txt").write_text("theirs")
+    assert tree_digest(target) == {"theirs.txt": hashlib.sha256(b"theirs").hexdigest()}
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_force_checks_the_kind_again_at_the_rename(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("edgebert's")
+
+    def only_edgebert_text(path: Path) -> str | None:
+        return None if path.read_text() == "edgebert's" else "is not edgebert's"
+
+    staging = staged_outputs(target, force=True, replaceable=only_edgebert_text)
+    with pytest.raises(EdgebertError, match="is not edgebert's"), staging as (staged,):
+        staged.write_text("new")
+        target.write_text("the user's")
+    assert target.read_text() == "the user's"
+
+
+def _slice_once(model: str, out: str, queue) -> None:
+    from edgebert.slicing import slice_model
+
+    try:
+        slice_model(model, 0.5, 0.5, out=out)
+        queue.put("ok")
+    except EdgebertError as exc:
+        queue.put(f"error: {exc}")
+
+
+def test_concurrent_slices_to_one_out_exactly_one_wins(project, tmp_path):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    out = tmp_path / "same"
+    workers = [context.Process(target=_slice_once, args=(str(project / "model"), str(out), queue)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    outcomes = sorted(queue.get(timeout=5) for _ in workers)
+    assert outcomes.count("ok") == 1, outcomes
+    assert all("exists" in o or "appeared while" in o for o in outcomes if o != "ok"), outcomes
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "edgebert.json", "vocab.txt"]
+    )
+
+
+# ---- appends from many processes -------------------------------------------------------------------------
+
+
+def _append_many(path: str, worker: int, count: int) -> None:
+    for index in range(count):
+        append_json_list(Path(path), {"worker": worker, "index": index})
+
+
+def test_concurrent_appends_lose_nothing(tmp_path):
+    path = tmp_path / "results.json"
+    original = [{"original": i} for i in range(100)]
+    path.write_text(json.dumps(original))
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_many, args=(str(path), w, 40)) for w in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    entries = json.loads(path.read_text())
+    assert entries[:100] == original
+    appended = {(e["worker"], e["index"]) for e in entries[100:]}
+    assert len(entries) == 100 + 6 * 40 and appended == {(w, i) for w in range(6) for i in range(40)}
+    assert [p for p in tmp_path.iterdir() if p != path] == []
+
+
+# ---- SIGKILL at any moment ---------------------------------------------------------------------------------
+
+APPEND_FOREVER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from edgebert.atomic import append_json_list
+    index = 0
+    while True:
+        append_json_list(Path(sys.argv[1]), {"index": index, "padding": "x" * 20000})
+        index += 1
+    """
+)
+
+
+def test_sigkill_during_appends_leaves_a_whole_file_and_the_next_run_cleans_up(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"original": True}]))
+    rng = random.Random(0)
+    previous: list = []
+    for _ in range(8):
+        process = subprocess.Popen([sys.executable, "-c", APPEND_FOREVER, str(path)])
+        time.sleep(rng.uniform(0.3, 0.8))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        entries = json.loads(path.read_text())  # whole: it parses, and nothing before was lost
+        assert entries[0] == {"original": True} and entries[: len(previous)] == previous
+        previous = entries
+    append_json_list(path, {"last": True})
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # dead writers' staging removed
+
+
+KILLABLE_SLICE = textwrap.dedent(
+    """
+    import sys
+    from edgebert.slicing import slice_model
+    while True:
+        for width in (0.25, 0.5):
+            slice_model(sys.argv[1], width, 1.0, out=sys.argv[2], force=True)
+    """
+)
+
+
+def test_sigkill_during_slice_leaves_the_old_or_the_new_slice_whole(project, tmp_path):
+    from edgebert.slicing import load_slice, slice_model
+
+    out = tmp_path / "slice"
+    slice_model(project / "model", 1.0, 1.0, out=out)
+    rng = random.Random(1)
+    for _ in range(3):
+        process = subprocess.Popen([sys.executable, "-c", KILLABLE_SLICE, str(project / "model"), str(out)])
+        time.sleep(rng.uniform(4.0, 7.0))  # torch's import takes a few seconds, then slices loop
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        manifest = load_slice(out).manifest
+        assert manifest["width"] in (0.25, 0.5, 1.0)
+        assert manifest["size_bytes"] == (out / "model.safetensors").stat().st_size
+    slice_model(project / "model", 0.5, 0.5, out=tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P", "other", "slice"]
+
+
+# ---- leftovers -------------------------------------------------------------------------------------------------
+
+
+def test_only_dead_writers_staging_is_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    hostname = __import__("socket").gethostname()
+    staged = {}
+    for name, marker in [
+        ("dead", f"{hostname} {dead.pid}"),
+        ("alive", f"{hostname} {os.getpid()}"),
+        ("other-host", f"elsewhere {dead.pid}"),
+    ]:
+        staged[name] = tmp_path / f".x.{name}.partial"
+        staged[name].mkdir()
+        (staged[name] / STAGING_MARKER).write_text(marker)
+    (tmp_path / ".no-marker.partial").mkdir()  # not ours to judge
+    assert remove_stale_staging(tmp_path) == [staged["dead"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".x.alive.partial", ".x.other-host.partial", ".no-marker.partial"]
+    )
+
+
+def test_long_names_still_stage(tmp_path):
+    target = tmp_path / ("n" * 250)
+    with staged_outputs(target) as (staged,):
+        staged.write_text("ok")
+    assert target.read_text() == "ok"
+
+
+# ---- one line for OS errors, control characters and Ctrl-C ------------------------------------------------------
+
+
+def test_a_newline_in_a_path_cannot_forge_a_second_error_line(run_cli, tmp_path):
+    result = run_cli("slice", tmp_path / "no\nerror: forged", "--width", ".5", "--depth", ".5")
+    one_error_line(result, "no\\nerror: forged")
+
+
+def test_os_errors_are_one_line_naming_the_path(run_cli, project, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_cli("slice", project / "model", "--width", ".5", "--depth", ".5", "--out", blocker / "sub" / "s")
+    one_error_line(result, str(blocker))
+
+
+def test_ctrl_c_is_one_line_and_exit_130(run_cli, monkeypatch):
+    import edgebert.cli
+
+    def interrupted(**_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(edgebert.cli, "app", interrupted)
+    result = run_cli("slice")
+    assert result.code == 130
+    one_error_line(result, "interrupted")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import random
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     import torch
 
 MAX_LENGTH = 128
+INTEGER_LABEL = re.compile(r"-?[0-9]+")
+MAX_CLASSES = 10_000  # a new classifier head from integer labels: bounds its size, not a real limit of tasks
 FIRST_COLUMNS = ("sentence", "sentence1")
 SECOND_COLUMN = "sentence2"
 LABEL_COLUMNS = ("label", "score")
@@ -100,22 +104,32 @@ def read_dataset(path: str | Path) -> Dataset:
     first_index, label_index = header.index(first), header.index(label)
     second_index = header.index(SECOND_COLUMN) if SECOND_COLUMN in header else None
     data = Dataset(path, [], [] if second_index is not None else None, [], [], file_sha256(path))
+    try:
+        _read_rows(data, rows, header, first_index, second_index, label_index)
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise EdgebertError(f"{path}:{rows.line_num}: unreadable row ({exc})") from exc
+    if not data.first:
+        raise EdgebertError(f"{path}: no examples after the header")
+    return data
+
+
+def _read_rows(
+    data: Dataset, rows: Iterable[list[str]], header: list[str], first: int, second: int | None, label_index: int
+) -> None:
+    label = header[label_index]
     for line, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise EdgebertError(f"{path}:{line}: {len(row)} fields, the header has {len(header)}")
+            raise EdgebertError(f"{data.path}:{line}: {len(row)} fields, the header has {len(header)}")
         target = row[label_index].strip()
         if not target:
-            raise EdgebertError(f"{path}:{line}: empty {label}")
-        data.first.append(row[first_index])
+            raise EdgebertError(f"{data.path}:{line}: empty {label}")
+        data.first.append(row[first])
         if data.second is not None:
-            data.second.append(row[second_index])
+            data.second.append(row[second])
         data.labels.append(target)
         data.lines.append(line)
-    if not data.first:
-        raise EdgebertError(f"{path}: no examples after the header")
-    return data
 
 
 def read_texts(path: str | Path) -> Dataset:
@@ -162,8 +176,8 @@ def label_targets(data: Dataset, num_labels: int | None, label2id: dict[str, int
     for label, line in zip(data.labels, data.lines, strict=True):
         if label in label2id:
             targets.append(label2id[label])
-        elif label.lstrip("-").isdigit() and 0 <= int(label) < num_labels:
-            targets.append(int(label))
+        elif (class_id := _class_id(label)) is not None and 0 <= class_id < num_labels:
+            targets.append(class_id)
         else:
             known = list(label2id) or list(range(num_labels))
             raise EdgebertError(f"{data.path}:{line}: unknown label {label!r} (the model's labels: {known})")
@@ -178,14 +192,19 @@ def labels_from_data(data: Dataset) -> dict[str, int] | None:
     if data.labels is None:
         raise EdgebertError(f"{data.path}: has no labels")
     names = sorted(set(data.labels))
-    if all(name.lstrip("-").isdigit() for name in names):
-        ids = sorted(int(name) for name in names)
-        if ids[0] < 0:
-            raise EdgebertError(f"{data.path}: class labels must be 0 or more, got {ids[0]}")
+    if all(_class_id(name) is not None for name in names):
+        ids = sorted(_class_id(name) for name in names)
+        if ids[0] < 0 or ids[-1] >= MAX_CLASSES:
+            raise EdgebertError(f"{data.path}: class labels must be 0 to {MAX_CLASSES - 1}, got {ids[0]}..{ids[-1]}")
         return {str(i): i for i in range(ids[-1] + 1)}
     if all(_is_float(name) for name in names):
         return None
     return {name: i for i, name in enumerate(names)}
+
+
+def _class_id(text: str) -> int | None:
+    """An integer class label ("0", "-1"), ASCII digits only: "²" and "--1" pass `str.isdigit`."""
+    return int(text) if INTEGER_LABEL.fullmatch(text) else None
 
 
 def _is_float(text: str) -> bool:

@@ -66,3 +66,27 @@ def test_grouped_batches_cover_every_example_once_and_are_deterministic():
     padded = sum(32 * max(lengths[i] for i in batch) for batch in batches)
     random_padded = sum(32 * max(lengths[i] for i in range(s, min(s + 32, 1000))) for s in range(0, 1000, 32))
     assert padded < 0.6 * random_padded  # grouping by length saves most of the padding
+
+
+@pytest.mark.parametrize("label", ["--1", "²", "١", "1.5e3x"])
+def test_labels_that_only_look_like_integers_are_one_clear_error(tmp_path, label):
+    path = tmp_path / "d.tsv"
+    path.write_text(f"sentence\tlabel\na\t0\nb\t{label}\n")
+    with pytest.raises(EdgebertError, match="unknown label"):
+        label_targets(read_dataset(path), 2, None, Path("m"))
+
+
+def test_a_huge_integer_label_does_not_build_a_huge_head(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("sentence\tlabel\na\t0\nb\t99999999999\n")
+    with pytest.raises(EdgebertError, match="class labels must be 0 to"):
+        labels_from_data(read_dataset(path))
+
+
+def test_a_field_over_the_csv_limit_is_one_clear_error(tmp_path):
+    import csv
+
+    path = tmp_path / "d.csv"
+    path.write_text('sentence,label\n"' + "x" * (csv.field_size_limit() + 10) + '",1\n')
+    with pytest.raises(EdgebertError, match=r"d.csv:\d+: unreadable row"):
+        read_dataset(path)

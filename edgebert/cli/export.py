@@ -18,7 +18,10 @@ def export_command(
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
     width: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this width first.")] = None,
     depth: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this depth first.")] = None,
-    seq_len: Annotated[int, typer.Option(help="Fixed sequence length (TFLite; ONNX axes are dynamic).")] = 128,
+    seq_len: Annotated[
+        int | None,
+        typer.Option(help="TFLite's fixed sequence length [default: 128]; ONNX axes are dynamic, and it is verified."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Artifact path [default: <model>-w<W>-d<D>.<precision>.<ext>].")
     ] = None,
@@ -52,6 +55,7 @@ def export_command(
     table.add_row("runtime", f"{sidecar['runtime']['name']} {sidecar['runtime']['version']}")
     for kind in ("inputs", "outputs"):
         table.add_row(kind, ", ".join(describe_tensor(t, sidecar["output_meaning"]) for t in sidecar[kind]))
+    table.add_row("max sequence length", str(sidecar["max_seq_len"]))
     table.add_row("export time", f"{sidecar['export_seconds']:.1f} s")
     parity = sidecar["parity"]
     if parity is None:
@@ -61,8 +65,14 @@ def export_command(
         relation = "<=" if gate["metric"] == "max_abs_diff" else ">="
         table.add_row("max abs diff", f"{parity['max_abs_diff']:.2e}")
         table.add_row("cosine", f"{parity['cosine']:.6f}")
-        if "top1_agreement" in parity:
-            table.add_row("top-1 agreement", f"{parity['top1_agreement']:.0%}")
+        if parity["top1"] is not None:
+            top1 = parity["top1"]
+            table.add_row(
+                "top-1 agreement",
+                f"{parity['top1_agreement']:.0%} (kept on all {top1['decided_rows']} of {top1['rows']} rows "
+                f"with {top1['margin_rule']})",
+            )
+        table.add_row("checked on", describe_checked(parity["inputs"]))
         table.add_row("gate", f"[green]passed[/] ({gate['metric']} {relation} {gate['bound']})")
     console.print(table)
     for key in ("untrained", "not_dynabert"):
@@ -79,3 +89,13 @@ def describe_tensor(spec: dict, meaning: dict[str, str]) -> str:
     alias = meaning.get(spec["name"], spec["name"])
     name = spec["name"] if alias == spec["name"] else f"{spec['name']} ({alias})"
     return f"{name} {spec['dtype']}{spec['shape']}"
+
+
+def describe_checked(inputs: dict) -> str:
+    """ "4 batches of [1, 16]: 3 of 4 rows padded, 24 % padding": what the gate ran, as the sidecar records it."""
+    shapes = sorted({tuple(shape) for shape in inputs["shapes"]})
+    shown = ", ".join(str(list(shape)) for shape in shapes)
+    return (
+        f"{inputs['batches']} batch{'es' if inputs['batches'] > 1 else ''} of {shown}: {inputs['padded_rows']} of "
+        f"{inputs['rows']} rows padded, {inputs['padding_share']:.0%} padding"
+    )

@@ -9,7 +9,6 @@ artifact and its sidecar JSON into place. A failed gate leaves nothing behind. F
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
+from edgebert.checkpoint import file_sha256
 from edgebert.errors import EdgebertError, require
 from edgebert.export.base import (
-    DEFAULT_SEQ_LEN,
     PARITY_GATES,
     PRECISIONS,
     Exporter,
@@ -29,6 +28,8 @@ from edgebert.export.base import (
 )
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
+from edgebert.sidecar import MAX_SEQ_LEN, SCHEMA_VERSION, Sidecar, write_sidecar
+from edgebert.sidecar import sidecar_path as sidecar_of
 
 EXPORTERS: dict[str, type[Exporter]] = {exporter.name: exporter for exporter in (OnnxExporter, TfliteExporter)}
 FORMATS = tuple(EXPORTERS)
@@ -41,29 +42,33 @@ def export_model(
     precision: str = "fp32",
     width: float | None = None,
     depth: float | None = None,
-    seq_len: int = DEFAULT_SEQ_LEN,
+    seq_len: int | None = None,
     out: str | Path | None = None,
     force: bool = False,
     verify: bool = True,
 ) -> dict[str, Any]:
-    """Export, verify in the target runtime, then write `<artifact>` and `<artifact>.json`; return the sidecar."""
+    """Export, verify in the target runtime, then write `<artifact>` and `<artifact>.json`; return the sidecar.
+
+    `seq_len` is TFLite's fixed length (default 128); ONNX's axes are dynamic, and a given
+    `seq_len` is verified as well. Either way it may not exceed the model's positions.
+    """
     if format not in FORMATS:
         raise EdgebertError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS:
         raise EdgebertError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if not 1 <= seq_len <= 8192:
-        raise EdgebertError(f"--seq-len must be between 1 and 8192, got {seq_len}")
+    if seq_len is not None and not 1 <= seq_len <= MAX_SEQ_LEN:
+        raise EdgebertError(f"--seq-len must be between 1 and {MAX_SEQ_LEN}, got {seq_len}")
     if out is not None:
         refuse_existing(Path(out), Path(f"{out}.json"), force=force)  # before the slow part
     exporter = EXPORTERS[format]()
     for module in exporter.required_modules:
         require(module, f"{format} export")
     source = load_source(model, width, depth)
-    max_positions = source.model.config.max_position_embeddings - source.model.config.position_offset
-    if exporter.fixed_seq_len(seq_len) and seq_len > max_positions:
-        raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {max_positions} positions")
+    seq_len = exporter.fixed_seq_len(seq_len) or seq_len  # TFLite's default filled in; ONNX keeps None
+    if seq_len is not None and seq_len > source.max_seq_len:
+        raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {source.max_seq_len} positions")
     artifact = Path(out) if out is not None else Path(f"{source.name}.{precision}{exporter.suffix}")
-    sidecar_path = artifact.with_name(artifact.name + ".json")
+    sidecar_path = sidecar_of(artifact)
 
     with staged_outputs(artifact, sidecar_path, force=force) as (staged_artifact, staged_sidecar):
         schemes = exporter.schemes(precision)
@@ -79,31 +84,33 @@ def export_model(
                     raise
                 warnings.warn(f"{failure.summary}: retrying with {schemes[attempt + 1]}", stacklevel=2)
         inputs, outputs = exporter.signature(staged_artifact)
-        sidecar: dict[str, Any] = {
-            "edgebert_version": __version__,
-            "format": format,
-            "precision": precision,
-            "quantization": scheme,
-            "artifact": artifact.name,
-            "size_bytes": staged_artifact.stat().st_size,
-            "runtime": {
+        fixed = exporter.fixed_seq_len(seq_len)
+        sidecar = Sidecar(
+            schema_version=SCHEMA_VERSION,
+            edgebert_version=__version__,
+            format=format,
+            precision=precision,
+            quantization=scheme,
+            artifact=artifact.name,
+            size_bytes=staged_artifact.stat().st_size,
+            sha256=file_sha256(staged_artifact),  # bench refuses a sidecar that does not describe its artifact
+            runtime={
                 "name": exporter.runtime,
                 "version": exporter.runtime_version(),
                 **exporter.runtime_options(precision, scheme),
             },
-            "seq_len": exporter.fixed_seq_len(seq_len),
-            "batch_size": 1 if exporter.fixed_seq_len(seq_len) else None,
-            "inputs": [spec.to_json() for spec in inputs],
-            "outputs": [spec.to_json() for spec in outputs],
-            "output_meaning": dict(zip([o.name for o in outputs], source.output_names, strict=True)),
-            "vocab_size": source.vocab_size,
-            "pad_token_id": source.pad_token_id,
-            "export_seconds": round(export_seconds, 2),
-            "manifest": source.manifest,
-            "parity": parity,
-        }
-        if format == "tflite":
-            sidecar["signature_key"] = "serving_default"
-        staged_sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
-    sidecar["path"] = str(artifact)
-    return sidecar
+            seq_len=fixed,
+            batch_size=1 if fixed else None,
+            max_seq_len=source.max_seq_len,
+            signature_key=exporter.signature_key,
+            inputs=[spec.to_json() for spec in inputs],
+            outputs=[spec.to_json() for spec in outputs],
+            output_meaning=dict(zip([o.name for o in outputs], source.output_names, strict=True)),
+            vocab_size=source.vocab_size,
+            pad_token_id=source.pad_token_id,
+            export_seconds=round(export_seconds, 2),
+            manifest=source.manifest,
+            parity=parity,
+        )
+        write_sidecar(staged_sidecar, sidecar)
+    return sidecar.model_dump(mode="json") | {"path": str(artifact)}

@@ -50,6 +50,7 @@ class ExportSource:
     output_names: list[str]
     vocab_size: int
     pad_token_id: int
+    max_seq_len: int  # the model's positions: no input may be longer
     first_token_id: int = field(default=0)  # lowest id used in sample inputs (skips special tokens)
 
 
@@ -59,6 +60,7 @@ class Exporter(Protocol):
     name: str
     suffix: str
     runtime: str
+    signature_key: str | None  # the signature runtimes must call (TFLite), recorded in the sidecar
 
     required_modules: tuple[str, ...]  # checked before any slow work, for the `pip install` hint
 
@@ -67,18 +69,22 @@ class Exporter(Protocol):
         ...
 
     def convert(
-        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int, work_dir: Path
+        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int | None, work_dir: Path
     ) -> None: ...
 
     def signature(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]: ...
 
     def run(self, path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
-    def verify_batches(self, source: ExportSource, seq_len: int) -> list[dict[str, np.ndarray]]: ...
+    def verify_batches(self, source: ExportSource, seq_len: int | None) -> list[dict[str, np.ndarray]]:
+        """Padded batches the gate runs, of shapes not used at conversion (and at `seq_len` when one is given)."""
+        ...
 
     def runtime_version(self) -> str: ...
 
-    def fixed_seq_len(self, seq_len: int) -> int | None: ...
+    def fixed_seq_len(self, seq_len: int | None) -> int | None:
+        """The artifact's fixed sequence length for a requested one (None: the default), or None if dynamic."""
+        ...
 
     def runtime_options(self, precision: str, scheme: str) -> dict:
         """Settings the runtime should load this artifact with (recorded in the sidecar's `runtime`)."""
@@ -100,7 +106,7 @@ def quiet_tools() -> Iterator[None]:
 
 
 def sample_inputs(source: ExportSource, batch: int, seq_len: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
-    """Seeded token ids with right padding (the last row keeps ~1/3 of its tokens) and two segments."""
+    """Seeded token ids, right-padded (row r of B keeps seq_len - r*seq_len/(B+1) tokens), in two segments."""
     rng = np.random.default_rng(seed)
     low = min(source.first_token_id, source.vocab_size - 1)
     input_ids = rng.integers(low, source.vocab_size, size=(batch, seq_len), dtype=np.int64)
@@ -126,25 +132,99 @@ def torch_outputs(source: ExportSource, inputs: dict[str, np.ndarray]) -> list[n
     return [o.numpy() for o in outputs]
 
 
-def parity_report(reference: list[np.ndarray], actual: list[np.ndarray], precision: str, classifier: bool) -> dict:
-    """max abs diff, cosine similarity (worst output) and top-1 agreement, and whether the gate passed."""
-    max_abs, cosine = 0.0, 1.0
-    for ref, act in zip(reference, actual, strict=True):
-        ref64, act64 = ref.astype(np.float64).ravel(), act.astype(np.float64).ravel()
-        max_abs = max(max_abs, float(np.max(np.abs(ref64 - act64))))
-        norm = np.linalg.norm(ref64) * np.linalg.norm(act64)
-        cosine = min(cosine, float(ref64 @ act64 / norm) if norm > 0 else float(np.array_equal(ref64, act64)))
-    report: dict[str, Any] = {"max_abs_diff": max_abs, "cosine": cosine}
-    if classifier:
-        report["top1_agreement"] = float(np.mean(reference[0].argmax(-1) == actual[0].argmax(-1)))
+def as_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """One output over every verified batch as float64 rows of its last axis (batches may differ in length)."""
+    return np.concatenate([part.astype(np.float64).reshape(-1, part.shape[-1]) for part in parts])
+
+
+def flip_margin(precision: str, logits: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per row, the top-1 margin above which no error the precision's gate tolerates can change the argmax.
+
+    Moving the top-1 label below the runner-up takes an error d with d_i - d_j >= margin. Under
+    max|d| <= t that needs margin <= 2t. Softmax ignores an offset shared by a row, so relative
+    error is measured on centred logits: cosine c of two rows of equal norm means |d| = sqrt(2(1-c))
+    times the row's norm, and |d_i - d_j| <= sqrt(2)|d|, so margin <= 2 sqrt(1-c) |centred row|.
+    """
     metric, bound = PARITY_GATES[precision]
-    value = report[metric]
-    report["gate"] = {
-        "metric": metric,
-        "bound": bound,
-        "passed": value <= bound if metric == "max_abs_diff" else value >= bound,
+    if metric == "max_abs_diff":
+        return np.full(len(logits), 2 * bound), f"margin > 2 x {bound:g} (the max_abs_diff bound)"
+    centred = np.linalg.norm(logits - logits.mean(-1, keepdims=True), axis=-1)
+    factor = 2 * np.sqrt(1 - bound)
+    return factor * centred, f"margin > {factor:.3g} x |centred logits| (2 sqrt(1 - cosine bound {bound:g}))"
+
+
+def top1_check(reference: np.ndarray, actual: np.ndarray, precision: str) -> tuple[float, dict[str, Any]]:
+    """Top-1 agreement over all rows, and the rows the gate requires to agree: those with a clear margin."""
+    ordered = np.sort(reference, axis=-1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    threshold, rule = flip_margin(precision, reference)
+    decided = margin > threshold
+    agree = reference.argmax(-1) == actual.argmax(-1)
+    record = {
+        "rows": len(reference),
+        "decided_rows": int(decided.sum()),
+        "decided_flipped": int((decided & ~agree).sum()),
+        "margin_rule": rule,
     }
-    return report
+    return float(agree.mean()), record
+
+
+def parity_report(
+    reference: list[np.ndarray], actual: list[np.ndarray], precision: str, classifier: bool
+) -> tuple[dict[str, Any], list[str]]:
+    """Compare outputs (each as rows, see `as_rows`): the report, and why the gate failed (empty: passed).
+
+    The gate: no NaN or inf on either side; the precision's metric within its bound (max abs
+    diff, or the worst output's cosine); for classifiers, top-1 kept on every row whose margin
+    the tolerated error cannot flip (cosine alone passes a flip when labels share an offset).
+    """
+    metric, bound = PARITY_GATES[precision]
+    non_finite = {
+        side: sum(int(array.size - np.isfinite(array).sum()) for array in arrays)
+        for side, arrays in (("reference", reference), ("artifact", actual))
+    }
+    cosines, diffs = [], []
+    with np.errstate(all="ignore"):  # inf - inf: NaN, reported as a non-finite failure above the metrics
+        for ref, act in zip(reference, actual, strict=True):
+            diffs.append(np.max(np.abs(ref - act)))
+            norm = np.linalg.norm(ref) * np.linalg.norm(act)
+            cosines.append(float(np.sum(ref * act) / norm) if norm > 0 else float(np.array_equal(ref, act)))
+    max_abs = float(np.max(diffs))  # np.max, not max(): NaN must propagate
+    report: dict[str, Any] = {"max_abs_diff": max_abs, "cosine": float(np.min(cosines)), "non_finite": non_finite}
+    failures = [
+        f"{count} non-finite values (NaN or inf) in the {'PyTorch reference' if side == 'reference' else 'artifact'}"
+        f"'s outputs"
+        for side, count in non_finite.items()
+        if count
+    ]
+    if not failures:
+        value = report[metric]
+        if not (value <= bound if metric == "max_abs_diff" else value >= bound):
+            failures.append(f"{metric} {value:.3g} (needs {'<=' if metric == 'max_abs_diff' else '>='} {bound})")
+        if classifier and reference[0].shape[-1] >= 2:
+            report["top1_agreement"], report["top1"] = top1_check(reference[0], actual[0], precision)
+            flipped, decided = report["top1"]["decided_flipped"], report["top1"]["decided_rows"]
+            if flipped:
+                failures.append(
+                    f"top-1 changed on {flipped} of {decided} rows whose margin {precision}'s tolerance cannot flip"
+                )
+    report["gate"] = {"metric": metric, "bound": bound, "passed": not failures}
+    return report, failures
+
+
+def checked_inputs(batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """What the gate ran, for the sidecar: shapes, rows, and how many rows and tokens were padding."""
+    masks = [batch["attention_mask"] for batch in batches]
+    real = np.concatenate([mask.sum(-1) for mask in masks])
+    total = sum(mask.size for mask in masks)
+    return {
+        "batches": len(batches),
+        "shapes": [list(mask.shape) for mask in masks],
+        "rows": int(real.size),
+        "padded_rows": int(sum((mask.sum(-1) < mask.shape[-1]).sum() for mask in masks)),
+        "padding_share": round(1 - float(real.sum()) / total, 4),
+        "shortest_row": int(real.min()),
+    }
 
 
 def load_source(model: str | Path | None, width: float | None, depth: float | None) -> ExportSource:
@@ -170,29 +250,34 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size > 1 else [])
     # Sample ids above the special tokens: BERT vocabularies keep [PAD]..[MASK] below 1000.
     first_token_id = 1000 if config.vocab_size > 2000 else config.pad_token_id + 2
+    max_seq_len = config.max_position_embeddings - config.position_offset
     return ExportSource(
-        sliced_model, manifest, name, inputs, outputs, config.vocab_size, config.pad_token_id or 0, first_token_id
+        sliced_model,
+        manifest,
+        name,
+        inputs,
+        outputs,
+        config.vocab_size,
+        config.pad_token_id or 0,
+        max_seq_len,
+        first_token_id,
     )
 
 
-def verify_artifact(exporter: Exporter, source: ExportSource, path: Path, precision: str, seq_len: int) -> dict:
-    """Run the artifact in its runtime and compare with PyTorch; raise if the gate fails."""
-    references, actuals = [], []
+def verify_artifact(exporter: Exporter, source: ExportSource, path: Path, precision: str, seq_len: int | None) -> dict:
+    """Run the artifact in its runtime on the exporter's padded batches and compare with PyTorch; raise on failure."""
     batches = exporter.verify_batches(source, seq_len)
-    for batch in batches:
-        references.append(torch_outputs(source, batch))
-        actuals.append(exporter.run(path, batch))
-    stacked_ref = [np.concatenate(parts) for parts in zip(*references, strict=True)]
-    stacked_act = [np.concatenate(parts) for parts in zip(*actuals, strict=True)]
-    report = parity_report(stacked_ref, stacked_act, precision, classifier=source.output_names == ["logits"])
-    report["inputs"] = {"batches": len(batches), "shape": list(batches[0]["input_ids"].shape), "padded": True}
-    gate = report["gate"]
-    if not gate["passed"]:
-        relation = "<=" if gate["metric"] == "max_abs_diff" else ">="
-        raise ParityGateError(
-            f"parity gate failed for {exporter.name} {precision}: {gate['metric']} {report[gate['metric']]:.3g} "
-            f"(needs {relation} {gate['bound']})"
-        )
+    references = [torch_outputs(source, batch) for batch in batches]
+    actuals = [exporter.run(path, batch) for batch in batches]
+    report, failures = parity_report(
+        [as_rows(parts) for parts in zip(*references, strict=True)],
+        [as_rows(parts) for parts in zip(*actuals, strict=True)],
+        precision,
+        classifier=source.output_names == ["logits"],
+    )
+    report["inputs"] = checked_inputs(batches)
+    if failures:
+        raise ParityGateError(f"parity gate failed for {exporter.name} {precision}: {'; '.join(failures)}")
     return report
 
 

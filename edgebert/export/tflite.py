@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgebert.errors import EdgebertError, require
-from edgebert.export.base import ExportSource, TensorSpec, quiet_tools, sample_inputs
+from edgebert.export.base import DEFAULT_SEQ_LEN, VERIFY_SEED, ExportSource, TensorSpec, quiet_tools, sample_inputs
 
 SIGNATURE_KEY = "serving_default"
-VERIFY_SAMPLES = 4  # batch-1 runs, stacked for the parity report
+# Rows checked one at a time (the artifact's batch is 1), padded up to the fixed length as a device
+# pads: from the full length down to 2/9 of it (see `sample_inputs`).
+VERIFY_SAMPLES = 8
 QUIET_ENV = {
     "LITERT_TORCH_SHOW_PROGRESS": "n",  # progress tree on every convert
     "LITERT_TORCH_SILENCE_TORCH_LOGS": "n",  # otherwise convert removes the torch logger's handler
@@ -31,7 +33,7 @@ QUIET_ENV = {
 
 
 class TfliteExporter:
-    name, suffix, runtime = "tflite", ".tflite", "litert"
+    name, suffix, runtime, signature_key = "tflite", ".tflite", "litert", SIGNATURE_KEY
     required_modules = ("torch", "litert_torch", "ai_edge_quantizer", "ai_edge_litert")
 
     def __init__(self) -> None:
@@ -41,7 +43,7 @@ class TfliteExporter:
         return {"fp32": ["fp32"], "fp16": ["fp16-weights"], "int8": ["dynamic-range"]}[precision]
 
     def convert(
-        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int, work_dir: Path
+        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int | None, work_dir: Path
     ) -> None:
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
@@ -51,7 +53,8 @@ class TfliteExporter:
 
         self._interpreters.pop(path, None)
         fp32_path = path if precision == "fp32" else work_dir / "fp32.tflite"
-        sample = {k: torch.from_numpy(v.astype(np.int32)) for k, v in sample_inputs(source, 1, seq_len).items()}
+        length = self.fixed_seq_len(seq_len)
+        sample = {k: torch.from_numpy(v.astype(np.int32)) for k, v in sample_inputs(source, 1, length).items()}
         with quiet_tools(), torch.no_grad():
             edge_model = litert_torch.convert(
                 ExportWrapper(source.model, source.output_names), sample_kwargs=sample, lightweight_conversion=True
@@ -107,17 +110,18 @@ class TfliteExporter:
         results = runner(**{name: inputs[name].astype(details[name]["dtype"]) for name in details})
         return [results[name] for name in sorted(results, key=lambda name: int(name.rsplit("_", 1)[-1]))]
 
-    def verify_batches(self, source: ExportSource, seq_len: int) -> list[dict[str, np.ndarray]]:
-        # Fixed shape: the gate uses fresh seeds (not the conversion sample) and batch-1 rows.
-        return [sample_inputs(source, 1, seq_len, seed=100 + i) for i in range(VERIFY_SAMPLES)]
+    def verify_batches(self, source: ExportSource, seq_len: int | None) -> list[dict[str, np.ndarray]]:
+        # Fixed shape: rows of another seed than the conversion sample's, each padded to the full length.
+        rows = sample_inputs(source, VERIFY_SAMPLES, self.fixed_seq_len(seq_len), seed=VERIFY_SEED + 1)
+        return [{name: array[i : i + 1] for name, array in rows.items()} for i in range(VERIFY_SAMPLES)]
 
     def runtime_version(self) -> str:
         from importlib.metadata import version
 
         return version("ai-edge-litert")
 
-    def fixed_seq_len(self, seq_len: int) -> int | None:
-        return seq_len
+    def fixed_seq_len(self, seq_len: int | None) -> int | None:
+        return DEFAULT_SEQ_LEN if seq_len is None else seq_len
 
     def runtime_options(self, precision: str, scheme: str) -> dict:
         return {}

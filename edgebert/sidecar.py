@@ -1,0 +1,173 @@
+"""The export's sidecar `<artifact>.json`: one typed, versioned schema, written by `export`, read by `bench`.
+
+The sidecar says what the artifact is (format, precision, signature, vocabulary, the longest
+input it can take), how it was proven (the parity report, with what the gate actually ran)
+and which file it describes: the artifact's size and sha256. Artifact and sidecar are renamed
+into place one after the other, so a crash between the two renames can leave a new artifact
+beside an old sidecar; the reader checks the digest and refuses such a pair instead of
+reporting, say, an fp16 model as fp32.
+
+Light on purpose (pydantic and the standard library): `bench` reads sidecars without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgebert.errors import EdgebertError
+from edgebert.manifests import read_json, validation_line
+
+SCHEMA_VERSION = 1
+RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
+# The embedded slice manifest nests two levels; this bounds what later code may recurse into.
+MAX_MANIFEST_NESTING = 32
+MAX_SEQ_LEN = 8192  # the longest input `export` verifies
+MAX_POSITIONS = 1 << 20  # bounds a model's recorded positions
+MAX_VOCAB = (1 << 31) - 1  # token ids are int32 in TFLite artifacts
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class TensorRecord(_Record):
+    name: str
+    dtype: str
+    shape: list[int | str | None]  # ONNX names its dynamic axes ("batch"); None: dynamic and unnamed
+
+
+class RuntimeRecord(_Record):
+    """The runtime the gate ran the artifact in, and the settings it should be loaded with."""
+
+    name: Literal["onnxruntime", "litert"]
+    version: str
+    disabled_optimizers: list[str] = []  # ORT graph fusions measured to slow this artifact down
+    graph_optimization_level: str | None = None  # an ORT level; `bench` checks the name
+
+
+class GateRecord(_Record):
+    metric: Literal["max_abs_diff", "cosine"]
+    bound: float
+    passed: bool
+
+
+class Top1Record(_Record):
+    """Classifiers: every row whose reference top-1 margin exceeds `margin_rule` must keep its top-1."""
+
+    rows: int = Field(ge=1)
+    decided_rows: int = Field(ge=0)  # rows whose margin no error within the gate's tolerance could flip
+    decided_flipped: int = Field(ge=0)
+    margin_rule: str
+
+
+class CheckedInputs(_Record):
+    """What the gate actually ran: batches, their shapes, and how much of them was padding."""
+
+    batches: int = Field(ge=1)
+    shapes: list[list[int]]
+    rows: int = Field(ge=1)
+    padded_rows: int = Field(ge=0)
+    padding_share: float = Field(ge=0, le=1)  # padding tokens / all tokens checked
+    shortest_row: int = Field(ge=1)  # real tokens in the shortest row
+
+
+class ParityRecord(_Record):
+    max_abs_diff: float = Field(ge=0)
+    cosine: float = Field(ge=-1.000001, le=1.000001)
+    top1_agreement: float | None = Field(default=None, ge=0, le=1)
+    top1: Top1Record | None = None
+    non_finite: dict[Literal["reference", "artifact"], int]
+    gate: GateRecord
+    inputs: CheckedInputs
+
+
+class Sidecar(_Record):
+    schema_version: Literal[1]
+    edgebert_version: str
+    format: Literal["onnx", "tflite"]
+    precision: Literal["fp32", "fp16", "int8"]
+    quantization: str  # the scheme that passed the gate, e.g. "dynamic" or "blockwise"
+    artifact: str  # file name when written; the pair may be renamed together
+    size_bytes: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    runtime: RuntimeRecord
+    seq_len: int | None = Field(ge=1, le=MAX_SEQ_LEN)  # fixed length (TFLite); None: dynamic axes
+    batch_size: int | None = Field(ge=1)  # fixed batch (TFLite); None: dynamic
+    max_seq_len: int = Field(ge=1, le=MAX_POSITIONS)  # the model's positions: no input may be longer
+    signature_key: str | None = None  # TFLite
+    inputs: list[TensorRecord] = Field(min_length=1)
+    outputs: list[TensorRecord] = Field(min_length=1)
+    output_meaning: dict[str, Literal["logits", "last_hidden_state", "pooler_output"]]
+    vocab_size: int = Field(ge=2, le=MAX_VOCAB)
+    pad_token_id: int = Field(ge=0)
+    export_seconds: float = Field(ge=0)
+    manifest: dict[str, Any]  # the slice manifest (edgebert.manifests)
+    parity: ParityRecord | None  # None: exported with --no-verify
+
+    @field_validator("manifest")
+    @classmethod
+    def _bounded_nesting(cls, manifest: dict[str, Any]) -> dict[str, Any]:
+        pending, deepest = [(manifest, 1)], 1
+        while pending:
+            value, depth = pending.pop()
+            deepest = max(deepest, depth)
+            if deepest > MAX_MANIFEST_NESTING:
+                raise ValueError(f"nested deeper than {MAX_MANIFEST_NESTING} levels")
+            children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+            pending.extend((child, depth + 1) for child in children)
+        return manifest
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Sidecar:
+        if self.runtime.name != RUNTIME_FOR_FORMAT[self.format]:
+            raise ValueError(f"runtime.name {self.runtime.name!r} does not run {self.format} artifacts")
+        if self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+        if self.seq_len is not None and self.seq_len > self.max_seq_len:
+            raise ValueError(f"seq_len {self.seq_len} exceeds max_seq_len {self.max_seq_len}")
+        if set(self.output_meaning) != {spec.name for spec in self.outputs}:
+            raise ValueError("output_meaning must name every output")
+        return self
+
+
+def sidecar_path(artifact: Path) -> Path:
+    """Where an artifact's sidecar lives: beside it, named `<artifact>.json`."""
+    return artifact.with_name(artifact.name + ".json")
+
+
+def write_sidecar(path: Path, sidecar: Sidecar) -> None:
+    path.write_text(sidecar.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def read_sidecar(artifact: Path) -> Sidecar | None:
+    """The validated sidecar of `artifact`, None without one; refuses one that describes another file."""
+    path = sidecar_path(artifact)
+    if not path.exists():
+        return None
+    raw = read_json(path)
+    if isinstance(raw, dict) and "schema_version" not in raw:
+        raise EdgebertError(f"{path} has no schema_version: written by an older edgebert? Re-export the artifact")
+    try:
+        sidecar = Sidecar.model_validate(raw)
+    except ValidationError as exc:
+        raise EdgebertError(f"{path} is not a valid sidecar: {validation_line(exc)}") from exc
+    check_describes(sidecar, artifact, path)
+    return sidecar
+
+
+def check_describes(sidecar: Sidecar, artifact: Path, path: Path) -> None:
+    """Refuse a sidecar written for another file (e.g. an interrupted `--force` replaced only the artifact)."""
+    from edgebert.checkpoint import file_sha256
+
+    if artifact.suffix != f".{sidecar.format}":
+        raise EdgebertError(f"{path} describes a {sidecar.format} artifact, not {artifact.name}")
+    size = artifact.stat().st_size
+    if size != sidecar.size_bytes or file_sha256(artifact) != sidecar.sha256:
+        found = f"{size} bytes" if size != sidecar.size_bytes else "another sha256"
+        raise EdgebertError(
+            f"{path} does not describe {artifact.name} (it records {sidecar.size_bytes} bytes, sha256 "
+            f"{sidecar.sha256[:12]}...; the file has {found}): re-export the pair"
+        )

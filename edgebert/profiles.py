@@ -4,6 +4,10 @@ Shipped profiles live in `edgebert/profiles/<name>.yaml`; a user file is loaded 
 problem in a file is reported at once, one per line-like item ("file: field: expected ..."),
 so a user fixes a profile in one go. `hardware: detect` (the `local` profile) reads this
 machine's facts at load time, and `threads: auto` means every core this process may use.
+
+A profile is untrusted input: the file is read up to a few KB, YAML aliases are refused (a
+billion-laughs file expands without bound), every count has an upper bound (a `warmup_runs: 1e12`
+would never finish), and values echoed in messages are shortened.
 """
 
 from __future__ import annotations
@@ -19,13 +23,33 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgebert.errors import EdgebertError
+from edgebert.manifests import SHOWN_INPUT_CHARS, shown
 
 RUNTIMES = ("onnxruntime", "litert")
 # SIMD extensions worth knowing for transformer kernels, as /proc/cpuinfo spells them.
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
 ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+# Upper bounds of every count a benchmark runs with, from a profile or from bench's own arguments.
+MAX_THREADS = 256
+MAX_BATCH_SIZE = 256
+MAX_SEQ_LEN = 8192
+MAX_WARMUP_RUNS = 10_000
+MAX_RUNS = 100_000  # also caps the runs `min_time_s` adds on a very fast model
+MAX_MIN_TIME_S = 3600.0
+# Shipped profiles are about 1 KB; a file much larger than that is not a profile.
+MAX_PROFILE_BYTES = 16 * 1024
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Threads = Annotated[int, Field(gt=0, le=MAX_THREADS, description="runtime threads, or 'auto' for every usable core")]
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
+SeqLen = Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)]
+WarmupRuns = Annotated[int, Field(ge=0, le=MAX_WARMUP_RUNS)]
+Runs = Annotated[int, Field(gt=0, le=MAX_RUNS)]
+MinTime = Annotated[
+    float,
+    Field(ge=0, le=MAX_MIN_TIME_S, allow_inf_nan=False, description="keep measuring until this much time has passed"),
+]
 
 
 class ProfileError(EdgebertError):
@@ -43,7 +67,7 @@ class Hardware(BaseModel):
 
     cpu: str = Field(description="CPU model, e.g. 'Broadcom BCM2711, 4x Cortex-A72'")
     architecture: str | None = Field(None, description="ISA, e.g. aarch64 or x86_64")
-    cores: int = Field(gt=0, description="CPU cores the OS sees")
+    cores: int = Field(gt=0, le=1 << 16, description="CPU cores the OS sees")
     clock_ghz: PositiveFloat | None = Field(None, description="sustained or max clock of the cores benchmarked")
     simd: list[str] = Field(default_factory=list, description="vector extensions, e.g. neon, avx2, avx512f")
     peak_gflops_fp32: PositiveFloat | None = Field(None, description="theoretical fp32 peak, all cores")
@@ -55,21 +79,32 @@ class Hardware(BaseModel):
     sources: list[str] = Field(default_factory=list, description="where the facts come from")
 
 
+class RunSettings(BaseModel):
+    """The counts one benchmark runs with: a profile's, with the caller's overrides, each within its bound."""
+
+    threads: Threads
+    batch_size: BatchSize
+    seq_len: SeqLen
+    warmup_runs: WarmupRuns
+    runs: Runs
+    min_time_s: MinTime
+
+
 class Profile(BaseModel):
     """One way to run a benchmark on one device."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=100)
     description: str
     runtime: Literal["onnxruntime", "litert"] = Field(description="the runtime this device uses")
-    threads: int = Field(gt=0, description="runtime threads, or 'auto' for every usable core")
-    batch_size: int = Field(1, gt=0)
-    seq_len: int = Field(128, gt=0)
+    threads: Threads
+    batch_size: BatchSize = 1
+    seq_len: SeqLen = 128
     padding_share: float = Field(0.25, ge=0, le=0.5, description="share of input positions that are padding")
-    warmup_runs: int = Field(10, ge=0)
-    runs: int = Field(100, gt=0)
-    min_time_s: float = Field(0.0, ge=0, description="keep measuring until this much time has passed")
+    warmup_runs: WarmupRuns = 10
+    runs: Runs = 100
+    min_time_s: MinTime = 0.0
     cpu_affinity: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="core ids to pin")
     spin_wait: bool = Field(
         True,
@@ -77,18 +112,37 @@ class Profile(BaseModel):
         "slow when other processes share the cores (set false on a shared machine)",
     )
     memory_budget_mb: PositiveFloat | None = None
+    memory_budget_scope: Literal["footprint", "process"] = Field(
+        "footprint",
+        description="what memory_budget_mb limits: the model's own footprint (what loading and running it adds "
+        "to the process), or the whole process (the runtime's baseline included)",
+    )
     latency_budget_ms: PositiveFloat | None = None
     hardware: Hardware
 
     @field_validator("threads", mode="before")
     @classmethod
     def _auto_threads(cls, value: Any) -> Any:
-        return usable_cores() if value == "auto" else value
+        return min(usable_cores(), MAX_THREADS) if value == "auto" else value
 
     @field_validator("hardware", mode="before")
     @classmethod
     def _detect_hardware(cls, value: Any) -> Any:
         return detect_hardware() if value == "detect" else value
+
+    @property
+    def is_local(self) -> bool:
+        """This machine (hardware read at run time), not a description of some other device."""
+        return self.hardware.detected
+
+    def run_settings(self, **overrides: Any) -> RunSettings:
+        """The profile's counts, with each override that is not None in its place, validated against the bounds."""
+        values = {name: getattr(self, name) for name in RunSettings.model_fields}
+        values |= {name: value for name, value in overrides.items() if value is not None}
+        try:
+            return RunSettings.model_validate(values)
+        except ValidationError as exc:
+            raise ProfileError([_describe(error, "bench settings") for error in exc.errors()]) from exc
 
 
 def usable_cores() -> int:
@@ -115,7 +169,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
         path = Path(name_or_path)
         if not path.is_file():
             raise EdgebertError(f"{path}: no such profile file")
-        return parse_profile(path.read_text(encoding="utf-8", errors="replace"), source=str(path))
+        return parse_profile(_read_bounded(path), source=str(path))
     if text not in shipped_names():
         raise EdgebertError(f"unknown profile {text!r}: choose one of {', '.join(shipped_names())} or give a YAML path")
     return parse_profile((shipped_dir() / f"{text}.yaml").read_text(encoding="utf-8"), source=f"{text}.yaml")
@@ -125,17 +179,45 @@ def load_shipped() -> list[Profile]:
     return [load_profile(name) for name in shipped_names()]
 
 
+def _read_bounded(path: Path) -> str:
+    """The file's text, refused above MAX_PROFILE_BYTES without reading the rest."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise EdgebertError(f"{path}: cannot read the profile ({exc.strerror or exc})") from exc
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError([f"{path}: larger than {MAX_PROFILE_BYTES // 1024} KB, too large for a profile"])
+    return data.decode("utf-8", errors="replace")
+
+
+def _safe_loader() -> type:
+    """yaml.SafeLoader without aliases: a profile needs none, and nested aliases expand exponentially."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a profile", mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def parse_profile(text: str, source: str) -> Profile:
     """Validate YAML text; every problem goes into one EdgebertError, '; '-separated, each naming file and field."""
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_safe_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ProfileError([f"{source}: not valid YAML{where}: {problem}"]) from exc
+    except RecursionError as exc:
+        raise ProfileError([f"{source}: nested too deeply to be a profile"]) from exc
     if data is None:
         raise ProfileError([f"{source}: empty file, expected a mapping of profile fields (name, runtime, ...)"])
     if not isinstance(data, dict):
@@ -147,22 +229,28 @@ def parse_profile(text: str, source: str) -> Profile:
 
 
 def _describe(error: dict, source: str) -> str:
-    """One pydantic error as 'file: field: what was expected (got X)'."""
-    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    """One pydantic error as 'file: field: what was expected (got X)', X cut short."""
+    field = _field(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
         model = Hardware if error["loc"][0] == "hardware" and len(error["loc"]) > 1 else Profile
-        close = difflib.get_close_matches(str(error["loc"][-1]), model.model_fields, n=1)
+        close = difflib.get_close_matches(str(error["loc"][-1])[:SHOWN_INPUT_CHARS], model.model_fields, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         return f"{source}: {field}: unknown key ({hint}allowed: {', '.join(model.model_fields)})"
     if kind == "missing":
         return f"{source}: {field}: required field is missing"
     message = error["msg"]
     if error["loc"] == ("threads",):
-        message = "expected a whole number of threads >= 1, or 'auto'"
+        message = f"expected a whole number of threads from 1 to {MAX_THREADS}, or 'auto'"
     if error["loc"] == ("hardware",) and kind == "model_type":
         message = "expected a mapping of hardware facts or 'detect'"
-    return f"{source}: {field}: {message[0].lower()}{message[1:]} (got {error['input']!r})"
+    return f"{source}: {field}: {message[0].lower()}{message[1:]} (got {shown(error['input'])})"
+
+
+def _field(loc: tuple) -> str:
+    """A field path as written, or quoted and cut short when the key itself is hostile (long, control chars)."""
+    field = ".".join(str(part) for part in loc) or "(top level)"
+    return field if len(field) <= SHOWN_INPUT_CHARS and field.isprintable() else shown(field)
 
 
 def detect_hardware() -> Hardware:

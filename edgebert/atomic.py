@@ -19,6 +19,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -36,6 +37,7 @@ ReplaceCheck = Callable[[Path], "str | None"]
 
 STAGING_SUFFIX = ".partial"
 STAGING_MARKER = ".edgebert-staging"  # inside every staging directory: "<host> <pid>"
+STAGING_NAME = re.compile(r"\.(\d+)-[a-z0-9_]+\.partial$")  # the pid in `.<name>.<pid>-<random>.partial`
 MAX_STAGED_NAME = 60  # characters of the target's name kept in the staging directory's name
 
 _held: dict[str, int] = {}  # directories this process holds the lock of, with a re-entry count
@@ -252,17 +254,26 @@ def _fsync(path: Path) -> None:
 
 
 def remove_stale_staging(parent: Path) -> list[Path]:
-    """Delete staging directories in `parent` whose writer (on this host) is no longer running."""
+    """Delete staging directories in `parent` whose writer (on this host) is no longer running.
+
+    Ours by name (`.<name>.<pid>-<random>.partial`) and by marker ("<host> <pid>"); a directory
+    killed before its marker was written is recognised by its name and being empty.
+    """
     removed = []
     host = socket.gethostname()
     for entry in parent.glob(f".*{STAGING_SUFFIX}"):
-        marker = entry / STAGING_MARKER
-        try:
-            owner_host, pid = marker.read_text(encoding="utf-8").split()
-            stale = owner_host == host and not entry.is_symlink() and not _alive(int(pid))
-        except (OSError, ValueError):  # not ours, or being created right now
+        named = STAGING_NAME.search(entry.name)
+        if named is None or entry.is_symlink() or not entry.is_dir():
             continue
-        if stale:
+        pid = int(named.group(1))
+        try:
+            marker = (entry / STAGING_MARKER).read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            marker = None if not any(entry.iterdir()) else []
+        except OSError:
+            continue
+        ours = marker is None or marker == [host, str(pid)]
+        if ours and not _alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed

@@ -243,13 +243,17 @@ def test_only_dead_writers_staging_is_removed(tmp_path):
         ("alive", f"{hostname} {os.getpid()}"),
         ("other-host", f"elsewhere {dead.pid}"),
     ]:
-        staged[name] = tmp_path / f".x.{name}.partial"
+        staged[name] = tmp_path / f".x-{name}.{dead.pid if name != 'alive' else os.getpid()}-abc.partial"
         staged[name].mkdir()
         (staged[name] / STAGING_MARKER).write_text(marker)
-    (tmp_path / ".no-marker.partial").mkdir()  # not ours to judge
-    assert remove_stale_staging(tmp_path) == [staged["dead"]]
+    (tmp_path / f".killed-early.{dead.pid}-abc.partial").mkdir()  # killed before its marker: empty
+    (tmp_path / f".not-ours.{dead.pid}-abc.partial").mkdir()  # no marker, not empty: not ours to judge
+    (tmp_path / f".not-ours.{dead.pid}-abc.partial" / "data").write_text("x")
+    (tmp_path / ".no-pid.partial").mkdir()
+    removed = remove_stale_staging(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([staged["dead"].name, f".killed-early.{dead.pid}-abc.partial"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [".x.alive.partial", ".x.other-host.partial", ".no-marker.partial"]
+        [staged["alive"].name, staged["other-host"].name, f".not-ours.{dead.pid}-abc.partial", ".no-pid.partial"]
     )
 
 

@@ -3,21 +3,25 @@
 The protocol follows the official DynaBERT evaluation: the model's own tokenizer, sentence pairs
 as two segments, truncation to 128 tokens, right padding (per batch of similar lengths: padding is
 masked, so the logits equal those of padding to 128), argmax of the logits (or the raw score for a
-one-output regression head). Results are cached under `<cache>/eval/`, keyed by the
-weights' and the data file's sha256 and the (width, depth), so a repeated call and `pick` reuse
-them instead of running the model again.
+one-output regression head). Results are cached under `<cache>/eval/`, keyed by everything that
+decides them (`EvalKey`: weights, label map, tokenizer files, data file, max length, edgebert
+version) and the (width, depth), so a repeated call and `pick` reuse them instead of running the
+model again; an entry that does not validate against `CachedResult` is ignored and recomputed.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgebert import __version__
 from edgebert.atomic import staged_outputs
-from edgebert.checkpoint import Checkpoint, read_config
+from edgebert.checkpoint import Checkpoint, file_sha256, read_config
 from edgebert.data import (
     MAX_LENGTH,
     Dataset,
@@ -103,43 +107,118 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 # ---- cache --------------------------------------------------------------------------------------
 
+CACHE_VERSION = 1
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class ModelKey(BaseModel):
+    """What makes a model's predictions what they are, apart from the data: its weights, label map and tokenizer.
+
+    The edgebert version is part of it: a fix to slicing or tokenization must not be hidden by old results.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights_sha256: str = Field(pattern=SHA256)
+    label2id: dict[str, int] | None  # the same file read through another map scores differently
+    tokenizer_sha256: str = Field(pattern=SHA256)  # names and contents of the tokenizer files
+    edgebert_version: str
+
+
+class EvalKey(ModelKey):
+    """A result's full identity: the model's, the data file's content and the length examples were cut to."""
+
+    data_sha256: str = Field(pattern=SHA256)
+    max_length: int = Field(gt=0)
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class CachedResult(BaseModel):
+    """One cache entry (`<cache>/eval/*.json`): validated on read, ignored when it does not hold."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # Pearson of a constant series is NaN
+
+    version: Literal[1]
+    key: EvalKey
+    data: str
+    examples: int = Field(gt=0)
+    width: Fraction
+    depth: Fraction
+    parameters: int = Field(ge=0)
+    encoder_flops_seq128: int = Field(ge=0)
+    metrics: dict[str, float] = Field(min_length=1)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, values: dict[str, float]) -> dict[str, float]:
+        if not ({"accuracy"} <= set(values) or {"pearson", "spearman"} <= set(values)):
+            raise ValueError("needs accuracy, or pearson and spearman")
+        if "accuracy" in values and not 0 <= values["accuracy"] <= 1:
+            raise ValueError("accuracy outside [0, 1]")
+        return values
+
+
+def model_key(checkpoint: Checkpoint) -> ModelKey:
+    """The key of `checkpoint`'s predictions (hashes its weights and tokenizer files)."""
+    digest = hashlib.sha256()
+    for path in sorted(checkpoint.tokenizer_files):
+        digest.update(f"{path.name}\0{file_sha256(path)}\0".encode())
+    label2id = checkpoint.model_config.get("label2id")
+    return ModelKey(
+        weights_sha256=checkpoint.weights_sha256,
+        label2id={str(k): int(v) for k, v in label2id.items()} if label2id else None,
+        tokenizer_sha256=digest.hexdigest(),
+        edgebert_version=__version__,
+    )
+
 
 def eval_cache_dir() -> Path:
     return cache_dir() / "eval"
 
 
-def cache_path(model_sha256: str, data_sha256: str, width: float, depth: float) -> Path:
-    return eval_cache_dir() / f"{model_sha256}-{data_sha256}-w{width:g}-d{depth:g}.json"
+def cache_path(key: EvalKey, width: float, depth: float) -> Path:
+    """Named by the weights (so `cached_results` finds a model's entries) and the digest of the whole key."""
+    return eval_cache_dir() / f"{key.weights_sha256}-{key.digest()[:32]}-w{width:g}-d{depth:g}.json"
 
 
-def cached_results(model_sha256: str) -> list[dict[str, Any]]:
-    """Every cached result of the model with these weights, any data file (for `pick`)."""
-    results = []
-    for path in sorted(eval_cache_dir().glob(f"{model_sha256}-*.json")):
-        try:
-            results.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            continue  # a damaged cache entry is recomputed by the next eval, never trusted
-    return results
+def read_cached(path: Path) -> CachedResult | None:
+    """A valid entry stored under its own name, or None: damaged, foreign or renamed entries are never trusted."""
+    try:
+        entry = CachedResult.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return entry if cache_path(entry.key, entry.width, entry.depth).name == path.name else None
 
 
-def record_result(model_sha256: str, data: Dataset, costs: dict[str, Any], values: dict[str, float]) -> dict[str, Any]:
+def cached_results(model: ModelKey) -> list[CachedResult]:
+    """Every valid cached result of this model (same weights, label map, tokenizer, version), any data file."""
+    entries = (read_cached(path) for path in sorted(eval_cache_dir().glob(f"{model.weights_sha256}-*.json")))
+    wanted = model.model_dump()
+    return [e for e in entries if e is not None and e.key.model_dump(include=set(wanted)) == wanted]
+
+
+def record_result(
+    model: ModelKey, data: Dataset, max_length: int, costs: dict[str, Any], values: dict[str, float]
+) -> CachedResult:
     """Cache one sub-network's metrics (`costs` as `subnet.costs` gives them); `train` fills the cache this way too."""
-    result = {
-        "model_sha256": model_sha256,
-        "data_sha256": data.sha256,
-        "data": str(data.path.resolve()),
-        "examples": len(data),
-        "width": costs["width"],
-        "depth": costs["depth"],
-        "parameters": costs["parameters"],
-        "encoder_flops_seq128": costs["encoder_flops_seq128"],
-        "max_length": MAX_LENGTH,
-        "metrics": values,
-    }
-    path = cache_path(model_sha256, data.sha256, costs["width"], costs["depth"])
-    with staged_outputs(path, force=True) as (staged,):
-        staged.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result = CachedResult(
+        version=CACHE_VERSION,
+        key=EvalKey(**model.model_dump(), data_sha256=data.sha256, max_length=max_length),
+        data=str(data.path.resolve()),
+        examples=len(data),
+        width=costs["width"],
+        depth=costs["depth"],
+        parameters=costs["parameters"],
+        encoder_flops_seq128=costs["encoder_flops_seq128"],
+        metrics=values,
+    )
+    with staged_outputs(cache_path(result.key, result.width, result.depth), force=True) as (staged,):
+        staged.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return result
 
 
@@ -160,24 +239,21 @@ def evaluate(
     checkpoint = open_checkpoint(model)
     targets = targets_for(data, checkpoint)
     check_tokenizer_files(checkpoint.path, {path.name for path in checkpoint.tokenizer_files})
+    model_id = model_key(checkpoint)
+    key = EvalKey(**model_id.model_dump(), data_sha256=data.sha256, max_length=MAX_LENGTH)
     encoded = None  # tokenized on the first cache miss only
     results = []
     for width, depth in configs:
-        path = cache_path(checkpoint.weights_sha256, data.sha256, width, depth)
-        result = _read_cached(path)
-        if result is None:
+        cached = read_cached(cache_path(key, width, depth))
+        if cached is None:
             if encoded is None:
                 encoded = tokenize(data, checkpoint)
             sliced = slice_checkpoint(checkpoint, width, depth)
-            result = record_result(
-                checkpoint.weights_sha256,
-                data,
-                sliced.manifest,
-                metrics(predict(sliced.model, encoded), targets),
-            )
-            result = {**result, "cached": False}
+            values = metrics(predict(sliced.model, encoded), targets)
+            cached = record_result(model_id, data, MAX_LENGTH, sliced.manifest, values)
+            result = {**cached.model_dump(), "cached": False}
         else:
-            result = {**result, "cached": True}
+            result = {**cached.model_dump(), "cached": True}
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -186,6 +262,7 @@ def evaluate(
         "model_sha256": checkpoint.weights_sha256,
         "data": str(data.path),
         "data_sha256": data.sha256,
+        "max_length": MAX_LENGTH,
         "examples": len(data.labels),
         "task": "regression" if checkpoint.arch.num_labels == 1 else "classification",
         "results": results,
@@ -193,13 +270,6 @@ def evaluate(
     if checkpoint.is_demo:
         report["untrained"] = UNTRAINED_NOTE
     return report
-
-
-def _read_cached(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def primary_metric(values: dict[str, float]) -> tuple[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgebert.memory_model import estimated_size_bytes
 from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint
 from edgebert.subnet import TRAINED_GRID, costs, subnetwork
 
@@ -16,8 +17,8 @@ def grid_info(model: str | Path | None = None) -> dict[str, Any]:
     rows = []
     for width, depth in TRAINED_GRID:
         row = costs(arch, subnetwork(arch, width, depth))
-        row["size_fp32_bytes"] = 4 * row["parameters"]
-        row["size_int8_estimate_bytes"] = row["parameters"]  # one byte per weight; scales and biases ignored
+        row["size_fp32_bytes"] = estimated_size_bytes(row["parameters"], "fp32")
+        row["size_int8_estimate_bytes"] = estimated_size_bytes(row["parameters"], "int8")  # pick's estimate too
         rows.append(row)
     info: dict[str, Any] = {
         "model": str(checkpoint.path),

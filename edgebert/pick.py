@@ -2,29 +2,34 @@
 
 Every candidate (the trained grid, or the user's list, x the precisions the profile's runtime
 runs) gets a memory figure, a latency figure and, when `edgebert eval` has cached results for
-these weights, an accuracy. Each figure says where it comes from: memory is "measured" (peak RSS
-of a torch-free bench process) or "estimated" (RUNTIME_BASELINE_BYTES + LOAD_FACTOR x artifact
-bytes + activation arena at the profile's batch and length); latency is "measured", "predicted"
-(the calibrated `latency_model`) or an "estimate from specs". The choice is the most accurate
-candidate within every budget (without accuracy: the most FLOPs), then the most faithful
-precision, then the fastest. When nothing fits, `choice` is None and the verdict names the
-smallest memory and lowest latency any candidate reaches; that is an answer, not an error.
+this model, an accuracy. Each figure says what is behind it: "measured" (a bench result of that
+very artifact), "predicted" (a curve fitted to bench results of its own precision), "derived"
+(another precision's latency fit at the spec ratio: no measurement of its own), "estimated" or
+"estimate from specs" (documented constants and the profile's hardware facts). Memory is the
+model's own footprint (`memory_model`); the runtime baseline is reported beside it and counted
+only when the budget is for the whole process (`memory_scope="process"`).
+
+The choice is the most accurate candidate within every budget (without accuracy: the most
+FLOPs), then the most faithful precision, then the fastest. The frontier is over what the user
+trades: quality (accuracy, or FLOPs when it is unknown), latency and memory. When nothing fits,
+`choice` is None and the verdict names the smallest memory and lowest latency any candidate
+reaches. With an export, the choice is re-checked against the artifact written, and the verdict
+is about that artifact.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebert.bench import BUDGET_PERCENTILE
-from edgebert.errors import EdgebertError, require
+from edgebert.errors import EdgebertError
 from edgebert.export.base import PRECISIONS
 from edgebert.latency_model import (
     FORMAT_FOR_RUNTIME,
@@ -33,73 +38,36 @@ from edgebert.latency_model import (
     Shape,
     calibrate,
     leave_one_out,
+    leave_one_out_warning,
     load_calibration,
     measurement_from_result,
 )
+from edgebert.memory_model import MemoryModel, MemoryScope, calibrate_memory, estimated_size_bytes
 from edgebert.profiles import Profile
-from edgebert.subnet import TRAINED_GRID, Architecture, check_fractions, costs, subnetwork
+from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnetwork
+
+if TYPE_CHECKING:
+    from edgebert.evaluate import ModelKey
 
 RUNTIME_PRECISIONS = {"onnxruntime": PRECISIONS, "litert": PRECISIONS}  # both runtimes run all `export` writes
 FIDELITY = {"fp32": 2, "fp16": 1, "int8": 0}  # tie-breaker: the closer to the evaluated fp32 model, the better
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
-# Peak RSS of a bench process around a negligible model: Python, numpy, edgebert's CLI and the runtime plus the
-# runtime's session, arena and thread pools. Measured on x86-64 Linux with onnxruntime: 88 MB in one venv, 102 MB in
-# a fresh CI venv with the same packages (its imports alone take 15 MB more); set above both, since budgets are
-# checked against it. LiteRT's session is unmeasured: assumed 10 MB less, as its import is.
-RUNTIME_BASELINE_BYTES = {"onnxruntime": 110_000_000, "litert": 100_000_000}
-# Peak RSS growth per artifact byte above that baseline while loading and running: ORT holds the graph's
-# initializers and its own prepacked or converted copies of the weights. Measured on the demo model at
-# (0.5, 0.5), x86-64: 1.46x at fp32, 2.0x at fp16, 1.67x at int8; set ~15 % above. LiteRT maps the file and
-# XNNPACK packs the weights once: DEFAULT_LOAD_FACTOR, unmeasured.
-LOAD_FACTOR = {("onnxruntime", "fp32"): 1.7, ("onnxruntime", "fp16"): 2.3, ("onnxruntime", "int8"): 1.9}
-DEFAULT_LOAD_FACTOR = 2.0
-ACTIVATION_COPIES = 8  # fp32 (batch, seq, hidden)-sized buffers an arena keeps alive across a layer
 MEASURE_PER_PRECISION = 4  # `--measure`: configurations exported and benched per precision
 MEASURE_RUNS, MEASURE_WARMUP = 20, 3
-
-MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-TIME_UNITS = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*$", re.IGNORECASE)
+SOURCE_RANK = {"measured": 3, "predicted": 2, "derived": 1, "estimated": 0, "estimate from specs": 0}
 
 
-def _quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
-    match = _QUANTITY.match(str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in units:
-        raise EdgebertError(
-            f"cannot read {what} {text!r}: give a number and a unit ({', '.join(units)}), e.g. {example}"
-        )
-    value = float(match.group(1)) * units[unit]
-    if value <= 0:
-        raise EdgebertError(f"{what} {text!r} must be more than zero")
-    return value
+@dataclass(frozen=True)
+class Budgets:
+    """The user's budgets; None takes the profile's. Memory applies to the model's footprint unless `process`."""
 
-
-def parse_memory(text: str) -> int:
-    """'60MB' -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
-    return int(_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"))
-
-
-def parse_latency(text: str) -> float:
-    """'40ms' -> 40.0 ms; also s and us."""
-    return _quantity(text, TIME_UNITS, "latency budget", "40ms or 0.2s")
-
-
-def parse_candidates(text: str) -> list[tuple[float, float]]:
-    """'0.5:0.75,1:1' -> [(0.5, 0.75), (1.0, 1.0)]."""
-    pairs = []
-    for item in text.split(","):
-        try:
-            width, depth = (float(part) for part in item.split(":"))
-        except ValueError:
-            raise EdgebertError(f"bad candidate {item.strip()!r}: give WIDTH:DEPTH pairs, e.g. 0.5:0.75,1:1") from None
-        pairs.append(check_fractions(width, depth))
-    return pairs
+    memory_bytes: int | None = None
+    latency_ms: float | None = None
+    memory_scope: MemoryScope = "model"
 
 
 @dataclass
 class Candidate:
-    """One (width, depth, precision) with its costs, each labelled with where it comes from."""
+    """One (width, depth, precision) with its costs, each labelled with what is behind it."""
 
     width: float
     depth: float
@@ -109,10 +77,14 @@ class Candidate:
     encoder_flops_seq128: int
     size_bytes: int
     size_source: str  # "estimated" or "exported"
-    memory_bytes: int
-    memory_source: str  # "estimated" or "measured"
+    footprint_bytes: int  # what loading and running the model adds to the runtime's process
+    footprint_source: str  # "measured", "predicted" or "estimated"
+    baseline_bytes: int  # the runtime's process before the model loads
+    baseline_source: str  # "measured" or "estimated"
+    memory_bytes: int  # the figure the memory budget applies to: the footprint, or footprint + baseline
+    memory_source: str
     latency_ms: float
-    latency_source: str  # "measured", "predicted" or "estimate from specs"
+    latency_source: str  # "measured", "predicted", "derived" or "estimate from specs"
     accuracy: float | None = None
     fits_memory: bool = True
     fits_latency: bool = True
@@ -122,40 +94,73 @@ class Candidate:
     def fits(self) -> bool:
         return self.fits_memory and self.fits_latency
 
+    @property
+    def name(self) -> str:
+        return f"width {self.width:g} depth {self.depth:g} {self.precision}"
+
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "fits": self.fits}
 
-
-def memory_estimate(profile: Profile, shape: Shape, precision: str, size_bytes: int) -> int:
-    """Runtime baseline + artifact bytes as loaded + the activation arena at the profile's batch and length."""
-    runtime = profile.runtime
-    factor = LOAD_FACTOR.get((runtime, precision), DEFAULT_LOAD_FACTOR)
-    per_sequence = (
-        shape.seq_len * (ACTIVATION_COPIES * shape.hidden + 2 * shape.ffn) + 2 * shape.seq_len**2 * shape.heads
-    )
-    arena = 4 * shape.batch * per_sequence  # fp32 activations, including scores and probabilities
-    return int(RUNTIME_BASELINE_BYTES[runtime] + factor * size_bytes + arena)
+    def set_footprint(self, footprint: int, source: str, scope: MemoryScope) -> None:
+        """The memory the budget sees follows the footprint, with the baseline when the budget is the process's."""
+        self.footprint_bytes, self.footprint_source = footprint, source
+        if scope == "process":
+            self.memory_bytes = footprint + self.baseline_bytes
+            self.memory_source = min(source, self.baseline_source, key=SOURCE_RANK.__getitem__)
+        else:
+            self.memory_bytes, self.memory_source = footprint, source
 
 
-def accuracy_lookup(model_sha256: str, configs: list[tuple[float, float]]) -> tuple[dict, dict | None]:
-    """Cached eval results of these weights: {(w, d): metric} from the data file covering most configs."""
+def accuracy_lookup(
+    model_key: ModelKey, configs: list[tuple[float, float]], data: Path | None
+) -> tuple[dict[tuple[float, float], float], dict[str, Any] | None, list[str]]:
+    """Cached eval results of this model: {(w, d): metric}, where they come from, and notes on the choice of file.
+
+    With `data`, only that file's results; without, the data file (and max length) covering most
+    configurations, named in the notes next to the others the cache holds.
+    """
+    from edgebert.checkpoint import file_sha256
     from edgebert.evaluate import cached_results, primary_metric
 
-    by_data: dict[str, list[dict]] = {}
-    for result in cached_results(model_sha256):
-        by_data.setdefault(result["data_sha256"], []).append(result)
+    groups: dict[tuple[str, int], list] = {}
+    for result in cached_results(model_key):
+        groups.setdefault((result.key.data_sha256, result.key.max_length), []).append(result)
+    if data is not None:
+        if not Path(data).is_file():
+            raise EdgebertError(f"--data {data}: no such file")
+        wanted_sha = file_sha256(Path(data))
+        groups = {key: results for key, results in groups.items() if key[0] == wanted_sha}
+        if not groups:
+            return (
+                {},
+                None,
+                [f"no eval results for this model on {data}: run `edgebert eval MODEL --data {data} --grid`"],
+            )
+    if not groups:
+        return {}, None, []
     wanted = set(configs)
-    best = max(
-        by_data.values(),
-        key=lambda rs: (len(wanted & {(r["width"], r["depth"]) for r in rs}), rs[0]["examples"]),
-        default=None,
+    key, best = max(
+        groups.items(), key=lambda item: (len(wanted & {(r.width, r.depth) for r in item[1]}), item[1][0].examples)
     )
-    if not best:
-        return {}, None
-    scores = {(r["width"], r["depth"]): primary_metric(r["metrics"])[1] for r in best}
-    metric = primary_metric(best[0]["metrics"])[0]
-    source = {"metric": metric, "data": best[0]["data"], "examples": best[0]["examples"]}
-    return scores, source | {"covered": len(wanted & set(scores)), "candidates": len(wanted)}
+    first = best[0]
+    scores = {(r.width, r.depth): primary_metric(r.metrics)[1] for r in best}
+    source = {
+        "metric": primary_metric(first.metrics)[0],
+        "data": first.data,
+        "data_sha256": first.key.data_sha256,
+        "max_length": first.key.max_length,
+        "examples": first.examples,
+        "chosen_by": "--data" if data is not None else "most configurations covered",
+        "covered": len(wanted & set(scores)),
+        "candidates": len(wanted),
+    }
+    others = sorted({results[0].data for k, results in groups.items() if k != key})
+    notes = []
+    if data is None and others:
+        notes.append(
+            f"accuracy from {first.data}; the cache also holds results on {', '.join(others)}: choose with --data"
+        )
+    return scores, source, notes
 
 
 def measure_locally(
@@ -196,161 +201,181 @@ def spread(configs: list[tuple[float, float]], arch: Architecture, count: int) -
     return [ordered[round(i * (len(ordered) - 1) / (count - 1))] for i in range(count)]
 
 
+def resolve_budgets(budgets: Budgets, profile: Profile) -> dict[str, Any]:
+    """The budgets in force (the user's, else the profile's), with where each comes from."""
+    profile_memory = int(profile.memory_budget_mb * 1e6) if profile.memory_budget_mb else None
+    return {
+        "memory_bytes": budgets.memory_bytes or profile_memory,
+        "memory_from": "--memory-budget" if budgets.memory_bytes else "profile" if profile_memory else None,
+        "memory_scope": budgets.memory_scope,
+        "latency_ms": budgets.latency_ms or profile.latency_budget_ms,
+        "latency_from": "--latency-budget" if budgets.latency_ms else "profile" if profile.latency_budget_ms else None,
+        "latency_statistic": BUDGET_PERCENTILE,
+    }
+
+
 def pick(
     model: str | Path | None,
     profile: Profile,
-    memory_budget: str | None = None,
-    latency_budget: str | None = None,
+    budgets: Budgets = Budgets(),
     measure: bool = False,
-    calibration: list[Path] | None = None,
-    candidates: str | None = None,
+    calibration: Sequence[Path] = (),
+    candidates: list[tuple[float, float]] | None = None,
+    data: Path | None = None,
     export_dir: Path | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules."""
+    from edgebert.evaluate import model_key
     from edgebert.slicing import UNTRAINED_NOTE, not_dynabert_note, open_checkpoint
 
-    memory_limit = parse_memory(memory_budget) if memory_budget else None
-    latency_limit = parse_latency(latency_budget) if latency_budget else None
-    configs = parse_candidates(candidates) if candidates else list(TRAINED_GRID)
+    configs = candidates or list(TRAINED_GRID)
     if measure and not profile.hardware.detected:
         raise EdgebertError(
             f"--measure benchmarks on this machine, which is not {profile.name}: use --profile local, or pass "
             f"--calibration files from `edgebert bench --profile {profile.name} --out FILE` run on the device"
         )
-    budgets = {
-        "memory_bytes": memory_limit or (int(profile.memory_budget_mb * 1e6) if profile.memory_budget_mb else None),
-        "memory_from": "--memory-budget" if memory_limit else "profile" if profile.memory_budget_mb else None,
-        "latency_ms": latency_limit or profile.latency_budget_ms,
-        "latency_from": "--latency-budget" if latency_limit else "profile" if profile.latency_budget_ms else None,
-        "latency_statistic": BUDGET_PERCENTILE,
-    }
-    measurements = load_calibration(list(calibration or []), profile)
+    limits = resolve_budgets(budgets, profile)
+    measurements = load_calibration(list(calibration), profile)
     progress("loading the model")
     checkpoint = open_checkpoint(model)
-    arch = checkpoint.arch
     precisions = RUNTIME_PRECISIONS[profile.runtime]
-    fmt = FORMAT_FOR_RUNTIME[profile.runtime]
     measured: dict[tuple[float, float, str], Measurement] = {}
     if measure:
-        chosen = [(w, d, p) for p in precisions for w, d in spread(configs, arch, MEASURE_PER_PRECISION)]
+        chosen = [(w, d, p) for p in precisions for w, d in spread(configs, checkpoint.arch, MEASURE_PER_PRECISION)]
         with tempfile.TemporaryDirectory(prefix="edgebert-pick-") as work_dir:
             local = measure_locally(checkpoint.path, profile, chosen, Path(work_dir), progress)
         measured = {(m.width, m.depth, m.precision): m for m in local}
         measurements += local
     latency_model = calibrate(profile, measurements, precisions)
-    scores, accuracy_source = accuracy_lookup(checkpoint.weights_sha256, configs)
-    notes = []
-    if accuracy_source and accuracy_source["covered"] < accuracy_source["candidates"]:
+    memory_model = calibrate_memory(profile.runtime, measurements)
+    scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data)
+    if accuracy and accuracy["covered"] < accuracy["candidates"]:
         notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
-            f"eval results cover only {accuracy_source['covered']} of {accuracy_source['candidates']} configurations "
-            f"(run `edgebert eval MODEL --data {accuracy_source['data']} --grid`): accuracy not used"
+            f"eval results cover only {accuracy['covered']} of {accuracy['candidates']} configurations "
+            f"(run `edgebert eval MODEL --data {accuracy['data']} --grid`): accuracy not used"
         )
-        scores, accuracy_source = {}, None
+        scores, accuracy = {}, None
 
     rows = []
     for width, depth in configs:
-        sub = subnetwork(arch, width, depth)
-        cost = costs(arch, sub)
-        shape = Shape.of(arch, sub, profile.batch_size, profile.seq_len)
+        sub = subnetwork(checkpoint.arch, width, depth)
+        cost = costs(checkpoint.arch, sub)
+        shape = Shape.of(checkpoint.arch, sub, profile.batch_size, profile.seq_len)
         for precision in precisions:
             measurement = measured.get((width, depth, precision))
-            row = _candidate(profile, latency_model, shape, cost, precision, fmt, measurement)
+            row = _candidate(profile, latency_model, memory_model, shape, cost, precision, measurement, limits)
             row.accuracy = scores.get((width, depth))
             rows.append(row)
-    for row in rows:
-        row.fits_memory = budgets["memory_bytes"] is None or row.memory_bytes <= budgets["memory_bytes"]
-        row.fits_latency = budgets["latency_ms"] is None or row.latency_ms <= budgets["latency_ms"]
-    _mark_pareto(rows, by_accuracy=accuracy_source is not None)
-
-    feasible = [row for row in rows if row.fits]
-    choice = max(feasible, key=_preference, default=None)  # accuracy first when known, then FLOPs
-    if accuracy_source is None:
+    apply_budgets(rows, limits)
+    mark_pareto(rows, by_accuracy=accuracy is not None)
+    choice = max((row for row in rows if row.fits), key=_preference, default=None)
+    if accuracy is None:
         notes.append(
-            "accuracy unknown (no complete `edgebert eval` results for these weights): ranked by encoder FLOPs, "
+            "accuracy unknown (no complete `edgebert eval` results for this model): ranked by encoder FLOPs, "
             "the largest that fits"
         )
     else:
         notes.append(
-            f"{accuracy_source['metric']} from the eval cache ({accuracy_source['data']}, "
-            f"{accuracy_source['examples']} examples), measured in fp32; fp16/int8 artifacts pass a parity gate"
+            f"{accuracy['metric']} from the eval cache ({accuracy['data']}, {accuracy['examples']} examples, max "
+            f"length {accuracy['max_length']}; file chosen by {accuracy['chosen_by']}), measured in fp32; fp16/int8 "
+            "artifacts pass a parity gate"
         )
-    warnings = []
+    loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
+    warnings = [warning for warning in [leave_one_out_warning(loo)] if warning]
     if checkpoint.is_demo:
         notes.append(UNTRAINED_NOTE)
     elif not checkpoint.trained_as_dynabert:
         warnings.append(not_dynabert_note(checkpoint))
-    if choice is None:
-        smallest = min(rows, key=lambda r: r.memory_bytes)
-        fastest = min(rows, key=lambda r: r.latency_ms)
-        verdict = (
-            f"nothing fits: the smallest memory achievable is {smallest.memory_bytes / 1e6:.1f} MB "
-            f"({_name(smallest)}, {smallest.memory_source}) and the lowest latency {fastest.latency_ms:.1f} ms "
-            f"({_name(fastest)}, {fastest.latency_source})"
-        )
-    else:
-        verdict = (
-            f"ship {_name(choice)}: {choice.memory_bytes / 1e6:.1f} MB ({choice.memory_source}), "
-            f"{choice.latency_ms:.1f} ms {BUDGET_PERCENTILE} ({choice.latency_source})"
-        )
-    report: dict[str, Any] = {
+    exported = None
+    if choice is not None and export_dir is not None:
+        progress(f"exporting {choice.name}")
+        exported = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir)
+        if choice.size_source == "exported" and choice.footprint_source != "measured":
+            shape = Shape.of(
+                checkpoint.arch,
+                subnetwork(checkpoint.arch, choice.width, choice.depth),
+                profile.batch_size,
+                profile.seq_len,
+            )
+            footprint, source = memory_model.footprint(profile.runtime, choice.precision, shape, choice.size_bytes)
+            choice.set_footprint(footprint, source, limits["memory_scope"])
+        apply_budgets([choice], limits)
+    return {
         "model": str(checkpoint.path),
         "model_sha256": checkpoint.weights_sha256,
         "profile": profile.name,
         "runtime": profile.runtime,
-        "format": fmt,
+        "format": FORMAT_FOR_RUNTIME[profile.runtime],
         "batch_size": profile.batch_size,
         "seq_len": profile.seq_len,
-        "budgets": budgets,
-        "accuracy": accuracy_source,
-        "latency_model": {
-            "curves": latency_model.describe(),
-            "leave_one_out": leave_one_out(profile, measurements) if len(measurements) > 1 else None,
-        },
+        "threads": profile.threads,
+        "budgets": limits,
+        "accuracy": accuracy,
+        "latency_model": {"curves": latency_model.describe(), "leave_one_out": loo},
+        "memory_model": memory_model.describe(),
         "candidates": [row.to_json() for row in rows],
         "choice": choice.to_json() if choice else None,
-        "verdict": verdict,
+        "fits": choice is not None and choice.fits,
+        "verdict": verdict(rows, choice, limits, exported is not None),
         "notes": notes,
         "warnings": warnings,
-        "export": None,
+        "export": exported,
     }
-    if choice is not None and export_dir is not None:
-        progress(f"exporting {_name(choice)}")
-        report["export"] = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir)
-        report["choice"] = choice.to_json()
-    return report
 
 
 def _candidate(
     profile: Profile,
     latency_model: LatencyModel,
+    memory_model: MemoryModel,
     shape: Shape,
     cost: dict[str, Any],
     precision: str,
-    fmt: str,
     measurement: Measurement | None,
+    limits: dict[str, Any],
 ) -> Candidate:
-    size = measurement.size_bytes if measurement else cost["parameters"] * BYTES_PER_WEIGHT[precision]
+    size = measurement.size_bytes if measurement else estimated_size_bytes(cost["parameters"], precision)
+    if measurement is not None and measurement.footprint_bytes is not None:
+        footprint, footprint_source = measurement.footprint_bytes, "measured"
+    else:
+        footprint, footprint_source = memory_model.footprint(profile.runtime, precision, shape, size)
     if measurement is not None:
-        memory, memory_source = measurement.peak_rss_bytes, "measured"
         latency, latency_source = measurement.latency_ms, "measured"
     else:
-        memory, memory_source = memory_estimate(profile, shape, precision, size), "estimated"
         latency, latency_source = latency_model.predict(shape, precision), latency_model.curve(precision).label
-    return Candidate(
+    row = Candidate(
         width=cost["width"],
         depth=cost["depth"],
         precision=precision,
-        format=fmt,
+        format=FORMAT_FOR_RUNTIME[profile.runtime],
         parameters=cost["parameters"],
         encoder_flops_seq128=cost["encoder_flops_seq128"],
         size_bytes=size,
         size_source="exported" if measurement else "estimated",
-        memory_bytes=memory,
-        memory_source=memory_source,
+        footprint_bytes=0,
+        footprint_source="estimated",
+        baseline_bytes=memory_model.baseline_bytes,
+        baseline_source=memory_model.baseline_source,
+        memory_bytes=0,
+        memory_source="estimated",
         latency_ms=latency,
         latency_source=latency_source,
     )
+    row.set_footprint(footprint, footprint_source, limits["memory_scope"])
+    return row
+
+
+def apply_budgets(rows: list[Candidate], limits: dict[str, Any]) -> None:
+    for row in rows:
+        row.fits_memory = limits["memory_bytes"] is None or row.memory_bytes <= limits["memory_bytes"]
+        row.fits_latency = limits["latency_ms"] is None or row.latency_ms <= limits["latency_ms"]
+
+
+def _quality(row: Candidate, by_accuracy: bool) -> float:
+    """What the user trades for speed and memory: accuracy when known (unevaluated last), else encoder FLOPs."""
+    if by_accuracy:
+        return row.accuracy if row.accuracy is not None else -1.0
+    return float(row.encoder_flops_seq128)
 
 
 def _preference(row: Candidate) -> tuple:
@@ -359,26 +384,42 @@ def _preference(row: Candidate) -> tuple:
     return (accuracy, row.encoder_flops_seq128, FIDELITY[row.precision], -row.latency_ms, -row.memory_bytes)
 
 
-def _mark_pareto(rows: list[Candidate], by_accuracy: bool) -> None:
-    """On the frontier: no other candidate is as fast, as small and as good in every term `_preference` ranks by."""
-
-    def vector(row: Candidate) -> tuple[float, ...]:
-        accuracy = (row.accuracy if row.accuracy is not None else -1.0) if by_accuracy else 0.0
-        return (-row.latency_ms, -row.memory_bytes, accuracy, row.encoder_flops_seq128, FIDELITY[row.precision])
-
-    vectors = [vector(row) for row in rows]
+def mark_pareto(rows: list[Candidate], by_accuracy: bool) -> None:
+    """On the frontier: no other candidate is at least as good in quality, latency and memory, and better in one."""
+    vectors = [(_quality(row, by_accuracy), -row.latency_ms, -row.memory_bytes) for row in rows]
     for row, mine in zip(rows, vectors, strict=True):
         row.pareto = not any(
             theirs != mine and all(a >= b for a, b in zip(theirs, mine, strict=True)) for theirs in vectors
         )
 
 
-def _name(row: Candidate) -> str:
-    return f"width {row.width:g} depth {row.depth:g} {row.precision}"
+def verdict(rows: list[Candidate], choice: Candidate | None, limits: dict[str, Any], exported: bool) -> str:
+    """One sentence about the decision; with an export, about the artifact written."""
+    if choice is None:
+        smallest = min(rows, key=lambda r: r.memory_bytes)
+        fastest = min(rows, key=lambda r: r.latency_ms)
+        return (
+            f"nothing fits: the smallest memory achievable is {smallest.memory_bytes / 1e6:.1f} MB "
+            f"({smallest.name}, {smallest.memory_source}) and the lowest latency {fastest.latency_ms:.1f} ms "
+            f"({fastest.name}, {fastest.latency_source})"
+        )
+    memory = f"{choice.memory_bytes / 1e6:.1f} MB {_memory_noun(limits)} ({choice.memory_source})"
+    latency = f"{choice.latency_ms:.1f} ms {BUDGET_PERCENTILE} ({choice.latency_source})"
+    if not choice.fits:
+        over = [
+            f"memory {memory} > {limits['memory_bytes'] / 1e6:g} MB" if not choice.fits_memory else "",
+            f"latency {latency} > {limits['latency_ms']:g} ms" if not choice.fits_latency else "",
+        ]
+        return f"the exported {choice.name} does not fit after all: {'; '.join(o for o in over if o)}"
+    return f"{'exported' if exported else 'ship'} {choice.name}: {memory}, {latency}"
+
+
+def _memory_noun(limits: dict[str, Any]) -> str:
+    return "process total" if limits["memory_scope"] == "process" else "model footprint"
 
 
 def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path) -> dict[str, Any]:
-    """Write the chosen artifact (with its parity gate) and update the choice with its real size."""
+    """Write the chosen artifact (with its parity gate); the choice takes the artifact's real size."""
     from edgebert.export import export_model
 
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -386,64 +427,5 @@ def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, e
     sidecar = export_model(
         model, choice.format, choice.precision, width=choice.width, depth=choice.depth, seq_len=profile.seq_len, out=out
     )
-    if choice.memory_source == "estimated":
-        choice.memory_bytes += int(
-            LOAD_FACTOR.get((profile.runtime, choice.precision), DEFAULT_LOAD_FACTOR)
-            * (sidecar["size_bytes"] - choice.size_bytes)
-        )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
     return {"path": sidecar["path"], "size_bytes": sidecar["size_bytes"], "parity": sidecar["parity"]}
-
-
-def plot_pareto(report: dict[str, Any], path: Path) -> None:
-    """Latency vs memory of every candidate, frontier highlighted, budgets as lines, the choice starred."""
-    require("matplotlib", "--plot")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["candidates"]
-    accuracy = report["accuracy"]
-    quality = [r["accuracy"] if accuracy else r["encoder_flops_seq128"] / 1e9 for r in rows]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-    for precision, marker in markers.items():
-        index = [i for i, r in enumerate(rows) if r["precision"] == precision]
-        points = axes.scatter(
-            [rows[i]["latency_ms"] for i in index],
-            [rows[i]["memory_bytes"] / 1e6 for i in index],
-            c=[quality[i] for i in index],
-            vmin=min(quality),
-            vmax=max(quality),
-            marker=marker,
-            edgecolors=["black" if rows[i]["pareto"] else "none" for i in index],
-            label=precision,
-        )
-    figure.colorbar(points, label=accuracy["metric"] if accuracy else "encoder GFLOPs (seq 128)")
-    frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms"])
-    axes.step([r["latency_ms"] for r in frontier], [r["memory_bytes"] / 1e6 for r in frontier], "k:", where="post")
-    budgets = report["budgets"]
-    if budgets["latency_ms"]:
-        axes.axvline(budgets["latency_ms"], color="red", linestyle="--", linewidth=1)
-    if budgets["memory_bytes"]:
-        axes.axhline(budgets["memory_bytes"] / 1e6, color="red", linestyle="--", linewidth=1)
-    if report["choice"]:
-        choice = report["choice"]
-        axes.scatter(
-            [choice["latency_ms"]],
-            [choice["memory_bytes"] / 1e6],
-            marker="*",
-            s=300,
-            c="gold",
-            edgecolors="black",
-            label="choice",
-            zorder=3,
-        )
-    axes.set_xlabel(f"latency {BUDGET_PERCENTILE} (ms)")
-    axes.set_ylabel("memory (MB)")
-    axes.set_title(f"{Path(report['model']).name} on {report['profile']}")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edgebert.errors import EdgebertError
-from edgebert.evaluate import cached_results, evaluate
+from edgebert.evaluate import cached_results, evaluate, model_key
+from edgebert.slicing import open_checkpoint
 from edgebert.subnet import TRAINED_GRID
 from tests.labelled import build_classifier, sentences
 
@@ -54,7 +55,7 @@ def test_full_network_is_exact_and_smaller_ones_are_not(labelled, monkeypatch):
     assert min(accuracy.values()) < 1.0
     assert not any(r["cached"] for r in report["results"])
     assert report["examples"] == EXAMPLES and report["task"] == "classification"
-    assert len(cached_results(report["model_sha256"])) == len(TRAINED_GRID)
+    assert len(cached_results(model_key(open_checkpoint(model_dir)))) == len(TRAINED_GRID)
 
     def fail(*args, **kwargs):
         raise AssertionError("a cached result was recomputed")

@@ -56,7 +56,8 @@ def test_leave_one_out_is_reported_and_the_rest_predicted(results):
 
     model = calibrate(profile, measurements, PRECISIONS)
     assert model.curve("fp32").basis == "fit" and model.curve("fp32").label == "predicted"
-    assert model.curve("int8").basis == "spec ratio"  # unmeasured precision: the fp32 fit at the spec ratio
+    assert model.curve("int8").basis == "derived"  # unmeasured precision: the fp32 fit at the spec ratio
+    assert model.curve("int8").label == "derived" and model.curve("int8").points == 0  # not shown as predicted
     unmeasured = Shape.of(ARCH, subnetwork(ARCH, 0.5, 1.0), profile.batch_size, profile.seq_len)
     assert 0 < model.predict(unmeasured, "fp32") < 10 * max(m.latency_ms for m in measurements)
 
@@ -68,10 +69,36 @@ def test_calibration_files_are_checked(results, tmp_path):
     assert len(load_calibration([path], load_profile("local"))) == len(MEASURED)
     with pytest.raises(EdgebertError, match="measured under profile 'local', not 'raspberry-pi-4'"):
         load_calibration([path], load_profile("raspberry-pi-4"))
+    other = load_profile("local").model_copy(update={"threads": results[0]["settings"]["threads"] + 1})
+    with pytest.raises(EdgebertError, match=r"measured with \d+ thread\(s\), profile local runs"):
+        load_calibration([path], other)
+    spinning = load_profile("local").model_copy(update={"spin_wait": not load_profile("local").spin_wait})
+    with pytest.raises(EdgebertError, match="measured with spin_wait"):
+        load_calibration([path], spinning)
+    for field, value in [("latency_ms", {"p95": float("nan")}), ("settings", {"threads": 0})]:
+        tampered = tmp_path / f"{field}.json"
+        tampered.write_text(json.dumps([{**results[0], field: value}]))
+        with pytest.raises(EdgebertError, match=r"bench result with invalid (latency_ms|threads)"):
+            load_calibration([tampered], load_profile("local"))
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps([{"latency_ms": {"p95": 1.0}}]))
     with pytest.raises(EdgebertError, match=r"broken.json\[0\]: not a bench result of an edgebert export"):
         load_calibration([broken], load_profile("local"))
+
+
+def test_memory_is_read_as_footprint_and_baseline(results):
+    """Older results carry only RSS figures: footprint = peak since load - RSS before load."""
+    result = results[0]
+    measurement = measurement_from_result(result)
+    memory = result["memory"]
+    assert measurement.baseline_bytes == memory.get("baseline_bytes", memory["rss_before_load_bytes"])
+    if memory["peak_counts_from_load"]:
+        assert measurement.footprint_bytes == memory["peak_rss_bytes"] - memory["rss_before_load_bytes"]
+    old = {
+        **result,
+        "memory": {k: v for k, v in memory.items() if k not in ("baseline_bytes", "model_footprint_bytes")},
+    }
+    assert measurement_from_result(old).footprint_bytes > 0
 
 
 def test_nnls_recovers_non_negative_coefficients():

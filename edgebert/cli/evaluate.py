@@ -77,7 +77,10 @@ def print_report(report: dict) -> None:
     console.print(table)
     hits = sum(result["cached"] for result in results)
     if hits:
-        console.print(f"{hits} of {len(results)} from the cache (same weights, same data file): nothing recomputed")
+        console.print(
+            f"{hits} of {len(results)} from the cache (same weights, label map, tokenizer, data file, max length "
+            "and edgebert version): nothing recomputed"
+        )
     if "untrained" in report:
         print_warning(report["untrained"])
 

@@ -1,11 +1,13 @@
 """`edgebert pick`: the sub-network and precision to ship to a device, under its memory and latency budgets.
 
-Exit code 0 whenever the question was answered, including "nothing fits" (then `choice` is null
-in --json and the verdict names the smallest memory and latency achievable); 1 only for errors.
+Units are read here (one small parser) and the library gets bytes and milliseconds. Exit codes:
+0 a choice fits (and, with --export, the artifact written fits), NOTHING_FITS when nothing does
+(the verdict names the smallest memory and latency reachable), 1 for errors.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,16 +17,68 @@ from rich.table import Table
 
 from edgebert.cli.output import console, err_console, print_json, print_warning
 from edgebert.cli.slice import JsonOpt, ModelArg
+from edgebert.errors import EdgebertError, require
+from edgebert.subnet import check_fractions
 
-SOURCE_MARKS = {"measured": "m", "estimated": "e", "predicted": "p", "estimate from specs": "s"}
+NOTHING_FITS = 3  # exit code: nothing fits the budgets (1 is an error, 2 a usage error)
+SOURCE_MARKS = {"measured": "m", "predicted": "p", "derived": "d", "estimated": "e", "estimate from specs": "s"}
+MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+TIME_UNITS = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*$", re.IGNORECASE)
+
+
+def parse_quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
+    """'60MB' with MEMORY_UNITS -> 60e6; a bare number, an unknown unit or zero is refused with one line."""
+    match = _QUANTITY.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in units:
+        raise EdgebertError(
+            f"cannot read {what} {text!r}: give a number and a unit ({', '.join(units)}), e.g. {example}"
+        )
+    value = float(match.group(1)) * units[unit]
+    if value <= 0:
+        raise EdgebertError(f"{what} {text!r} must be more than zero")
+    return value
+
+
+def parse_memory(text: str) -> int:
+    """'60MB' -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
+    return int(parse_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"))
+
+
+def parse_latency(text: str) -> float:
+    """'40ms' -> 40.0 ms; also s and us."""
+    return parse_quantity(text, TIME_UNITS, "latency budget", "40ms or 0.2s")
+
+
+def parse_candidates(text: str) -> list[tuple[float, float]]:
+    """'0.5:0.75,1:1' -> [(0.5, 0.75), (1.0, 1.0)]."""
+    pairs = []
+    for item in text.split(","):
+        try:
+            width, depth = (float(part) for part in item.split(":"))
+        except ValueError:
+            raise EdgebertError(f"bad candidate {item.strip()!r}: give WIDTH:DEPTH pairs, e.g. 0.5:0.75,1:1") from None
+        pairs.append(check_fractions(width, depth))
+    return pairs
 
 
 def pick_command(
     model: ModelArg = None,
     profile: Annotated[str, typer.Option(help="A shipped profile name or a YAML file.")] = "local",
     memory_budget: Annotated[
-        str | None, typer.Option(help="e.g. 60MB, 0.5GiB, 512KiB [default: the profile's memory_budget_mb].")
+        str | None,
+        typer.Option(
+            help="The model's footprint, e.g. 60MB, 0.5GiB, 512KiB [default: the profile's memory_budget_mb]."
+        ),
     ] = None,
+    memory_scope: Annotated[
+        str,
+        typer.Option(
+            help="What the memory budget covers: 'model' (what loading and running the model adds) or 'process' "
+            "(model + the runtime's baseline: Python, numpy, the runtime)."
+        ),
+    ] = "model",
     latency_budget: Annotated[
         str | None, typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us [default: the profile's].")
     ] = None,
@@ -37,23 +91,40 @@ def pick_command(
     candidates: Annotated[
         str | None, typer.Option(help="WIDTH:DEPTH pairs, e.g. 0.5:0.75,1:1 [default: the trained grid].")
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Rank by `edgebert eval` results on this file [default: the cached file covering most]."),
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-memory Pareto plot (PNG).")] = None,
     export: Annotated[Path | None, typer.Option(help="Export the chosen artifact into this directory.")] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Choose the best (width, depth, precision) that fits the budgets; show the Pareto frontier."""
-    from edgebert.pick import pick, plot_pareto
+    """Choose the best (width, depth, precision) that fits the budgets; show the Pareto frontier.
+
+    Exits 0 when the choice fits, 3 when nothing fits (or the exported artifact turns out not to), 1 on errors.
+    """
+    from edgebert.pick import Budgets, pick
     from edgebert.profiles import load_profile
 
+    if memory_scope not in ("model", "process"):
+        raise EdgebertError(f"--memory-scope {memory_scope!r}: choose 'model' or 'process'")
+    budgets = Budgets(
+        memory_bytes=parse_memory(memory_budget) if memory_budget else None,
+        latency_ms=parse_latency(latency_budget) if latency_budget else None,
+        memory_scope=memory_scope,  # type: ignore[arg-type]
+    )
+    configs = parse_candidates(candidates) if candidates else None
+    if plot is not None:
+        require("matplotlib", "--plot")  # before the slow work
     with err_console.status("picking...") as status:
         report = pick(
             model,
             load_profile(profile),
-            memory_budget=memory_budget,
-            latency_budget=latency_budget,
+            budgets,
             measure=measure,
-            calibration=calibration,
-            candidates=candidates,
+            calibration=calibration or (),
+            candidates=configs,
+            data=data,
             export_dir=export,
             progress=lambda message: status.update(message),
         )
@@ -61,16 +132,24 @@ def pick_command(
             plot_pareto(report, plot)
     if json:
         print_json(report)
-        return
-    print_report(report)
-    if plot is not None:
-        console.print(f"plot: {plot}")
+    else:
+        print_report(report)
+        if plot is not None:
+            console.print(f"plot: {plot}")
+    if not report["fits"]:
+        raise typer.Exit(NOTHING_FITS)
 
 
 def print_report(report: dict[str, Any]) -> None:
+    """Warnings first (they qualify the recommendation), then the frontier, the legend and the verdict."""
+    for warning in report["warnings"]:
+        print_warning(warning)
     budgets = report["budgets"]
+    scope = "process total" if budgets["memory_scope"] == "process" else "model footprint"
     limits = [
-        f"memory <= {budgets['memory_bytes'] / 1e6:g} MB ({budgets['memory_from']})" if budgets["memory_bytes"] else "",
+        f"{scope} <= {budgets['memory_bytes'] / 1e6:g} MB ({budgets['memory_from']})"
+        if budgets["memory_bytes"]
+        else "",
         f"latency {budgets['latency_statistic']} <= {budgets['latency_ms']:g} ms ({budgets['latency_from']})"
         if budgets["latency_ms"]
         else "",
@@ -78,57 +157,119 @@ def print_report(report: dict[str, Any]) -> None:
     limits = [limit for limit in limits if limit] or ["no budgets"]
     accuracy = report["accuracy"]
     table = Table(
-        title=f"Pareto frontier: {report['profile']}, {report['format']}, batch {report['batch_size']} x "
-        f"{report['seq_len']} tokens",
+        title=f"Pareto frontier: {report['profile']}, {report['format']}, {report['threads']} thread(s), "
+        f"batch {report['batch_size']} x {report['seq_len']} tokens",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    columns = ["", "w", "d", "prec", "GFLOP", "file MB", "mem MB", "ms"] + (["acc"] if accuracy else [])
+    memory_column = "proc MB" if budgets["memory_scope"] == "process" else "model MB"
+    columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["acc"] if accuracy else [])
     for column in [*columns, "fits"]:
         table.add_column(column, justify="left" if column in ("", "prec", "fits") else "right", no_wrap=True)
     choice = report["choice"]
     for row in sorted((r for r in report["candidates"] if r["pareto"]), key=lambda r: r["latency_ms"]):
         chosen = choice is not None and all(row[k] == choice[k] for k in ("width", "depth", "precision"))
+        shown = choice if chosen else row  # after an export, the choice carries the artifact's real figures
         cells = [
             "[bold green]>[/]" if chosen else "",
-            f"{row['width']:g}",
-            f"{row['depth']:g}",
-            row["precision"],
-            f"{row['encoder_flops_seq128'] / 1e9:.1f}",
-            f"{row['size_bytes'] / 1e6:.1f}{'' if row['size_source'] == 'exported' else '*'}",
-            f"{row['memory_bytes'] / 1e6:.1f} {SOURCE_MARKS[row['memory_source']]}",
-            f"{row['latency_ms']:.1f} {SOURCE_MARKS[row['latency_source']]}",
+            f"{shown['width']:g}",
+            f"{shown['depth']:g}",
+            shown["precision"],
+            f"{shown['encoder_flops_seq128'] / 1e9:.1f}",
+            f"{shown['size_bytes'] / 1e6:.1f}{'' if shown['size_source'] == 'exported' else '*'}",
+            f"{shown['memory_bytes'] / 1e6:.1f} {SOURCE_MARKS[shown['memory_source']]}",
+            f"{shown['latency_ms']:.1f} {SOURCE_MARKS[shown['latency_source']]}",
         ]
         if accuracy:
-            cells.append("?" if row["accuracy"] is None else f"{row['accuracy']:.4f}")
-        over = [kind[:3] for kind in ("memory", "latency") if not row[f"fits_{kind}"]]
-        cells.append("yes" if row["fits"] else f"[red]no: {'+'.join(over)}[/]")
+            cells.append("?" if shown["accuracy"] is None else f"{shown['accuracy']:.4f}")
+        over = [kind[:3] for kind in ("memory", "latency") if not shown[f"fits_{kind}"]]
+        cells.append("yes" if shown["fits"] else f"[red]no: {'+'.join(over)}[/]")
         table.add_row(*cells)
     console.print(table)
     console.print(f"budgets: {'; '.join(limits)}")
+    memory = report["memory_model"]
+    console.print(
+        f"runtime baseline (Python + runtime before the model loads): {memory['baseline_bytes'] / 1e6:.1f} MB "
+        f"({memory['baseline_source']}), "
+        + ("included above" if budgets["memory_scope"] == "process" else "not in the budget (--memory-scope process)")
+    )
     console.print(
         f"w, d: width, depth; file: * parameters x bytes per weight; ms: latency {budgets['latency_statistic']}; "
-        f"m measured, e estimated, p predicted (latency model), s estimate from specs"
+        "m measured, p predicted from this precision's own bench results, d derived from another precision's fit, "
+        "e estimated from constants, s estimate from the profile's specs"
         + (f"; acc: {accuracy['metric']}" if accuracy else "")
     )
     loo = report["latency_model"]["leave_one_out"]
     if loo and loo["within_10_percent"] is not None:
         console.print(
-            f"latency model, leave-one-out over {loo['configurations']} measurements: "
+            f"latency model, leave-one-out ({loo['statistic']}) over {loo['configurations']} measurements: "
             f"{loo['within_10_percent']:.0%} within +-10 %, worst error {loo['worst_relative_error']:.0%}"
         )
-    style = "bold green" if choice else "bold red"
-    console.print(f"[{style}]{report['verdict']}[/]")
-    if report["export"]:
-        console.print(f"exported {report['export']['path']} ({report['export']['size_bytes'] / 1e6:.1f} MB)")
-    for warning in report["warnings"]:
-        print_warning(warning)
     for note in report["notes"]:
         if "untrained" in note or "unknown" in note:
             print_warning(note)
         else:
             console.print(note)
+    if report["export"]:
+        console.print(f"wrote {report['export']['path']} ({report['export']['size_bytes'] / 1e6:.1f} MB)")
+    style = "bold green" if report["fits"] else "bold red"
+    console.print(f"[{style}]{report['verdict']}[/]")
+
+
+def plot_pareto(report: dict[str, Any], path: Path) -> None:
+    """Latency vs budgeted memory of every candidate, frontier highlighted, budgets as lines, the choice starred."""
+    require("matplotlib", "--plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["candidates"]
+    accuracy = report["accuracy"]
+    quality = [r["accuracy"] if accuracy else r["encoder_flops_seq128"] / 1e9 for r in rows]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    for precision, marker in markers.items():
+        index = [i for i, r in enumerate(rows) if r["precision"] == precision]
+        points = axes.scatter(
+            [rows[i]["latency_ms"] for i in index],
+            [rows[i]["memory_bytes"] / 1e6 for i in index],
+            c=[quality[i] for i in index],
+            vmin=min(quality),
+            vmax=max(quality),
+            marker=marker,
+            edgecolors=["black" if rows[i]["pareto"] else "none" for i in index],
+            label=precision,
+        )
+    figure.colorbar(points, label=accuracy["metric"] if accuracy else "encoder GFLOPs (seq 128)")
+    frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms"])
+    axes.step([r["latency_ms"] for r in frontier], [r["memory_bytes"] / 1e6 for r in frontier], "k:", where="post")
+    budgets = report["budgets"]
+    if budgets["latency_ms"]:
+        axes.axvline(budgets["latency_ms"], color="red", linestyle="--", linewidth=1)
+    if budgets["memory_bytes"]:
+        axes.axhline(budgets["memory_bytes"] / 1e6, color="red", linestyle="--", linewidth=1)
+    if report["choice"]:
+        choice = report["choice"]
+        axes.scatter(
+            [choice["latency_ms"]],
+            [choice["memory_bytes"] / 1e6],
+            marker="*",
+            s=300,
+            c="gold",
+            edgecolors="black",
+            label="choice",
+            zorder=3,
+        )
+    axes.set_xlabel(f"latency {report['budgets']['latency_statistic']} (ms)")
+    scope = "process total" if budgets["memory_scope"] == "process" else "model footprint"
+    axes.set_ylabel(f"memory, {scope} (MB)")
+    axes.set_title(f"{Path(report['model']).name} on {report['profile']}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from edgebert import __version__
-from edgebert.atomic import staged_outputs
+from edgebert.atomic import append_json_list
 from edgebert.errors import EdgebertError, require
-from edgebert.profiles import Profile, detect_hardware, usable_cores
+from edgebert.profiles import MAX_RUNS, Profile, RunSettings, detect_hardware, usable_cores
 
 RUNTIME_FOR_SUFFIX = {".onnx": "onnxruntime", ".tflite": "litert"}
 # Busy-machine warnings: 1-minute load average per usable core before the run, p99/p50, and std/mean.
@@ -34,7 +34,8 @@ BUSY_TAIL_RATIO = 1.5
 BUSY_CV = 0.10
 # Which latency the profile's latency budget is checked against.
 BUDGET_PERCENTILE = "p95"
-MAX_RUNS = 100_000  # a cap for --min-time on a very fast model
+# Which memory figure a profile's memory budget limits (Profile.memory_budget_scope).
+MEMORY_CHECKED = {"footprint": "model_footprint_bytes", "process": "peak_rss_bytes"}
 # BERT/RoBERTa vocabularies keep special and rare tokens below ~1000; random ids start above them.
 FIRST_REGULAR_ID = 1000
 UNKNOWN_VOCAB_IDS = (1000, 2000)  # without a sidecar: ids every real BERT-like vocabulary has
@@ -45,6 +46,12 @@ ORT_OPT_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
+# numpy's names for ORT tensor types where they differ ('tensor(float)' is float32).
+ORT_DTYPES = {"float": "float32", "double": "float64"}
+# --text: how much of the file is read, and how many input positions (all batches) are built from it.
+# 64 Ki positions of 3-4 int64 inputs are at most 2 MB, which counts toward the model's footprint.
+MAX_TEXT_BYTES = 1 << 20
+MAX_TEXT_TOKENS = 1 << 16
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 # ORT's intra-op workers spin-wait between parallel sections unless told not to (the profile's
 # `spin_wait`). Measured here, 2 threads, (0.25, 0.5) fp32 slice vs the full model
@@ -98,41 +105,45 @@ def bench_artifact(
 
     Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, environment and warnings.
     `session_config` adds onnxruntime session config entries (the profile's `spin_wait` sets spinning).
+    With `text_file`, every line runs at its real length (padded to the batch's longest row, or to
+    the model's fixed length), the batches cycling over the runs.
     """
     artifact = Path(artifact)
     sidecar = read_sidecar(artifact)
     runtime = RUNTIME_FOR_SUFFIX[artifact.suffix]
-    threads = threads or profile.threads
-    runs = runs or profile.runs
-    warmup = profile.warmup_runs if warmup is None else warmup
-    min_time_s = profile.min_time_s if min_time_s is None else min_time_s
+    settings = profile.run_settings(
+        threads=threads, runs=runs, warmup_runs=warmup, batch_size=batch_size, seq_len=seq_len, min_time_s=min_time_s
+    )
     warnings: list[str] = []
-    if runtime != profile.runtime and not profile.hardware.detected:  # `local` has no runtime of its own
+    if runtime != profile.runtime and not profile.is_local:  # `local` has no runtime of its own
         warnings.append(f"profile {profile.name} runs {profile.runtime}, but {artifact.name} needs {runtime}")
-    if threads > usable_cores():
-        warnings.append(f"{threads} threads on {usable_cores()} usable cores: threads compete, latency is inflated")
+    if settings.threads > usable_cores():
+        warnings.append(
+            f"{settings.threads} threads on {usable_cores()} usable cores: threads compete, latency is inflated"
+        )
     if (sidecar.get("manifest") or {}).get("untrained"):
         warnings.append(sidecar["manifest"]["untrained"])
+    # Read before the baseline, so the tokenizer's library and vocabulary do not count as the model's memory.
+    text = read_text(text_file, tokenizer_dir or artifact.parent, sidecar) if text_file is not None else None
 
     with pinned(profile.cpu_affinity):
         load_before = os.getloadavg()
-        import_runtime(runtime)  # the runtime's own import is not the model's memory
+        import_runtime(runtime)  # the runtime's own import is part of the baseline, not of the model
         peak_since_load = reset_peak_rss()
-        rss_before = rss_bytes()
+        baseline = rss_bytes()
         start = time.perf_counter_ns()
-        session = open_session(artifact, sidecar, threads, ort_config(profile, session_config))
+        session = open_session(artifact, sidecar, settings.threads, ort_config(profile, session_config))
         load_ns = time.perf_counter_ns() - start
         rss_loaded = rss_bytes()
-        feeds, input_info = make_feeds(
-            session, sidecar, profile, batch_size, seq_len, text_file, tokenizer_dir, seed, warnings, artifact
-        )
-        call = session.bind(feeds)
-        start = time.perf_counter_ns()
-        first_inference(call, artifact, guessed=not sidecar)
-        first_ns = time.perf_counter_ns() - start
-        for _ in range(warmup):
-            call()
-        samples = time_runs(call, runs, min_time_s)
+        batches, input_info = input_batches(session, sidecar, profile, settings, text, seed, warnings, artifact)
+        calls = [session.bind(batch.feeds) for batch in batches]
+        with inference_failures(artifact, guessed=not sidecar):
+            start = time.perf_counter_ns()
+            calls[0]()
+            first_ns = time.perf_counter_ns() - start
+            for i in range(settings.warmup_runs):
+                calls[i % len(calls)]()
+            samples = time_runs(calls, settings.runs, settings.min_time_s)
         rss_after = rss_bytes()
         peak = peak_rss_bytes()
         load_after = os.getloadavg()
@@ -141,8 +152,7 @@ def bench_artifact(
     if session.details.get("xnnpack") is False:
         warnings.append("the XNNPACK delegate is not active: LiteRT on CPU is ~9x slower without it")
     warnings += busy_warnings(load_before[0], latency)
-    mean_s = latency["mean"] / 1e3
-    batch, real_tokens, total_tokens = input_info["batch_size"], input_info["real_tokens"], input_info["total_tokens"]
+    memory = memory_block(baseline, rss_loaded, rss_after, peak, peak_since_load)
     hardware = detect_hardware()
     result = {
         "edgebert_version": __version__,
@@ -156,10 +166,10 @@ def bench_artifact(
         },
         "profile": profile.model_dump(),  # results stay self-contained, even for a user's profile file
         "settings": {
-            "threads": threads,
-            "warmup_runs": warmup,
+            "threads": settings.threads,
+            "warmup_runs": settings.warmup_runs,
             "runs": len(samples),
-            "min_time_s": min_time_s,
+            "min_time_s": settings.min_time_s,
             "cpu_affinity": profile.cpu_affinity,
             "seed": seed,
         },
@@ -167,26 +177,14 @@ def bench_artifact(
         "load_ms": load_ns / 1e6,
         "first_inference_ms": first_ns / 1e6,
         "latency_ms": latency,
-        "throughput": {
-            "sequences_per_s": batch / mean_s,
-            "tokens_per_s": total_tokens / mean_s,
-            "real_tokens_per_s": real_tokens / mean_s,
-        },
-        "memory": {
-            "rss_before_load_bytes": rss_before,
-            "rss_after_load_bytes": rss_loaded,
-            "rss_after_runs_bytes": rss_after,
-            "load_growth_bytes": rss_loaded - rss_before,
-            "run_growth_bytes": rss_after - rss_loaded,
-            "peak_rss_bytes": peak,
-            "peak_counts_from_load": peak_since_load,
-        },
-        "budgets": budgets(profile, latency, peak),
+        "throughput": throughput(batches, samples),
+        "memory": memory,
+        "budgets": budgets(profile, latency, memory),
         "environment": {
             "runtime": session.runtime,
             "runtime_version": session.version,
             **session.details,
-            "threads": threads,
+            "threads": settings.threads,
             "cpu": hardware.cpu,
             "cores": hardware.cores,
             "usable_cores": usable_cores(),
@@ -202,19 +200,8 @@ def bench_artifact(
 
 
 def append_result(path: Path, result: dict[str, Any]) -> None:
-    """Append to a JSON list file, atomically: a crash or Ctrl-C never leaves a half-written file."""
-    path = Path(path)
-    results = []
-    if path.exists():
-        try:
-            results = json.loads(path.read_text(encoding="utf-8") or "[]")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise EdgebertError(f"{path}: not a JSON file ({exc}); give a new file or a JSON list of results") from exc
-        if not isinstance(results, list):
-            raise EdgebertError(f"{path}: holds a JSON {type(results).__name__}, expected a list of results")
-    results.append(result)
-    with staged_outputs(path, force=True) as (staged,):
-        staged.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    """Append to a JSON list file: serialised with other writers, one atomic replace, nothing lost."""
+    append_json_list(Path(path), result)
 
 
 def bare_loop(
@@ -232,7 +219,9 @@ def bare_loop(
     """
     artifact = Path(artifact)
     sidecar = read_sidecar(artifact)
-    session = open_session(artifact, sidecar, threads or profile.threads, ort_config(profile))
+    settings = profile.run_settings(threads=threads, runs=runs, warmup_runs=warmup)
+    runs, warmup = settings.runs, settings.warmup_runs
+    session = open_session(artifact, sidecar, settings.threads, ort_config(profile))
     feeds, _ = make_feeds(session, sidecar, profile, batch_size, seq_len, None, None, 0, [], artifact)
     latencies = []
     if session.runtime == "onnxruntime":
@@ -252,23 +241,38 @@ def bare_loop(
     return latencies
 
 
-def time_runs(call: Callable[[], Any], runs: int, min_time_s: float = 0.0) -> list[int]:
-    """Nanoseconds per call: `runs` calls, then more until `min_time_s` has passed (capped at MAX_RUNS).
+def time_runs(calls: Sequence[Callable[[], Any]], runs: int, min_time_s: float = 0.0) -> list[int]:
+    """Nanoseconds per call, cycling through `calls`: `runs` calls, then more until `min_time_s` has passed.
 
-    The sample list is allocated up front, so only the clock reads surround the runtime call.
+    At most MAX_RUNS samples. The sample list is allocated up front and the next call is picked
+    before the clock starts, so only the clock reads surround the runtime call.
     """
     clock = time.perf_counter_ns
+    count = len(calls)
     samples = [0] * runs
     deadline = clock() + int(min_time_s * 1e9)
     for i in range(runs):
+        call = calls[i % count]
         start = clock()
         call()
         samples[i] = clock() - start
     while clock() < deadline and len(samples) < MAX_RUNS:
+        call = calls[len(samples) % count]
         start = clock()
         call()
         samples.append(clock() - start)
     return samples
+
+
+def throughput(batches: list[Batch], samples_ns: list[int]) -> dict[str, float]:
+    """Sequences and tokens per second over the timed runs; run i used batch i mod len(batches), as `time_runs`."""
+    seconds = sum(samples_ns) / 1e9
+    used = [batches[i % len(batches)] for i in range(len(samples_ns))]
+    return {
+        "sequences_per_s": sum(batch.rows for batch in used) / seconds,
+        "tokens_per_s": sum(batch.total_tokens for batch in used) / seconds,
+        "real_tokens_per_s": sum(batch.real_tokens for batch in used) / seconds,
+    }
 
 
 def latency_stats(samples_ns: list[int]) -> dict[str, float]:
@@ -298,16 +302,41 @@ def busy_warnings(load_before: float, latency: dict[str, float]) -> list[str]:
     return warnings
 
 
-def budgets(profile: Profile, latency: dict[str, float], peak_rss: int) -> dict[str, Any]:
-    """The profile's budgets against the measured latency percentile and the process's peak RSS."""
+def memory_block(baseline: int, loaded: int, after_runs: int, peak: int, peak_counts_from_load: bool) -> dict[str, Any]:
+    """RSS figures, and the two a budget can be about: the runtime's baseline and the model's own footprint.
+
+    `baseline_bytes` is the process with the runtime imported, before the model loads; the model's
+    footprint is what loading and running it adds on top (TFLite's benchmark_model reports init and
+    overall footprint the same way). It comes from the peak since load where the OS can reset the
+    peak (Linux); elsewhere from the largest RSS sampled after load and after the runs, a lower bound.
+    """
+    top = peak if peak_counts_from_load else max(loaded, after_runs)
+    return {
+        "baseline_bytes": baseline,
+        "model_footprint_bytes": max(0, top - baseline),
+        "footprint_from": "peak RSS since load" if peak_counts_from_load else "RSS sampled after load and runs",
+        "rss_before_load_bytes": baseline,
+        "rss_after_load_bytes": loaded,
+        "rss_after_runs_bytes": after_runs,
+        "load_growth_bytes": loaded - baseline,
+        "run_growth_bytes": after_runs - loaded,
+        "peak_rss_bytes": peak,
+        "peak_counts_from_load": peak_counts_from_load,
+    }
+
+
+def budgets(profile: Profile, latency: dict[str, float], memory: dict[str, Any]) -> dict[str, Any]:
+    """The profile's budgets against the measured latency percentile and the memory its scope names."""
     result: dict[str, Any] = {}
     if profile.latency_budget_ms is not None:
         result["latency_budget_ms"] = profile.latency_budget_ms
         result["latency_checked"] = BUDGET_PERCENTILE
         result["within_latency_budget"] = latency[BUDGET_PERCENTILE] <= profile.latency_budget_ms
     if profile.memory_budget_mb is not None:
+        checked = MEMORY_CHECKED[profile.memory_budget_scope]
         result["memory_budget_mb"] = profile.memory_budget_mb
-        result["within_memory_budget"] = peak_rss <= profile.memory_budget_mb * 1e6
+        result["memory_checked"] = checked
+        result["within_memory_budget"] = memory[checked] <= profile.memory_budget_mb * 1e6
     return result
 
 
@@ -315,23 +344,20 @@ def budgets(profile: Profile, latency: dict[str, float], peak_rss: int) -> dict[
 
 
 def read_sidecar(artifact: Path) -> dict[str, Any]:
-    """The export's `<artifact>.json`, or {} without one; also checks the artifact itself is usable."""
+    """The export's `<artifact>.json` as a dict (schema: `edgebert.sidecar.Sidecar`), or {} without one.
+
+    Also checks the artifact itself is usable.
+    """
     if not artifact.exists():
         raise EdgebertError(f"{artifact}: no such file")
     if not artifact.is_file():
         raise EdgebertError(f"{artifact}: not a file; give an .onnx or .tflite artifact")
     if artifact.suffix not in RUNTIME_FOR_SUFFIX:
         raise EdgebertError(f"{artifact}: unknown artifact type {artifact.suffix!r}: expected .onnx or .tflite")
-    path = artifact.with_name(artifact.name + ".json")
-    if not path.is_file():
-        return {}
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EdgebertError(f"{path}: sidecar is not valid JSON ({exc}); fix or delete it") from exc
-    if not isinstance(sidecar, dict):
-        raise EdgebertError(f"{path}: sidecar should be a JSON object, got {type(sidecar).__name__}")
-    return sidecar
+    from edgebert import sidecar as sidecars
+
+    sidecar = sidecars.read_sidecar(artifact)  # validated, and checked to describe this very file
+    return {} if sidecar is None else sidecar.model_dump(mode="json")
 
 
 def import_runtime(runtime: str) -> Any:
@@ -358,21 +384,40 @@ def ort_config(profile: Profile, extra: dict[str, str] | None = None) -> dict[st
 def open_session(
     artifact: Path, sidecar: dict[str, Any], threads: int, session_config: dict[str, str] | None = None
 ) -> Session:
-    """Load the artifact in its runtime with explicit threading; a file the runtime rejects is a user error."""
+    """Load the artifact in its runtime with explicit threading; a file the runtime rejects is a user error.
+
+    Settings are checked before the runtime sees the file, so "cannot load it" only ever means the
+    runtime's own refusal.
+    """
     module = import_runtime(RUNTIME_FOR_SUFFIX[artifact.suffix])
+    if artifact.suffix == ".onnx":
+        return _open_onnx(module, artifact, sidecar, threads, session_config or {})
+    return _open_tflite(module, artifact, sidecar, threads)
+
+
+@contextmanager
+def runtime_rejects(artifact: Path) -> Iterator[None]:
+    """Wraps only the runtime's own load: its exception becomes 'cannot load it', in its words."""
     try:
-        if artifact.suffix == ".onnx":
-            return _open_onnx(module, artifact, sidecar, threads, session_config or {})
-        return _open_tflite(module, artifact, sidecar, threads)
-    except EdgebertError:
-        raise
+        yield
     except Exception as exc:  # runtimes raise their own exception types for a bad file
         runtime = RUNTIME_FOR_SUFFIX[artifact.suffix]
         raise EdgebertError(f"{artifact}: {runtime} cannot load it, is it a valid model? ({_short(exc)})") from exc
 
 
+@contextmanager
+def inference_failures(artifact: Path, guessed: bool) -> Iterator[None]:
+    """Wrong inputs for this model surface while running, in the runtime's words: one line, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        hint = f"; without {artifact.name}.json the token ids were guessed from {UNKNOWN_VOCAB_IDS}" if guessed else ""
+        raise EdgebertError(f"{artifact}: inference failed ({_short(exc)}){hint}") from exc
+
+
 def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_config: dict[str, str]) -> Session:
-    requested = (sidecar.get("runtime") or {}).get("graph_optimization_level") or "all"
+    runtime = sidecar.get("runtime") or {}
+    requested = runtime.get("graph_optimization_level") or "all"
     level = ORT_OPT_LEVELS.get(requested, requested)
     if level not in ORT_OPT_LEVELS.values():
         raise EdgebertError(
@@ -387,14 +432,12 @@ def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_co
     for key, value in session_config.items():
         options.add_session_config_entry(key, value)
     # Graph fusions the exporter measured to slow this artifact down (see edgebert.export.onnx).
-    disabled = list((sidecar.get("runtime") or {}).get("disabled_optimizers") or [])
-    session = ort.InferenceSession(
-        str(artifact), sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
-    )
-    inputs = [
-        InputSpec(i.name, i.type.removeprefix("tensor(").removesuffix(")").replace("float", "float32"), _dims(i.shape))
-        for i in session.get_inputs()
-    ]
+    disabled = list(runtime.get("disabled_optimizers") or [])
+    with runtime_rejects(artifact):
+        session = ort.InferenceSession(
+            str(artifact), sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+        )
+    inputs = [InputSpec(i.name, _ort_dtype(i.type), _dims(i.shape)) for i in session.get_inputs()]
     details = {
         "graph_optimization_level": level,
         "disabled_optimizers": disabled,
@@ -404,10 +447,17 @@ def _open_onnx(ort: Any, artifact: Path, sidecar: dict, threads: int, session_co
     return Session("onnxruntime", ort.__version__, session, inputs, details)
 
 
+def _ort_dtype(declared: str) -> str:
+    """numpy's name for an ORT tensor type: 'tensor(float)' -> 'float32', 'tensor(float16)' -> 'float16'."""
+    name = declared.removeprefix("tensor(").removesuffix(")")
+    return ORT_DTYPES.get(name, name)
+
+
 def _open_tflite(litert: Any, artifact: Path, sidecar: dict, threads: int) -> Session:
-    interpreter = litert.Interpreter(model_path=str(artifact), num_threads=threads)
-    interpreter.allocate_tensors()  # applies the default XNNPACK delegate
-    signatures = interpreter.get_signature_list()
+    with runtime_rejects(artifact):
+        interpreter = litert.Interpreter(model_path=str(artifact), num_threads=threads)
+        interpreter.allocate_tensors()  # applies the default XNNPACK delegate
+        signatures = interpreter.get_signature_list()
     key = sidecar.get("signature_key") or (next(iter(signatures)) if len(signatures) == 1 else None)
     if key not in signatures:
         raise EdgebertError(
@@ -430,15 +480,28 @@ def _open_tflite(litert: Any, artifact: Path, sidecar: dict, threads: int) -> Se
     return Session("litert", version, runner, inputs, details)
 
 
-def first_inference(call: Callable[[], Any], artifact: Path, guessed: bool) -> None:
-    try:
-        call()
-    except Exception as exc:  # wrong inputs for this model surface here, in the runtime's words
-        hint = f"; without {artifact.name}.json the token ids were guessed from {UNKNOWN_VOCAB_IDS}" if guessed else ""
-        raise EdgebertError(f"{artifact}: the first inference failed ({_short(exc)}){hint}") from exc
-
-
 # ---- inputs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """One input batch: the runtime's feeds and how many of its positions are real tokens."""
+
+    feeds: dict[str, Any]
+    rows: int
+    real_tokens: int
+    total_tokens: int
+
+
+@dataclass
+class TextInput:
+    """Lines of a text file and the tokenizer for them, loaded before the model (not the model's memory)."""
+
+    path: Path
+    lines: list[str]
+    tokenizer: Any  # tokenizers.Tokenizer
+    pad_id: int
+    note: str  # what of the file was left out, or ""
 
 
 def make_feeds(
@@ -453,9 +516,24 @@ def make_feeds(
     warnings: list[str],
     artifact: Path,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Seeded token ids (or tokenized text) shaped for the model, with padding; returns feeds and their description."""
-    import numpy as np
+    """The first batch of `input_batches` and the inputs' description, for loops that time one batch."""
+    settings = profile.run_settings(batch_size=batch_size, seq_len=seq_len)
+    text = read_text(text_file, tokenizer_dir or artifact.parent, sidecar) if text_file is not None else None
+    batches, info = input_batches(session, sidecar, profile, settings, text, seed, warnings, artifact)
+    return batches[0].feeds, info
 
+
+def input_batches(
+    session: Session,
+    sidecar: dict[str, Any],
+    profile: Profile,
+    settings: RunSettings,
+    text: TextInput | None,
+    seed: int,
+    warnings: list[str],
+    artifact: Path,
+) -> tuple[list[Batch], dict[str, Any]]:
+    """Seeded token ids (one batch) or tokenized text (every line), shaped for the model; and their description."""
     names = [spec.name for spec in session.inputs]
     declared = [entry.get("name") for entry in sidecar.get("inputs") or []]
     if declared and sorted(declared) != sorted(names):
@@ -465,31 +543,90 @@ def make_feeds(
         raise EdgebertError(
             f"{artifact}: cannot make inputs for {unknown}: expected input_ids, attention_mask, token_type_ids"
         )
-    batch, seq = _shape(session.inputs, profile, batch_size, seq_len, warnings)
+    batch, seq, seq_fixed = _shape(session.inputs, settings, warnings)
+    positions = sidecar.get("max_seq_len")
+    if positions is not None and seq > positions:
+        raise EdgebertError(
+            f"{artifact}: sequence length {seq} exceeds the model's {positions} positions (its sidecar's max_seq_len); "
+            f"use --seq-len {positions} or less"
+        )
+    info: dict[str, Any] = {"names": names, "dtypes": {s.name: s.dtype for s in session.inputs}, "batch_size": batch}
+    if text is None:
+        rows, description = _random_rows(sidecar, batch, seq, profile.padding_share, seed, warnings)
+        groups = [rows]
+    else:
+        groups, description = _text_rows(text, batch, seq, seq_fixed)
+    batches = [_batch(session.inputs, ids, mask) for ids, mask in groups]
+    real, total = sum(b.real_tokens for b in batches), sum(b.total_tokens for b in batches)
+    info |= {
+        "seq_len": max(b.total_tokens // b.rows for b in batches),
+        "source": description,
+        "batches": len(batches),
+        "real_tokens": real,  # over one pass through the batches
+        "total_tokens": total,
+        "padding_share": 1 - real / total,
+    }
+    return batches, info
+
+
+def _batch(inputs: list[InputSpec], ids: Any, mask: Any) -> Batch:
+    import numpy as np
+
+    rows, seq = ids.shape
+    values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    values["position_ids"] = np.broadcast_to(np.arange(seq), (rows, seq))
+    feeds = {spec.name: np.ascontiguousarray(values[_role(spec.name)], dtype=spec.dtype) for spec in inputs}
+    return Batch(feeds, rows, int(mask.sum()), rows * seq)
+
+
+def _random_rows(
+    sidecar: dict[str, Any], batch: int, seq: int, padding_share: float, seed: int, warnings: list[str]
+) -> tuple[tuple[Any, Any], str]:
+    """Seeded ids above the special tokens, rows of lengths spread so the padding share is the profile's."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
     vocab = sidecar.get("vocab_size")
     pad_id = sidecar.get("pad_token_id")
-    info: dict[str, Any] = {"names": names, "batch_size": batch, "seq_len": seq}
-    if text_file is not None:
-        ids, mask, info["source"] = text_rows(text_file, tokenizer_dir or artifact.parent, batch, seq, pad_id, vocab)
+    pad_id = 0 if pad_id is None else pad_id
+    if vocab is None:
+        low, high = UNKNOWN_VOCAB_IDS
+        warnings.append(f"vocabulary size unknown (no sidecar): token ids drawn from [{low}, {high})")
     else:
-        rng = np.random.default_rng(seed)
-        pad_id = 0 if pad_id is None else pad_id
-        if vocab is None:
-            low, high = UNKNOWN_VOCAB_IDS
-            warnings.append(f"vocabulary size unknown (no sidecar): token ids drawn from [{low}, {high})")
-        else:
-            low, high = (FIRST_REGULAR_ID if vocab > 2 * FIRST_REGULAR_ID else pad_id + 1), vocab
-        lengths = _row_lengths(batch, seq, profile.padding_share, rng)
-        mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
-        ids = np.where(mask == 1, rng.integers(low, high, size=(batch, seq)), pad_id)
-        info["source"] = f"random ids in [{low}, {high}), seed {seed}"
-    values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    values["position_ids"] = np.broadcast_to(np.arange(seq), (batch, seq))
-    feeds = {spec.name: np.ascontiguousarray(values[_role(spec.name)], dtype=spec.dtype) for spec in session.inputs}
-    real = int(mask.sum())
-    info |= {"dtypes": {s.name: s.dtype for s in session.inputs}, "real_tokens": real, "total_tokens": batch * seq}
-    info["padding_share"] = 1 - real / (batch * seq)
-    return feeds, info
+        low, high = (FIRST_REGULAR_ID if vocab > 2 * FIRST_REGULAR_ID else pad_id + 1), vocab
+    lengths = _row_lengths(batch, seq, padding_share, rng)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, rng.integers(low, high, size=(batch, seq)), pad_id)
+    return (ids, mask), f"random ids in [{low}, {high}), seed {seed}"
+
+
+def _text_rows(text: TextInput, batch: int, seq: int, seq_fixed: bool) -> tuple[list[tuple[Any, Any]], str]:
+    """Every line tokenized (cut at `seq`), `batch` consecutive lines per batch, each batch padded to its
+    longest row (dynamic axes) or to the model's fixed length; at most MAX_TEXT_TOKENS positions in all."""
+    import numpy as np
+
+    text.tokenizer.no_padding()
+    text.tokenizer.enable_truncation(max_length=seq)
+    encodings = text.tokenizer.encode_batch(text.lines)
+    groups, positions, used = [], 0, 0
+    for first in range(0, len(encodings), batch):
+        rows = [encodings[(first + j) % len(encodings)].ids for j in range(batch)]
+        width = seq if seq_fixed else max(1, *map(len, rows))
+        if groups and positions + batch * width > MAX_TEXT_TOKENS:
+            break
+        ids = np.full((batch, width), text.pad_id, dtype=np.int64)
+        mask = np.zeros((batch, width), dtype=np.int64)
+        for row, tokens in enumerate(rows):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
+        groups.append((ids, mask))
+        positions += batch * width
+        used = min(len(encodings), first + batch)
+    truncated = sum(bool(e.overflowing) for e in encodings[:used])
+    lines = f"{used} lines" if used == len(text.lines) else f"first {used} of {len(text.lines)} lines"
+    padding = f"each padded to the model's fixed {seq} tokens" if seq_fixed else "each batch padded to its longest"
+    cut = f", {truncated} cut at {seq} tokens" if truncated else ""
+    return groups, f"text: {text.path} ({lines} at their real lengths{cut}, {padding}; cycled over the runs{text.note})"
 
 
 def _role(name: str) -> str | None:
@@ -499,20 +636,21 @@ def _role(name: str) -> str | None:
     return None
 
 
-def _shape(
-    inputs: list[InputSpec], profile: Profile, batch: int | None, seq: int | None, warnings: list[str]
-) -> tuple[int, int]:
-    """The profile's (or caller's) batch and length, except where the model fixes them (TFLite): then the model wins."""
-    wanted = (batch or profile.batch_size, seq or profile.seq_len)
-    fixed = [None, None]
+def _shape(inputs: list[InputSpec], settings: RunSettings, warnings: list[str]) -> tuple[int, int, bool]:
+    """Batch size and length: the settings', except where the model fixes them (TFLite); the model wins.
+
+    The third value says whether the model fixes the length (then every row is padded to it).
+    """
+    wanted = (settings.batch_size, settings.seq_len)
+    fixed: list[int | None] = [None, None]
     for spec in inputs:
         for axis, dim in enumerate(spec.shape[:2]):
             fixed[axis] = dim if dim is not None else fixed[axis]
-    shape = tuple(f if f is not None else w for f, w in zip(fixed, wanted, strict=True))
-    for what, got, want in zip(("batch size", "sequence length"), shape, wanted, strict=True):
+    batch, seq = (f if f is not None else w for f, w in zip(fixed, wanted, strict=True))
+    for what, got, want in zip(("batch size", "sequence length"), (batch, seq), wanted, strict=True):
         if got != want:
             warnings.append(f"the model has a fixed {what} of {got}; using it instead of {want}")
-    return shape
+    return batch, seq, fixed[1] is not None
 
 
 def _row_lengths(batch: int, seq: int, padding_share: float, rng: Any) -> Any:
@@ -524,46 +662,54 @@ def _row_lengths(batch: int, seq: int, padding_share: float, rng: Any) -> Any:
     return rng.permutation(np.clip(np.rint(lengths), 2, seq).astype(np.int64))
 
 
-def text_rows(
-    text_file: Path, tokenizer_dir: Path, batch: int, seq: int, pad_id: int | None, vocab: int | None
-) -> tuple[Any, Any, str]:
-    """The first `batch` non-empty lines (repeated if fewer), tokenized by the model's tokenizer files."""
-    import numpy as np
-
+def read_text(text_file: Path, tokenizer_dir: Path, sidecar: dict[str, Any]) -> TextInput:
+    """The non-empty lines in the file's first MAX_TEXT_BYTES, and the model's tokenizer (checked against it)."""
     try:
         import tokenizers
     except ImportError as exc:
         raise EdgebertError("--text needs the tokenizers package: run `pip install tokenizers`") from exc
-    if not Path(text_file).is_file():
-        raise EdgebertError(f"{text_file}: no such text file")
-    lines = [line.strip() for line in Path(text_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    path = Path(text_file)
+    if not path.is_file():
+        raise EdgebertError(f"{path}: no such text file")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_TEXT_BYTES + 1)
+    except OSError as exc:
+        raise EdgebertError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    note = ""
+    if len(data) > MAX_TEXT_BYTES:  # whole lines only
+        data = data[: data.rfind(b"\n", 0, MAX_TEXT_BYTES) + 1]
+        note = f"; only the file's first {MAX_TEXT_BYTES >> 20} MiB read"
+    try:
+        lines = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     if not lines:
-        raise EdgebertError(f"{text_file}: no text in it")
+        raise EdgebertError(f"{path}: no text in it{note}")
     tokenizer = _load_tokenizer(tokenizers, Path(tokenizer_dir))
+    vocab = sidecar.get("vocab_size")
     if vocab is not None and tokenizer.get_vocab_size() > vocab:
         raise EdgebertError(
             f"{tokenizer_dir}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the model only {vocab}"
         )
+    pad_id = sidecar.get("pad_token_id")
     if pad_id is None:
         pad_id = next((i for t in ("[PAD]", "<pad>") if (i := tokenizer.token_to_id(t)) is not None), 0)
-    tokenizer.enable_truncation(max_length=seq)
-    tokenizer.enable_padding(length=seq, pad_id=pad_id)
-    rows = (lines * (batch // len(lines) + 1))[:batch]
-    encodings = tokenizer.encode_batch(rows)
-    ids = np.array([e.ids for e in encodings], dtype=np.int64)
-    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-    return ids, mask, f"text: {text_file} ({len(lines)} lines, first {min(batch, len(lines))} used)"
+    return TextInput(path, lines, tokenizer, pad_id, note)
 
 
 def _load_tokenizer(tokenizers: Any, directory: Path) -> Any:
-    if (directory / "tokenizer.json").is_file():
-        return tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
-    if (directory / "vocab.txt").is_file():
-        config_path = directory / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        return tokenizers.BertWordPieceTokenizer(
-            str(directory / "vocab.txt"), lowercase=config.get("do_lower_case", True)
-        )
+    """tokenizer.json, or a BERT vocab.txt (with tokenizer_config.json's do_lower_case); a bad file is one line."""
+    config_path = directory / "tokenizer_config.json"
+    try:
+        if (directory / "tokenizer.json").is_file():
+            return tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+        if (directory / "vocab.txt").is_file():
+            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+            lowercase = config.get("do_lower_case", True) if isinstance(config, dict) else True
+            return tokenizers.BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=bool(lowercase))
+    except Exception as exc:  # the tokenizers library raises plain Exceptions for a malformed file
+        raise EdgebertError(f"{directory}: cannot load its tokenizer files ({_short(exc)})") from exc
     raise EdgebertError(f"{directory}: no tokenizer.json or vocab.txt for --text; pass --tokenizer DIR")
 
 

@@ -24,7 +24,10 @@ def bench_command(
     threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: the profile's).")] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Batch size (default: the profile's).")] = None,
     seq_len: Annotated[int | None, typer.Option(min=1, help="Sequence length (default: the profile's).")] = None,
-    text: Annotated[Path | None, typer.Option(help="Real text, one input per line, instead of random ids.")] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(help="Real text instead of random ids: every line at its real length, cycled over the runs."),
+    ] = None,
     tokenizer: Annotated[
         Path | None, typer.Option(help="Directory with tokenizer.json or vocab.txt (default: beside the artifact).")
     ] = None,
@@ -72,29 +75,31 @@ def print_result(result: dict[str, Any]) -> None:
     summary.add_row("artifact", f"{megabytes(result['artifact']['size_bytes'])}, {precision}")
     summary.add_row("runtime", runtime)
     summary.add_row("CPU", f"{env['cpu']} ({env['usable_cores']} of {env['cores']} cores usable)")
-    summary.add_row(
-        "inputs",
-        f"batch {inputs['batch_size']} x {inputs['seq_len']} tokens, {inputs['padding_share']:.0%} padding; "
-        f"{inputs['source']}",
-    )
+    shape = f"batch {inputs['batch_size']} x {inputs['seq_len']} tokens"
+    if inputs["batches"] > 1:
+        shape = f"{inputs['batches']} batches of {inputs['batch_size']}, up to {inputs['seq_len']} tokens"
+    summary.add_row("inputs", f"{shape}, {inputs['padding_share']:.0%} padding; {inputs['source']}")
     summary.add_row("load", f"{result['load_ms']:.1f} ms")
     summary.add_row("first inference", f"{result['first_inference_ms']:.2f} ms")
     throughput = result["throughput"]
     summary.add_row(
         "throughput",
-        f"{throughput['sequences_per_s']:.1f} seq/s, {throughput['real_tokens_per_s']:.0f} tokens/s "
+        f"{throughput['sequences_per_s']:.1f} seq/s, {throughput['real_tokens_per_s']:.0f} real tokens/s "
         f"({throughput['tokens_per_s']:.0f} with padding)",
     )
     summary.add_row(
-        "memory",
-        f"peak RSS {megabytes(mem['peak_rss_bytes'])}; load +{megabytes(mem['load_growth_bytes'])}, "
-        f"runs +{megabytes(mem['run_growth_bytes'])}",
+        "model footprint",
+        f"{megabytes(mem['model_footprint_bytes'])} ({mem['footprint_from']}, minus the baseline)",
     )
+    summary.add_row(
+        "runtime baseline",
+        f"{megabytes(mem['baseline_bytes'])} (this process with {env['runtime']} imported, before the model loads)",
+    )
+    summary.add_row("process peak RSS", megabytes(mem["peak_rss_bytes"]))
     before, after = env["load_avg_before"][0], env["load_avg_after"][0]
     summary.add_row("load average", f"{before:.2f} before, {after:.2f} after")
-    for name, value in result["budgets"].items():
-        if name.startswith("within_"):
-            summary.add_row(name.replace("_", " "), "yes" if value else "[bold red]NO[/]")
+    for label, verdict in budget_rows(result):
+        summary.add_row(label, verdict)
     console.print(summary)
     latency = Table(title=f"latency over {result['settings']['runs']} runs (ms)", box=box.SIMPLE_HEAD)
     names = ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")
@@ -102,6 +107,25 @@ def print_result(result: dict[str, Any]) -> None:
         latency.add_column(name, justify="right")
     latency.add_row(*(f"{lat[name]:.3f}" for name in names))
     console.print(latency)
+
+
+def budget_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """One row per budget: the verdict, and the figure it was checked on against the limit."""
+    budgets, rows = result["budgets"], []
+    if "latency_budget_ms" in budgets:
+        key = budgets["latency_checked"]
+        figure = f"{key} {result['latency_ms'][key]:.2f} ms of {budgets['latency_budget_ms']:g} ms"
+        rows.append(("within latency budget", _verdict(budgets["within_latency_budget"], figure)))
+    if "memory_budget_mb" in budgets:
+        key = budgets["memory_checked"]
+        what = key.removesuffix("_bytes").replace("_", " ")
+        figure = f"{what} {megabytes(result['memory'][key])} of {budgets['memory_budget_mb']:g} MB"
+        rows.append(("within memory budget", _verdict(budgets["within_memory_budget"], figure)))
+    return rows
+
+
+def _verdict(within: bool, figure: str) -> str:
+    return f"{'yes' if within else '[bold red]NO[/]'} ({figure})"
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,239 @@
+"""What bench feeds and reports: every text line at its real length, input dtypes as declared, counts and
+lengths checked before running, and the model's memory footprint apart from the runtime's baseline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgebert.bench import MAX_TEXT_TOKENS, Session, bench_artifact, budgets, memory_block
+from edgebert.errors import EdgebertError
+from edgebert.profiles import ProfileError, load_profile
+from tests.test_bench import QUICK, _sidecar, tiny_artifacts
+
+WORDS = ["the", "edge", "device", "runs", "bert", "fast", "on", "a", "small", "board"]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> dict[str, Path]:
+    return tiny_artifacts(tmp_path_factory)
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path) -> Path:
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB))
+    return tmp_path
+
+
+@pytest.fixture
+def fed_shapes(monkeypatch) -> list[tuple[int, int]]:
+    """The input_ids shape of every batch bench binds for the runtime, in order."""
+    shapes: list[tuple[int, int]] = []
+    bind = Session.bind
+
+    def recording(self, feeds):
+        shapes.append(tuple(next(v for k, v in feeds.items() if k.endswith("input_ids")).shape))
+        return bind(self, feeds)
+
+    monkeypatch.setattr(Session, "bind", recording)
+    return shapes
+
+
+def _lines(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_text_runs_every_line_at_its_real_length(artifacts, tokenizer_dir, fed_shapes):
+    """ONNX has dynamic axes: batch 1 runs each line unpadded, and the runs cycle through the lines."""
+    text = _lines(tokenizer_dir, "the edge device runs bert", "", "bert runs fast", "small board")
+    lengths = [5 + 2, 3 + 2, 2 + 2]  # words + [CLS] + [SEP]
+    result = bench_artifact(
+        artifacts["onnx"],
+        load_profile("local"),
+        text_file=text,
+        tokenizer_dir=tokenizer_dir,
+        runs=7,
+        warmup=0,
+        min_time_s=0,
+    )
+    inputs = result["inputs"]
+    assert fed_shapes == [(1, n) for n in lengths]
+    assert inputs["batches"] == 3 and inputs["seq_len"] == max(lengths)
+    assert inputs["real_tokens"] == inputs["total_tokens"] == sum(lengths) and inputs["padding_share"] == 0
+    assert "3 lines at their real lengths" in inputs["source"] and "cycled over the runs" in inputs["source"]
+    # 7 runs cycle 7, 5, 4, 7, 5, 4, 7 tokens through the runtime
+    seconds = result["latency_ms"]["mean"] * result["settings"]["runs"] / 1e3
+    tokens = sum(lengths[i % 3] for i in range(7))
+    assert result["throughput"]["real_tokens_per_s"] == pytest.approx(tokens / seconds, rel=1e-6)
+    assert result["throughput"]["sequences_per_s"] == pytest.approx(7 / seconds, rel=1e-6)
+
+
+def test_text_batches_pad_to_their_longest_row(artifacts, tokenizer_dir, fed_shapes):
+    text = _lines(tokenizer_dir, "the edge device runs bert", "bert runs fast", "small board")
+    profile = load_profile("local").model_copy(update={"batch_size": 2})
+    result = bench_artifact(artifacts["onnx"], profile, text_file=text, tokenizer_dir=tokenizer_dir, **QUICK)
+    # lines 1+2 (7 and 5 tokens) and lines 3+1 (4 and 7 tokens): each batch as long as its longest row
+    assert fed_shapes == [(2, 7), (2, 7)]
+    inputs = result["inputs"]
+    assert (inputs["real_tokens"], inputs["total_tokens"]) == (7 + 5 + 4 + 7, 2 * 7 + 2 * 7)
+    assert inputs["padding_share"] == pytest.approx(1 - 23 / 28)
+
+
+def test_text_on_a_fixed_shape_is_padded_to_it_and_says_so(artifacts, tokenizer_dir, fed_shapes):
+    """TFLite fixes 1 x 16: every line is padded (or cut) to 16 tokens, and the result says so."""
+    long = " ".join(WORDS * 2)  # 20 words: cut to 16 tokens with [CLS] and [SEP]
+    text = _lines(tokenizer_dir, "bert runs fast", long)
+    result = bench_artifact(
+        artifacts["tflite"], load_profile("local"), text_file=text, tokenizer_dir=tokenizer_dir, **QUICK
+    )
+    inputs = result["inputs"]
+    assert fed_shapes == [(1, 16), (1, 16)]
+    assert (inputs["real_tokens"], inputs["total_tokens"]) == (5 + 16, 2 * 16)
+    assert "padded to the model's fixed 16 tokens" in inputs["source"] and "1 cut at 16 tokens" in inputs["source"]
+    assert any("fixed sequence length of 16" in w for w in result["warnings"])
+
+
+def test_text_is_bounded_and_bad_text_is_one_line(artifacts, tokenizer_dir):
+    onnx, local = artifacts["onnx"], load_profile("local")
+    big = tokenizer_dir / "big.txt"
+    big.write_text("the edge device runs bert\n" * 45_000)  # 1.17 MB, 7 tokens a line
+    result = bench_artifact(onnx, local, text_file=big, tokenizer_dir=tokenizer_dir, **QUICK)
+    read = (1 << 20) // len("the edge device runs bert\n")  # whole lines in the first MiB
+    assert f"first {MAX_TEXT_TOKENS // 7} of {read} lines" in result["inputs"]["source"]
+    assert "only the file's first 1 MiB read" in result["inputs"]["source"]
+    assert result["inputs"]["total_tokens"] <= MAX_TEXT_TOKENS
+
+    cases = {
+        b"\xff\xfe not utf-8\n": "not UTF-8 text",
+        b"\n  \n": "no text in it",
+    }
+    for content, message in cases.items():
+        big.write_bytes(content)
+        with pytest.raises(EdgebertError, match=message):
+            bench_artifact(onnx, local, text_file=big, tokenizer_dir=tokenizer_dir, **QUICK)
+    big.write_text("bert\n")
+    (tokenizer_dir / "tokenizer.json").write_text("{not json")
+    with pytest.raises(EdgebertError, match="cannot load its tokenizer files"):
+        bench_artifact(onnx, local, text_file=big, tokenizer_dir=tokenizer_dir, **QUICK)
+    (tokenizer_dir / "tokenizer.json").unlink()
+    (tokenizer_dir / "vocab.txt").write_text("\n".join(VOCAB + [f"tok{i}" for i in range(3000 - len(VOCAB))]))
+    with pytest.raises(EdgebertError, match="the tokenizer has 3000 tokens, the model only 2048"):
+        bench_artifact(onnx, local, text_file=big, tokenizer_dir=tokenizer_dir, **QUICK)
+
+
+def test_onnx_float16_and_double_inputs_get_their_numpy_dtypes(tmp_path):
+    """ORT spells float32 'float' and float64 'double'; 'float16' must stay float16 (was 'float3216')."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    batch_seq = ["batch", "sequence"]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["token_type_ids"], ["types"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["ids", "mask"], ["masked"]),
+            helper.make_node("Add", ["masked", "types"], ["logits"]),
+        ],
+        "dtypes",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, batch_seq),
+            helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT16, batch_seq),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.DOUBLE, batch_seq),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, batch_seq)],
+    )
+    path = tmp_path / "dtypes.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    result = bench_artifact(path, load_profile("local"), seq_len=8, **QUICK)
+    assert result["inputs"]["dtypes"] == {
+        "input_ids": "int64",
+        "attention_mask": "float16",
+        "token_type_ids": "float64",
+    }
+
+
+def test_seq_len_above_the_models_positions_fails_before_running(artifacts, tmp_path):
+    short = tmp_path / "short.onnx"
+    shutil.copy(artifacts["onnx"], short)
+    _sidecar(short, "onnx", "int64", ["batch", "sequence"], max_seq_len=64)
+    with pytest.raises(EdgebertError) as info:
+        bench_artifact(short, load_profile("local"), seq_len=65, **QUICK)
+    assert str(info.value) == (
+        f"{short}: sequence length 65 exceeds the model's 64 positions (its sidecar's max_seq_len); "
+        "use --seq-len 64 or less"
+    )
+    assert bench_artifact(short, load_profile("local"), seq_len=64, **QUICK)["inputs"]["seq_len"] == 64
+    # the real model has 512 positions: 600 used to reach ORT and come back as a broadcast error
+    with pytest.raises(EdgebertError, match="sequence length 600 exceeds the model's 512 positions"):
+        bench_artifact(artifacts["onnx"], load_profile("local"), seq_len=600, **QUICK)
+
+
+def test_bad_settings_and_sidecars_are_not_load_failures(artifacts, tmp_path, run_cli):
+    """Only the runtime's own refusal says it cannot load the file; bad counts are refused before anything runs."""
+    onnx, local = artifacts["onnx"], load_profile("local")
+    for bad in ({"threads": 10**23}, {"runs": 10**12}, {"warmup": 10**12}, {"min_time_s": float("inf")}):
+        with pytest.raises(ProfileError, match="bench settings: ") as info:
+            bench_artifact(onnx, local, **(QUICK | bad))
+        assert "cannot load" not in str(info.value)
+    cli = run_cli("bench", onnx, "--runs", "1000000000000", "--min-time", "0")
+    assert cli.code == 1 and cli.stderr.splitlines() == [
+        "error: bench settings: runs: input should be less than or equal to 100000 (got 1000000000000)"
+    ]
+    for runtime, message in (
+        ("garbage", "runtime"),
+        ({"graph_optimization_level": "fastest"}, "graph_optimization_level 'fastest' is none of"),
+    ):
+        copy = tmp_path / "copy.onnx"
+        shutil.copy(onnx, copy)
+        _sidecar(copy, "onnx", "int64", ["batch", "sequence"])
+        sidecar = json.loads(copy.with_name("copy.onnx.json").read_text())
+        sidecar["runtime"] = runtime if isinstance(runtime, str) else sidecar["runtime"] | runtime
+        copy.with_name("copy.onnx.json").write_text(json.dumps(sidecar))
+        with pytest.raises(EdgebertError, match=message) as info:
+            bench_artifact(copy, local, **QUICK)
+        assert "cannot load" not in str(info.value)
+
+
+def test_memory_block_separates_the_runtime_baseline_from_the_models_footprint():
+    mb = 1_000_000
+    block = memory_block(100 * mb, loaded=130 * mb, after_runs=125 * mb, peak=160 * mb, peak_counts_from_load=True)
+    assert (block["baseline_bytes"], block["model_footprint_bytes"]) == (100 * mb, 60 * mb)
+    assert block["footprint_from"] == "peak RSS since load"
+    # where the peak cannot be reset it may predate the model: the largest sample after load is used
+    block_no_reset = memory_block(100 * mb, 130 * mb, 125 * mb, 500 * mb, peak_counts_from_load=False)
+    assert block_no_reset["model_footprint_bytes"] == 30 * mb
+    assert block_no_reset["footprint_from"] == "RSS sampled after load and runs"
+
+    profile = load_profile("pixel-7").model_copy(update={"memory_budget_mb": 100.0})  # 100 MB
+    latency = {"p95": 1.0}
+    footprint = budgets(profile, latency, block)
+    assert footprint["memory_checked"] == "model_footprint_bytes" and footprint["within_memory_budget"]
+    process = budgets(profile.model_copy(update={"memory_budget_scope": "process"}), latency, block)
+    assert process["memory_checked"] == "peak_rss_bytes" and not process["within_memory_budget"]
+
+
+def test_result_and_table_show_footprint_and_baseline(artifacts, tmp_path, run_cli):
+    result = bench_artifact(artifacts["onnx"], load_profile("local"), **QUICK)
+    memory = result["memory"]
+    assert memory["baseline_bytes"] == memory["rss_before_load_bytes"] > 0  # the runtime is imported by then
+    if memory["peak_counts_from_load"]:
+        assert memory["model_footprint_bytes"] == memory["peak_rss_bytes"] - memory["baseline_bytes"]
+    assert 0 <= memory["model_footprint_bytes"] < memory["peak_rss_bytes"]
+
+    profile = tmp_path / "budget.yaml"
+    profile.write_text(
+        "name: budget\ndescription: d\nruntime: onnxruntime\nthreads: 1\nhardware: detect\n"
+        "runs: 3\nwarmup_runs: 0\nmemory_budget_mb: 4096\nlatency_budget_ms: 10000\n"
+    )
+    table = run_cli("bench", artifacts["onnx"], "--profile", profile)
+    assert table.code == 0, table.stderr
+    assert "model footprint" in table.stdout and "runtime baseline" in table.stdout
+    assert "within memory budget" in table.stdout and "yes (model footprint" in table.stdout
+    assert "yes (p95" in table.stdout

@@ -6,21 +6,37 @@ nothing else in the directory (e.g. `training_args.bin`) is ever unpickled. Para
 are normalised to those of `edgebert.model` without the `bert.` prefix, so the slicer sees
 one naming whatever the source: BERT or RoBERTa, with or without a classifier, old
 `LayerNorm.gamma/beta` names or new ones.
+
+Hostile directories are expected: config.json is validated against a schema, every size it
+claims is checked against the weights before anything is allocated, and no file is read
+through a link leading out of the directory. The same holds for slice directories (`read_slice`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import pickle
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebert.errors import EdgebertError, require
+from edgebert.manifests import (
+    SLICE_MANIFEST,
+    Count,
+    Index,
+    SliceManifest,
+    read_json,
+    read_manifest,
+    shown,
+    validation_line,
+)
 from edgebert.subnet import Architecture
 
 if TYPE_CHECKING:
@@ -28,6 +44,7 @@ if TYPE_CHECKING:
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 DEMO_MARKER = "edgebert_demo"  # config.json key that marks the built-in, untrained demo model
+CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = (
     "vocab.txt",
@@ -40,6 +57,13 @@ TOKENIZER_FILES = (
 )
 # Keys a classification or pre-training checkpoint may carry that a slice never uses.
 IGNORED_KEYS = re.compile(r"(position_ids|^cls\.|^lm_head\.|^qa_outputs\.)")
+LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.")  # canonical names of the encoder layers' weights
+# torch.save stores a checkpoint's zip members uncompressed: contents declaring more bytes than the archive
+# holds are a zip bomb (or at least nothing torch.save wrote), refused before torch.load expands them.
+MAX_ZIP_EXPANSION = 1.0
+
+Value = TypeVar("Value")
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 @dataclass
@@ -53,6 +77,7 @@ class Checkpoint:
     weights_file: Path
     state: dict[str, torch.Tensor] = field(repr=False)  # canonical names, see module docstring
     is_demo: bool = False
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # config.json as read (and validated)
 
     @cached_property
     def weights_sha256(self) -> str:
@@ -68,7 +93,7 @@ class Checkpoint:
 
     @property
     def tokenizer_files(self) -> list[Path]:
-        return [self.path / name for name in TOKENIZER_FILES if (self.path / name).is_file()]
+        return tokenizer_files(self.path)
 
 
 def file_sha256(path: Path) -> str:
@@ -80,49 +105,224 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_config(path: Path) -> dict[str, Any]:
+# --- files of a model directory -----------------------------------------------------------------
+
+
+def model_file(directory: Path, name: str) -> Path | None:
+    """`directory/name` if it is a file, None if absent; a link leading out of `directory` is refused.
+
+    A model directory is what users copy, share and publish, and what edgebert copies into its
+    outputs: reading a link to `~/.ssh/id_rsa` would put the key there. Every file edgebert reads
+    from a model or slice directory comes through here. Links inside the directory are fine, and so
+    are the Hugging Face hub cache's links from `snapshots/REV/` into the same model's `blobs/`.
+    """
+    path = Path(directory) / name
+    if path.is_symlink():
+        target = path.resolve()
+        if not _inside_model(Path(directory), target):
+            raise EdgebertError(f"{path} is a link to {target}, outside the model directory: refusing to read it")
+    return path if path.is_file() else None
+
+
+def _inside_model(directory: Path, target: Path) -> bool:
+    root = directory.resolve()
+    if target.is_relative_to(root):
+        return True
+    snapshots = root.parent
+    return (
+        snapshots.name == "snapshots"
+        and snapshots.parent.name.startswith("models--")
+        and target.is_relative_to(snapshots.parent / "blobs")
+    )
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The tokenizer files present in a model directory (links out of it refused)."""
+    return [path for name in TOKENIZER_FILES if (path := model_file(directory, name)) is not None]
+
+
+def copy_tokenizer_files(checkpoint: Checkpoint, directory: Path) -> None:
+    """Copy the tokenizer files into `directory` (`tokenizer_files` has refused links out of the model)."""
+    for path in checkpoint.tokenizer_files:
+        shutil.copyfile(path, directory / path.name)
+
+
+# --- config.json ----------------------------------------------------------------------------------
+
+
+class EncoderConfig(BaseModel):
+    """The fields of a BERT/RoBERTa config.json edgebert uses, typed and bounded; other keys pass through.
+
+    Strict: `"48"` is not 48 and `true` is not 1. Sizes are bounded here only by being positive;
+    `check_weights` then bounds each by the weights file before anything is allocated.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    vocab_size: Count
+    hidden_size: Count
+    num_hidden_layers: Count
+    num_attention_heads: Count
+    intermediate_size: Count
+    max_position_embeddings: Count = 512
+    type_vocab_size: Count = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-12
+    pad_token_id: Index | None = None
+    id2label: dict[str, str] | None = None
+
+    @field_validator("hidden_act")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        from edgebert.model import ACTIVATIONS
+
+        if value not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation (supported: {', '.join(ACTIVATIONS)})")
+        return value
+
+    @field_validator("id2label")
+    @classmethod
+    def _label_ids(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """Keys are the ids 0, 1, ..., n-1 written as JSON strings (ASCII digits: `"²".isdigit()` too)."""
+        if value is not None and sorted(value, key=lambda k: (len(k), k)) != [str(i) for i in range(len(value))]:
+            raise ValueError(f"keys must be the label ids 0..{len(value) - 1}")
+        return value
+
+    def label_names(self, num_labels: int) -> dict[int, str] | None:
+        """id2label with integer ids when it names exactly the classifier's `num_labels` outputs, else None."""
+        if not self.id2label or len(self.id2label) != num_labels:
+            return None
+        return {int(key): name for key, name in self.id2label.items()}
+
+
+class CheckpointConfig(EncoderConfig):
+    """config.json of a Hugging Face BERT/RoBERTa checkpoint (old DynaBERT ones carry no model_type)."""
+
+    model_type: str | None = None
+    architectures: list[str] | None = None
+    hidden_dropout_prob: Probability = 0.1
+    attention_probs_dropout_prob: Probability = 0.1
+    classifier_dropout: Probability | None = None
+    demo: bool = Field(False, alias=DEMO_MARKER)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported(cls, data: Any) -> Any:
+        """A GPT-2 config lacks BERT's fields: say what it is rather than what it lacks."""
+        model_type = data.get("model_type") if isinstance(data, dict) else None
+        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"unsupported architecture {shown(model_type)}: edgebert slices BERT and RoBERTa models")
+        return data
+
+    @model_validator(mode="after")
+    def _whole_heads(self) -> CheckpointConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+        return self
+
+
+class SliceConfig(EncoderConfig):
+    """config.json of a slice directory, as `slice` writes it (an `EdgeBertConfig`)."""
+
+    model_type: Literal["edgebert"]
+    attention_head_size: Count
+    position_offset: Index
+    add_pooling_layer: bool
+    source_model_type: Literal["bert", "roberta"]
+
+    def architecture(self, num_labels: int | None) -> Architecture:
+        return Architecture(
+            num_layers=self.num_hidden_layers,
+            num_heads=self.num_attention_heads,
+            hidden_size=self.hidden_size,
+            head_size=self.attention_head_size,
+            intermediate_size=self.intermediate_size,
+            vocab_size=self.vocab_size,
+            max_positions=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            has_pooler=self.add_pooling_layer or num_labels is not None,  # the classifier always has one
+            num_labels=num_labels,
+        )
+
+
+Config = TypeVar("Config", bound=EncoderConfig)
+
+
+def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, dict[str, Any]]:
+    """config.json read and validated against `schema`: (the typed fields, the file's whole dict)."""
+    raw = read_json(config_file)
+    if not isinstance(raw, dict):
+        raise EdgebertError(f"{config_file} must hold a JSON object, not {type(raw).__name__}")
+    try:
+        return schema.model_validate(raw), raw
+    except ValidationError as exc:
+        raise EdgebertError(f"{config_file}: {validation_line(exc)}") from exc
+    except EdgebertError as exc:
+        raise EdgebertError(f"{config_file}: {exc}") from exc
+
+
+def _config_file(path: Path) -> Path:
+    """config.json of a checkpoint directory; one line saying what is missing otherwise."""
     if not path.exists():
         raise EdgebertError(f"model path {path} does not exist")
     if not path.is_dir():
         raise EdgebertError(f"model path {path} is not a directory (expected a HuggingFace model directory)")
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise EdgebertError(f"{path} has no config.json: not a HuggingFace model directory")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgebertError(f"{config_file} is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise EdgebertError(f"{config_file} must hold a JSON object, not {type(config).__name__}")
+    found = model_file(path, CONFIG_FILE)
+    if found is None:
+        raise EdgebertError(f"{path} has no {CONFIG_FILE}: not a HuggingFace model directory")
+    return found
+
+
+def read_config(path: Path) -> CheckpointConfig:
+    """A checkpoint's config.json, validated: commands call it to fail fast, before the slow weight load."""
+    config, _ = validate_config(_config_file(Path(path)), CheckpointConfig)
     return config
 
 
-def _model_type(config: dict[str, Any], keys: list[str], config_file: Path) -> str:
+def _model_type(config: CheckpointConfig, keys: list[str]) -> str:
     """Old DynaBERT configs (transformers 2.1) carry no model_type: fall back to names and prefixes."""
-    model_type = config.get("model_type")
-    if model_type is None:
-        names = " ".join(config.get("architectures") or []).lower()
-        prefixes = {key.split(".")[0] for key in keys}
-        model_type = "roberta" if "roberta" in names or "roberta" in prefixes else "bert"
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise EdgebertError(
-            f"unsupported architecture {model_type!r} in {config_file}: edgebert slices BERT and RoBERTa models"
-        )
-    return model_type
+    if config.model_type is not None:
+        return config.model_type
+    names = " ".join(config.architectures or []).lower()
+    prefixes = {key.split(".")[0] for key in keys}
+    return "roberta" if "roberta" in names or "roberta" in prefixes else "bert"
 
 
-def _config_int(config: dict[str, Any], name: str, config_file: Path, default: int | None = None) -> int:
-    value = config.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EdgebertError(f"{config_file}: {name} must be a positive integer, got {value!r}")
-    return value
+# --- weights --------------------------------------------------------------------------------------
 
 
 def _weights_file(path: Path) -> Path:
     for name in WEIGHTS_FILES:
-        if (path / name).is_file():
-            return path / name
+        if (found := model_file(path, name)) is not None:
+            return found
     raise EdgebertError(f"{path} has no weights: expected one of {', '.join(WEIGHTS_FILES)}")
+
+
+def safetensors_shapes(weights_file: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape from the safetensors header alone: nothing is loaded."""
+    safetensors = require("safetensors", "reading model weights")
+    try:
+        with safetensors.safe_open(str(weights_file), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (no __iter__)
+    except Exception as exc:  # safetensors raises its own untyped errors for corrupt headers
+        raise EdgebertError(f"{weights_file} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
+
+
+def _refuse_zip_bomb(weights_file: Path) -> None:
+    """A zip-format pytorch_model.bin may not declare more contents than its own size (see MAX_ZIP_EXPANSION)."""
+    try:
+        with zipfile.ZipFile(weights_file) as archive:
+            declared = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip (the legacy format) or a damaged one: torch.load reports it
+    size = weights_file.stat().st_size
+    if declared > MAX_ZIP_EXPANSION * size:
+        raise EdgebertError(
+            f"refusing to load {weights_file}: its members expand to {declared} bytes from a {size}-byte file "
+            "(torch.save stores tensors uncompressed)"
+        )
 
 
 def _read_weights(weights_file: Path) -> dict[str, torch.Tensor]:
@@ -133,6 +333,7 @@ def _read_weights(weights_file: Path) -> dict[str, torch.Tensor]:
             return safetensors_torch.load_file(str(weights_file))
         except Exception as exc:  # safetensors raises its own untyped errors for corrupt headers
             raise EdgebertError(f"{weights_file} is corrupt or truncated: {exc}") from exc
+    _refuse_zip_bomb(weights_file)
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -166,8 +367,8 @@ def _torch_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__  # e.g. a bare KeyError: 101
 
 
-def _canonical_state(raw: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
-    """Rename checkpoint keys to edgebert's naming and drop keys a slice never uses."""
+def _canonical_state(raw: dict[str, Value], model_type: str) -> dict[str, Value]:
+    """Rename checkpoint keys (of tensors, or of their shapes) to edgebert's naming; drop keys a slice never uses."""
     # RoBERTa's head is dense -> tanh -> out_proj on token 0: BERT's pooler, then a classifier.
     # Its own (unused) pooler, if saved, gives way.
     roberta_head = model_type == "roberta" and "classifier.dense.weight" in raw
@@ -204,17 +405,6 @@ def model_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return stock_state(state, "bert")
 
 
-def copy_tokenizer_files(checkpoint: Checkpoint, directory: Path) -> None:
-    """Copy the tokenizer files into `directory`, refusing links that lead out of the model directory."""
-    root = checkpoint.path.resolve()
-    for path in checkpoint.tokenizer_files:
-        if not path.resolve().is_relative_to(root):
-            raise EdgebertError(
-                f"{path} is a link to {path.resolve()}, outside the model directory: refusing to copy it"
-            )
-        shutil.copyfile(path, directory / path.name)
-
-
 def expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     """Every parameter a full (unsliced) model of `arch` has, with its shape."""
     d, inner, f = arch.hidden_size, arch.num_heads * arch.head_size, arch.intermediate_size
@@ -246,56 +436,79 @@ def expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _check_state(state: dict[str, torch.Tensor], arch: Architecture, weights_file: Path) -> None:
-    shapes = expected_shapes(arch)
-    missing = [name for name in shapes if name not in state]
+def check_weights(shapes: dict[str, tuple[int, ...]], arch: Architecture, weights_file: Path) -> None:
+    """Every size config.json claims, against the weights' shapes (canonical names), before anything is allocated.
+
+    The layer count comes first: until it matches the layers the weights hold, not even the list
+    of expected names is built (a config claiming 10^9 layers would fill memory with it).
+    """
+    layers = {match.group(1) for name in shapes if (match := LAYER_KEY.match(name))}
+    if len(layers) != arch.num_layers:
+        raise EdgebertError(
+            f"{weights_file} holds {len(layers)} encoder layers, but config.json says num_hidden_layers "
+            f"{arch.num_layers}"
+        )
+    expected = expected_shapes(arch)
+    missing = [name for name in expected if name not in shapes]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise EdgebertError(f"{weights_file} lacks weights the config requires: {', '.join(missing[:3])}{more}")
-    for name, shape in shapes.items():
-        if tuple(state[name].shape) != shape:
+    for name, shape in expected.items():
+        if tuple(shapes[name]) != shape:
             raise EdgebertError(
-                f"{weights_file}: {name} has shape {tuple(state[name].shape)}, but config.json implies {shape}"
+                f"{weights_file}: {name} has shape {tuple(shapes[name])}, but config.json implies {shape}"
             )
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load and validate a BERT/RoBERTa directory; every problem becomes one `EdgebertError` line."""
-    path = Path(path)
-    config = read_config(path)
-    config_file = path / "config.json"
-    weights_file = _weights_file(path)
-    raw = _read_weights(weights_file)
-    model_type = _model_type(config, list(raw), config_file)
-    state = _canonical_state(raw, model_type)
-
-    hidden = _config_int(config, "hidden_size", config_file)
-    heads = _config_int(config, "num_attention_heads", config_file)
-    if hidden % heads:
-        raise EdgebertError(f"{config_file}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
-    hidden_act = config.get("hidden_act", "gelu")
-    from edgebert.model import ACTIVATIONS
-
-    if hidden_act not in ACTIVATIONS:
+def position_ids(model_type: str, pad_token_id: int | None, arch: Architecture) -> tuple[int, int]:
+    """(pad_token_id, position_offset): RoBERTa numbers positions from pad_token_id + 1, BERT from 0."""
+    pad = pad_token_id if pad_token_id is not None else (1 if model_type == "roberta" else 0)
+    if pad >= arch.vocab_size:
+        raise EdgebertError(f"pad_token_id {pad} is not below vocab_size {arch.vocab_size}")
+    offset = pad + 1 if model_type == "roberta" else 0
+    if offset >= arch.max_positions:
         raise EdgebertError(
-            f"{config_file}: unsupported hidden_act {hidden_act!r} (supported: {', '.join(ACTIVATIONS)})"
+            f"pad_token_id {pad} leaves no positions: RoBERTa positions start at pad_token_id + 1, "
+            f"and max_position_embeddings is {arch.max_positions}"
         )
-    classifier = state.get("classifier.weight")
-    arch = Architecture(
-        num_layers=_config_int(config, "num_hidden_layers", config_file),
-        num_heads=heads,
-        hidden_size=hidden,
-        head_size=hidden // heads,
-        intermediate_size=_config_int(config, "intermediate_size", config_file),
-        vocab_size=_config_int(config, "vocab_size", config_file),
-        max_positions=_config_int(config, "max_position_embeddings", config_file, 512),
-        type_vocab_size=_config_int(config, "type_vocab_size", config_file, 2),
-        has_pooler="pooler.dense.weight" in state,
-        num_labels=int(classifier.shape[0]) if classifier is not None and classifier.dim() == 2 else None,
-    )
-    _check_state(state, arch, weights_file)
+    return pad, offset
 
-    pad_token_id = config.get("pad_token_id", 1 if model_type == "roberta" else 0)
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and validate a BERT/RoBERTa directory; every problem becomes one `EdgebertError` line.
+
+    Sizes are checked against the weights before any tensor is read: from the safetensors
+    header, or (pytorch_model.bin) after a load its own file size bounds.
+    """
+    path = Path(path)
+    config_file = _config_file(path)
+    config, raw_config = validate_config(config_file, CheckpointConfig)
+    tokenizer_files(path)  # a link out of the directory fails now, not after the slow load
+    weights_file = _weights_file(path)
+    loaded = None if weights_file.suffix == ".safetensors" else _read_weights(weights_file)
+    raw_shapes = safetensors_shapes(weights_file) if loaded is None else {k: tuple(v.shape) for k, v in loaded.items()}
+    model_type = _model_type(config, list(raw_shapes))
+    shapes = _canonical_state(raw_shapes, model_type)
+    classifier = shapes.get("classifier.weight")
+    arch = Architecture(
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        head_size=config.hidden_size // config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        vocab_size=config.vocab_size,
+        max_positions=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        has_pooler="pooler.dense.weight" in shapes,
+        num_labels=classifier[0] if classifier is not None and len(classifier) == 2 else None,
+    )
+    check_weights(shapes, arch, weights_file)
+    try:
+        pad_token_id, position_offset = position_ids(model_type, config.pad_token_id, arch)
+    except EdgebertError as exc:
+        raise EdgebertError(f"{config_file}: {exc}") from exc
+    state = _canonical_state(_read_weights(weights_file) if loaded is None else loaded, model_type)
+
     model_config: dict[str, Any] = {
         "vocab_size": arch.vocab_size,
         "hidden_size": arch.hidden_size,
@@ -303,22 +516,70 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         "num_attention_heads": arch.num_heads,
         "attention_head_size": arch.head_size,
         "intermediate_size": arch.intermediate_size,
-        "hidden_act": hidden_act,
+        "hidden_act": config.hidden_act,
         "max_position_embeddings": arch.max_positions,
         "type_vocab_size": arch.type_vocab_size,
-        "layer_norm_eps": float(config.get("layer_norm_eps", 1e-12)),
+        "layer_norm_eps": config.layer_norm_eps,
         "pad_token_id": pad_token_id,
-        "position_offset": pad_token_id + 1 if model_type == "roberta" else 0,
+        "position_offset": position_offset,
         "add_pooling_layer": arch.has_pooler,
         "source_model_type": model_type,
     }
     if arch.num_labels:
-        labels = config.get("id2label") or {}
-        if len(labels) == arch.num_labels:
-            model_config["id2label"] = {int(k): v for k, v in labels.items()}
-            model_config["label2id"] = {v: int(k) for k, v in labels.items()}
+        labels = config.label_names(arch.num_labels)
+        if labels is not None:
+            model_config["id2label"] = labels
+            model_config["label2id"] = {name: i for i, name in labels.items()}
         else:
             model_config["num_labels"] = arch.num_labels
-    return Checkpoint(
-        path, model_type, arch, model_config, weights_file, state, is_demo=config.get(DEMO_MARKER) is True
-    )
+    return Checkpoint(path, model_type, arch, model_config, weights_file, state, is_demo=config.demo, config=raw_config)
+
+
+def read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Path]:
+    """A slice directory's config, manifest and weights file, each validated and checked against the others.
+
+    Returns (config, config.json as read, manifest, weights file); nothing is built or loaded.
+    """
+    path = Path(path)
+    try:
+        return _read_slice(path)
+    except EdgebertError as exc:
+        raise EdgebertError(f"{path} is not a readable edgebert slice: {exc}") from exc
+
+
+def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Path]:
+    if not path.is_dir():
+        raise EdgebertError("it is not a directory")
+    files = {name: model_file(path, name) for name in (CONFIG_FILE, SLICE_MANIFEST, WEIGHTS_FILES[0])}
+    missing = [name for name, found in files.items() if found is None]
+    if missing:
+        raise EdgebertError(f"it has no {' and no '.join(missing)}")
+    config_file, manifest_file, weights_file = files.values()
+    config, raw_config = validate_config(config_file, SliceConfig)
+    manifest = read_manifest(manifest_file, SliceManifest)
+    shapes = {name.removeprefix("bert."): shape for name, shape in safetensors_shapes(weights_file).items()}
+    classifier = manifest.task == "sequence-classification"
+    if classifier != ("classifier.weight" in shapes):
+        raise EdgebertError(f"{weights_file.name} does not fit the manifest's task {manifest.task}")
+    arch = config.architecture(len(config.id2label or {}) if classifier else None)
+    check_weights(shapes, arch, weights_file)
+    try:
+        pad_token_id, position_offset = position_ids(config.source_model_type, config.pad_token_id, arch)
+    except EdgebertError as exc:
+        raise EdgebertError(f"{config_file}: {exc}") from exc
+    if (pad_token_id, position_offset) != (config.pad_token_id, config.position_offset):
+        raise EdgebertError(
+            f"{config_file}: position_offset {config.position_offset} does not follow from pad_token_id "
+            f"{config.pad_token_id} for {config.source_model_type} (expected {position_offset})"
+        )
+    claims = {
+        "hidden_size": (manifest.hidden_size, arch.hidden_size),
+        "heads_kept": (manifest.heads_kept, arch.num_heads),
+        "ffn_neurons_kept": (manifest.ffn_neurons_kept, arch.intermediate_size),
+        "layers_kept": (len(manifest.layers_kept), arch.num_layers),
+        "original.head_size": (manifest.original.head_size, arch.head_size),
+    }
+    for key, (claimed, actual) in claims.items():
+        if claimed != actual:
+            raise EdgebertError(f"{manifest_file.name}: {key} says {claimed}, but {CONFIG_FILE} has {actual}")
+    return config, raw_config, manifest, weights_file

@@ -149,13 +149,12 @@ def shown(value: Any) -> str:
 def validation_line(exc: ValidationError) -> str:
     """The first problem pydantic found, as `key: reason, got value` (one line, the value cut short)."""
     error = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "the file"
-    problem = (
-        "missing"
-        if error["type"] == "missing"
-        else f"{error['msg'].removeprefix('Value error, ')}, got {shown(error['input'])}"
-    )
+    reason = error["msg"].removeprefix("Value error, ")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if not error["loc"]:  # a rule over several fields: its reason names them, the input is the whole file
+        return f"{reason}{more}"
+    where = ".".join(str(part) for part in error["loc"])
+    problem = "missing" if error["type"] == "missing" else f"{reason}, got {shown(error['input'])}"
     return f"{where}: {problem}{more}"
 
 

@@ -3,9 +3,10 @@
 transformers 5 derives the head size as hidden / heads, so a slice keeping k heads of 64 with
 hidden 768 cannot be a `BertModel`. This file is the whole architecture, written out so every
 shape is visible. Parameter names are the standard BERT ones, so a sliced state dict reads
-like any other. RoBERTa differs only in its position offset (positions start at
-padding_idx + 1) and single token type; its classification head (dense -> tanh -> out_proj on
-token 0) is the BERT pooler followed by the classifier, and is stored that way.
+like any other. RoBERTa differs only in its positions (numbered from padding_idx + 1 over the
+non-pad tokens, as transformers does, so left padding shifts nothing) and single token type;
+its classification head (dense -> tanh -> out_proj on token 0) is the BERT pooler followed by
+the classifier, and is stored that way.
 
 Shapes: B batch, S sequence, D hidden, H kept heads, A head size, F kept FFN neurons.
 """
@@ -62,14 +63,18 @@ class EdgeBertEmbeddings(nn.Module):
         super().__init__()
         # padding_idx only matters when training: as in BERT/RoBERTa, the padding rows get no gradient.
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        roberta_pad = config.pad_token_id if config.position_offset else None
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size, roberta_pad)
+        # RoBERTa (position_offset = pad + 1) numbers the non-pad tokens; BERT numbers every index from 0.
+        self.position_pad = config.pad_token_id if config.position_offset else None
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size, self.position_pad)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.position_offset = config.position_offset
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + self.position_offset  # (S,)
+        if self.position_pad is None:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (S,)
+        else:  # transformers' create_position_ids_from_input_ids: pad tokens get pad, the others pad + 1, pad + 2, ...
+            real = input_ids.ne(self.position_pad).int()  # (B, S)
+            positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.position_pad  # (B, S)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, S, D)
         return self.LayerNorm(x + self.position_embeddings(positions))
 

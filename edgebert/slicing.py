@@ -8,9 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
-from edgebert.atomic import refuse_existing, staged_outputs
-from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, load_checkpoint, model_state
+from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
+from edgebert.checkpoint import (
+    TOKENIZER_FILES,
+    Checkpoint,
+    copy_tokenizer_files,
+    load_checkpoint,
+    model_state,
+    read_slice,
+)
 from edgebert.errors import EdgebertError, require
+from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
+from edgebert.manifests import SliceManifest
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
 if TYPE_CHECKING:
@@ -18,7 +27,10 @@ if TYPE_CHECKING:
 
     from edgebert.model import EdgeBertConfig
 
-MANIFEST_FILE = "edgebert.json"
+# The files of a model directory edgebert writes (a slice, a rewired checkpoint), besides its manifest.
+MODEL_DIR_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES)
+# `--force` replaces a directory holding only what `slice_model` writes.
+replaceable_slice = owned_directory(MANIFEST_FILE, MODEL_DIR_FILES, "slice")
 UNTRAINED_NOTE = "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
 
 
@@ -80,29 +92,34 @@ class SlicedModel:
 
 
 def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
-    manifest = {
-        "edgebert_version": __version__,
-        "source": {
+    """The slice's `SliceManifest`, as the plain dict callers pass around (`size_bytes` is added once written)."""
+    trained = checkpoint.trained_as_dynabert
+    manifest = SliceManifest(
+        edgebert_version=__version__,
+        source={
             "path": str(checkpoint.path.resolve()),
             "weights_file": checkpoint.weights_file.name,
             "sha256": checkpoint.weights_sha256,
             "model_type": checkpoint.model_type,
         },
-        "task": "sequence-classification" if checkpoint.arch.num_labels else "feature-extraction",
-        "original": {
+        task="sequence-classification" if checkpoint.arch.num_labels else "feature-extraction",
+        original={
             "layers": checkpoint.arch.num_layers,
             "heads": checkpoint.arch.num_heads,
             "head_size": checkpoint.arch.head_size,
             "ffn_neurons": checkpoint.arch.intermediate_size,
         },
+        hidden_size=checkpoint.arch.hidden_size,
         **costs(checkpoint.arch, sub),
-    }
-    manifest["trained_as_dynabert"] = checkpoint.trained_as_dynabert
-    if checkpoint.is_demo:
-        manifest["untrained"] = UNTRAINED_NOTE
-    elif (sub.width, sub.depth) != (1.0, 1.0) and not checkpoint.trained_as_dynabert:
-        manifest["not_dynabert"] = not_dynabert_note(checkpoint)
-    return manifest
+        trained_as_dynabert=trained,
+        untrained=UNTRAINED_NOTE if checkpoint.is_demo else None,
+        not_dynabert=(
+            not_dynabert_note(checkpoint)
+            if not checkpoint.is_demo and (sub.width, sub.depth) != (1.0, 1.0) and not trained
+            else None
+        ),
+    )
+    return manifest.as_dict()
 
 
 def not_dynabert_note(checkpoint: Checkpoint) -> str:
@@ -124,23 +141,23 @@ def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> Slic
 
 
 def load_slice(path: Path) -> SlicedModel:
-    """A directory written by `slice_model`, back in memory with its manifest."""
+    """A directory written by `slice_model`, back in memory with its manifest (validated before anything is built)."""
     from safetensors.torch import load_file
 
     from edgebert.model import EdgeBertConfig
 
+    _, raw_config, manifest, weights_file = read_slice(path)
     try:
-        config = EdgeBertConfig.from_pretrained(path)
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-        state = load_file(str(path / "model.safetensors"))
-    except Exception as exc:  # OSError, JSON and safetensors errors alike: the slice is damaged
-        raise EdgebertError(f"{path} is not a readable edgebert slice: {str(exc).splitlines()[0]}") from exc
+        state = load_file(str(weights_file))
+    except Exception as exc:  # safetensors raises its own untyped errors for damaged data
+        raise EdgebertError(f"{weights_file} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
     state = {name.removeprefix("bert."): tensor for name, tensor in state.items()}
+    config = EdgeBertConfig.from_dict(raw_config)
     try:
-        model = build_model(config, state, classifier="classifier.weight" in state)
-    except RuntimeError as exc:  # load_state_dict: missing keys or shapes that contradict config.json
+        model = build_model(config, state, classifier=manifest.task == "sequence-classification")
+    except RuntimeError as exc:  # load_state_dict: tensors the config has no place for
         raise EdgebertError(f"{path}: weights do not match config.json: {str(exc).splitlines()[0]}") from exc
-    return SlicedModel(model, manifest)
+    return SlicedModel(model, manifest.as_dict())
 
 
 def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Path:
@@ -167,14 +184,13 @@ def slice_model(
 ) -> tuple[Path, dict[str, Any]]:
     """Write the (width, depth) sub-network of `model` as a dense model directory; return it and its manifest."""
     check_fractions(width, depth)  # fail before the slow load
+    sources = [Path(model)] if model is not None else []
     if out is not None:
-        refuse_existing(Path(out), force=force)
+        refuse_existing(Path(out), force=force, replaceable=replaceable_slice, protect=sources)
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
     out_dir = Path(out) if out is not None else default_output_dir(checkpoint, width, depth)
-    if out_dir.resolve() == checkpoint.path.resolve():
-        raise EdgebertError(f"--out {out_dir} is the source model itself: choose another directory")
-    with staged_outputs(out_dir, force=force) as (staging,):
+    with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
         save_model(sliced.model, staging)
         copy_tokenizer_files(checkpoint, staging)
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size

@@ -122,10 +122,10 @@ def test_unsupported_architecture_gpt2(run_cli, broken, work):
 @pytest.mark.parametrize(
     ("changes", "fragment"),
     [
-        ({"hidden_size": "48"}, "hidden_size must be a positive integer, got '48'"),
-        ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer"),
+        ({"hidden_size": "48"}, "hidden_size: Input should be a valid integer, got '48'"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers: Input should be greater than or equal to 1, got 0"),
         ({"num_attention_heads": 5}, "hidden_size 48 is not a multiple of num_attention_heads 5"),
-        ({"hidden_act": "swish"}, "unsupported hidden_act 'swish'"),
+        ({"hidden_act": "swish"}, "hidden_act: unsupported activation (supported: gelu, "),
     ],
 )
 def test_config_values_that_make_no_model(run_cli, broken, work, changes, fragment):
@@ -166,7 +166,7 @@ def test_weight_shape_contradicts_config(run_cli, broken, work):
 
 def test_config_contradicts_weights(run_cli, broken, work):
     edit_config(broken, num_hidden_layers=13)  # one layer more than the weights hold
-    slice_and_check(run_cli, broken, work, "lacks weights the config requires: encoder.layer.12.")
+    slice_and_check(run_cli, broken, work, "holds 12 encoder layers, but config.json says num_hidden_layers 13")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99, 0.0])

@@ -15,17 +15,18 @@ TOLERANCE = 1e-5
 
 
 def padded_batch(vocab_size: int, seq_len: int = 12, with_token_types: bool = True, first_id: int = 3):
-    """Three rows, right-padded to different lengths, with two segments where the model has token types."""
+    """Four rows padded to different lengths, the last on the left (RoBERTa's positions must skip its padding),
+    with two segments where the model has token types."""
     generator = torch.Generator().manual_seed(7)
-    input_ids = torch.randint(first_id, vocab_size, (3, seq_len), generator=generator)
-    lengths = [seq_len, seq_len - 4, 5]
-    attention_mask = torch.zeros(3, seq_len, dtype=torch.long)
-    token_type_ids = torch.zeros(3, seq_len, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        attention_mask[row, :length] = 1
-        input_ids[row, length:] = 0 if first_id == 3 else 1
+    input_ids = torch.randint(first_id, vocab_size, (4, seq_len), generator=generator)
+    spans = [(0, seq_len), (0, seq_len - 4), (0, 5), (seq_len - 7, seq_len)]  # [start, end) of the real tokens
+    attention_mask = torch.zeros(4, seq_len, dtype=torch.long)
+    token_type_ids = torch.zeros(4, seq_len, dtype=torch.long)
+    for row, (start, end) in enumerate(spans):
+        attention_mask[row, start:end] = 1
+        input_ids[row, :start] = input_ids[row, end:] = 0 if first_id == 3 else 1
         if with_token_types:
-            token_type_ids[row, length // 2 : length] = 1
+            token_type_ids[row, (start + end) // 2 : end] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 

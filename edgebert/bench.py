@@ -35,7 +35,7 @@ BUSY_CV = 0.10
 # Which latency the profile's latency budget is checked against.
 BUDGET_PERCENTILE = "p95"
 # Which memory figure a profile's memory budget limits (Profile.memory_budget_scope).
-MEMORY_CHECKED = {"footprint": "model_footprint_bytes", "process": "peak_rss_bytes"}
+MEMORY_CHECKED = {"model": "model_footprint_bytes", "process": "peak_rss_bytes"}
 # BERT/RoBERTa vocabularies keep special and rare tokens below ~1000; random ids start above them.
 FIRST_REGULAR_ID = 1000
 UNKNOWN_VOCAB_IDS = (1000, 2000)  # without a sidecar: ids every real BERT-like vocabulary has

@@ -112,10 +112,10 @@ class Profile(BaseModel):
         "slow when other processes share the cores (set false on a shared machine)",
     )
     memory_budget_mb: PositiveFloat | None = None
-    memory_budget_scope: Literal["footprint", "process"] = Field(
-        "footprint",
+    memory_budget_scope: Literal["model", "process"] = Field(
+        "model",
         description="what memory_budget_mb limits: the model's own footprint (what loading and running it adds "
-        "to the process), or the whole process (the runtime's baseline included)",
+        "to the process), or the whole process (the runtime's baseline included); as `pick --memory-scope`",
     )
     latency_budget_ms: PositiveFloat | None = None
     hardware: Hardware

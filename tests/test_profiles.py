@@ -177,4 +177,4 @@ def test_run_settings_apply_overrides_within_the_same_bounds():
 
 def test_is_local_and_memory_budget_scope():
     assert load_profile("local").is_local and not load_profile("pixel-7").is_local
-    assert {p.memory_budget_scope for p in load_shipped()} == {"footprint"}  # the model's own memory by default
+    assert {p.memory_budget_scope for p in load_shipped()} == {"model"}  # the model's own memory by default

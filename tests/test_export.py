@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -11,8 +12,11 @@ import torch
 
 from edgebert.errors import EdgebertError
 from edgebert.export import PARITY_GATES, export_model
+from edgebert.export.base import ParityGateError, load_source, verify_artifact
 from edgebert.export.onnx import OnnxExporter
+from edgebert.export.tflite import TfliteExporter
 from edgebert.slicing import slice_model
+from tests.conftest import TINY
 
 TFLITE_SEQ = 16
 
@@ -41,9 +45,14 @@ def assert_gate(sidecar: dict, precision: str) -> None:
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, fmt, name, precision):
     artifact = tmp_path / f"model.{fmt}"
-    sidecar = export_model(tiny_slices[name], fmt, precision, seq_len=TFLITE_SEQ, out=artifact)
+    seq_len = TFLITE_SEQ if fmt == "tflite" else None
+    sidecar = export_model(tiny_slices[name], fmt, precision, seq_len=seq_len, out=artifact)
     assert_gate(sidecar, precision)
     assert artifact.is_file() and sidecar["size_bytes"] == artifact.stat().st_size
+    assert sidecar["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() and sidecar["schema_version"] == 1
+    assert sidecar["max_seq_len"] == TINY["max_position_embeddings"]  # RoBERTa's 2 offset positions excluded
+    if name == "bert-cls":
+        assert sidecar["parity"]["top1"]["decided_flipped"] == 0
     on_disk = json.loads((tmp_path / f"model.{fmt}.json").read_text())
     assert on_disk["parity"] == sidecar["parity"] and on_disk["manifest"]["width"] == 0.5
     input_names = {spec["name"] for spec in on_disk["inputs"]}
@@ -56,10 +65,26 @@ def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, fmt, 
     if fmt == "tflite":
         assert on_disk["seq_len"] == TFLITE_SEQ and on_disk["signature_key"] == "serving_default"
         assert all(spec["shape"] == [1, TFLITE_SEQ] and spec["dtype"] == "int32" for spec in on_disk["inputs"])
-        assert on_disk["parity"]["inputs"]["batches"] > 1
+        checked = on_disk["parity"]["inputs"]
+        assert checked["batches"] > 1 and all(shape == [1, TFLITE_SEQ] for shape in checked["shapes"])
+        assert checked["padded_rows"] >= checked["batches"] // 2 and checked["shortest_row"] <= TFLITE_SEQ // 2
+        if precision == "fp32":
+            assert_padding_is_verified(TfliteExporter(), tiny_slices[name], artifact)
     else:
         assert on_disk["seq_len"] is None
         assert all(spec["shape"] == ["batch", "sequence"] and spec["dtype"] == "int64" for spec in on_disk["inputs"])
+
+
+def assert_padding_is_verified(exporter, slice_dir, artifact) -> None:
+    """The gate runs padded rows: the same artifact fed an all-ones mask (padding read as tokens) fails it."""
+    real_run = exporter.run
+
+    def ignore_mask(path, inputs):
+        return real_run(path, {**inputs, "attention_mask": np.ones_like(inputs["attention_mask"])})
+
+    exporter.run = ignore_mask
+    with pytest.raises(ParityGateError, match="max_abs_diff"):
+        verify_artifact(exporter, load_source(slice_dir, None, None), artifact, "fp32", TFLITE_SEQ)
 
 
 def test_onnx_metadata_and_dynamic_shapes(tiny_slices, tiny_models, tmp_path):
@@ -151,6 +176,8 @@ def test_export_cli(tiny_slices, tmp_path, run_cli):
         (["--format", "coreml"], "unknown format 'coreml'"),
         (["--precision", "int4"], "unknown precision 'int4'"),
         (["--format", "tflite", "--seq-len", "0"], "--seq-len must be between 1 and 8192"),
+        (["--format", "tflite"], "--seq-len 128 exceeds the model's 40 positions"),  # TFLite's default length
+        (["--seq-len", "41"], "--seq-len 41 exceeds the model's 40 positions"),  # ONNX verifies it too
         (["--width", "0.5"], "already a slice"),
     ],
 )

@@ -137,20 +137,22 @@ def as_rows(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([part.astype(np.float64).reshape(-1, part.shape[-1]) for part in parts])
 
 
-def flip_margin(precision: str, logits: np.ndarray) -> tuple[np.ndarray, str]:
-    """Per row, the top-1 margin above which no error the precision's gate tolerates can change the argmax.
+def flip_margin(precision: str, logits: np.ndarray) -> tuple[float, str]:
+    """The top-1 margin above which no error the precision's gate tolerates can change a row's argmax.
 
-    Moving the top-1 label below the runner-up takes an error d with d_i - d_j >= margin. Under
-    max|d| <= t that needs margin <= 2t. Softmax ignores an offset shared by a row, so relative
-    error is measured on centred logits: cosine c of two rows of equal norm means |d| = sqrt(2(1-c))
-    times the row's norm, and |d_i - d_j| <= sqrt(2)|d|, so margin <= 2 sqrt(1-c) |centred row|.
+    Putting the runner-up j above the top-1 label i takes an error d with d_j - d_i >= margin.
+    Under max|d| <= t that needs margin <= 2t. A cosine bound c, read as relative error, allows
+    |D| = sqrt(2(1-c)) |R| over the whole output R; it is measured on centred logits, since
+    softmax ignores an offset shared by a row (raw cosine does not: that is how a flip with a
+    shared offset passed). Even if one row took all of that error, |d_j - d_i| <= sqrt(2)|d|
+    <= 2 sqrt(1-c) |R centred|: a row with a larger margin cannot flip within the tolerance.
     """
     metric, bound = PARITY_GATES[precision]
     if metric == "max_abs_diff":
-        return np.full(len(logits), 2 * bound), f"margin > 2 x {bound:g} (the max_abs_diff bound)"
-    centred = np.linalg.norm(logits - logits.mean(-1, keepdims=True), axis=-1)
+        return 2 * bound, f"margin > 2 x {bound:g} (the max_abs_diff bound)"
     factor = 2 * np.sqrt(1 - bound)
-    return factor * centred, f"margin > {factor:.3g} x |centred logits| (2 sqrt(1 - cosine bound {bound:g}))"
+    centred = float(np.linalg.norm(logits - logits.mean(-1, keepdims=True)))
+    return factor * centred, f"margin > {factor:.3g} x |all centred logits| (2 sqrt(1 - cosine bound {bound:g}))"
 
 
 def top1_check(reference: np.ndarray, actual: np.ndarray, precision: str) -> tuple[float, dict[str, Any]]:

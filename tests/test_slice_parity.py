@@ -107,3 +107,21 @@ def test_grid_parity_real_minilm_encoder(minilm_dir, minilm_batch):
 
 def test_grid_parity_real_minilm_with_classifier(minilm_cls_dir, minilm_batch):
     check_grid(minilm_cls_dir, classifier=True, batch=minilm_batch)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_roberta_artifact_left_padding_matches_transformers(tiny_models, tmp_path, fmt):
+    """The exported graph derives positions from the non-pad tokens too (cumsum survives both exporters)."""
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "ai_edge_litert")
+    from edgebert.export import EXPORTERS, export_model
+
+    seq_len = 12
+    artifact = tmp_path / f"roberta.{fmt}"
+    export_model(tiny_models["roberta-cls"], fmt, "fp32", seq_len=seq_len, out=artifact)
+    batch = padded_batch(120, seq_len, with_token_types=False, first_id=4)
+    left = {name: batch[name][3:] for name in ("input_ids", "attention_mask")}  # the left-padded row
+    assert left["attention_mask"][0, 0] == 0
+    (logits,) = EXPORTERS[fmt]().run(artifact, {name: t.numpy() for name, t in left.items()})
+    with torch.no_grad():
+        expected = hf_model(tiny_models["roberta-cls"], classifier=True)(**left).logits
+    assert (torch.from_numpy(logits) - expected).abs().max().item() <= 1e-4

@@ -62,7 +62,7 @@ class Budgets:
 
     memory_bytes: int | None = None
     latency_ms: float | None = None
-    memory_scope: MemoryScope = "model"
+    memory_scope: MemoryScope | None = None
 
 
 @dataclass
@@ -207,7 +207,7 @@ def resolve_budgets(budgets: Budgets, profile: Profile) -> dict[str, Any]:
     return {
         "memory_bytes": budgets.memory_bytes or profile_memory,
         "memory_from": "--memory-budget" if budgets.memory_bytes else "profile" if profile_memory else None,
-        "memory_scope": budgets.memory_scope,
+        "memory_scope": budgets.memory_scope or profile.memory_budget_scope,
         "latency_ms": budgets.latency_ms or profile.latency_budget_ms,
         "latency_from": "--latency-budget" if budgets.latency_ms else "profile" if profile.latency_budget_ms else None,
         "latency_statistic": BUDGET_PERCENTILE,

@@ -73,12 +73,13 @@ def pick_command(
         ),
     ] = None,
     memory_scope: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="What the memory budget covers: 'model' (what loading and running the model adds) or 'process' "
-            "(model + the runtime's baseline: Python, numpy, the runtime)."
+            "(model + the runtime's baseline: Python, numpy, the runtime) [default: the profile's "
+            "memory_budget_scope, model unless set]."
         ),
-    ] = "model",
+    ] = None,
     latency_budget: Annotated[
         str | None, typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us [default: the profile's].")
     ] = None,
@@ -106,7 +107,7 @@ def pick_command(
     from edgebert.pick import Budgets, pick
     from edgebert.profiles import load_profile
 
-    if memory_scope not in ("model", "process"):
+    if memory_scope not in (None, "model", "process"):
         raise EdgebertError(f"--memory-scope {memory_scope!r}: choose 'model' or 'process'")
     budgets = Budgets(
         memory_bytes=parse_memory(memory_budget) if memory_budget else None,

@@ -152,7 +152,8 @@ def bench_artifact(
     if session.details.get("xnnpack") is False:
         warnings.append("the XNNPACK delegate is not active: LiteRT on CPU is ~9x slower without it")
     warnings += busy_warnings(load_before[0], latency)
-    memory = memory_block(baseline, rss_loaded, rss_after, peak, peak_since_load)
+    baseline_of = f"the process with {runtime} imported" + (" and the tokenizer loaded" if text else "")
+    memory = memory_block(baseline, rss_loaded, rss_after, peak, peak_since_load, baseline_of)
     hardware = detect_hardware()
     result = {
         "edgebert_version": __version__,
@@ -302,10 +303,13 @@ def busy_warnings(load_before: float, latency: dict[str, float]) -> list[str]:
     return warnings
 
 
-def memory_block(baseline: int, loaded: int, after_runs: int, peak: int, peak_counts_from_load: bool) -> dict[str, Any]:
+def memory_block(
+    baseline: int, loaded: int, after_runs: int, peak: int, peak_counts_from_load: bool, baseline_of: str
+) -> dict[str, Any]:
     """RSS figures, and the two a budget can be about: the runtime's baseline and the model's own footprint.
 
-    `baseline_bytes` is the process with the runtime imported, before the model loads; the model's
+    `baseline_bytes` is the process with the runtime imported, before the model loads (`baseline_of`
+    says what else it holds, e.g. --text's tokenizer); the model's
     footprint is what loading and running it adds on top (TFLite's benchmark_model reports init and
     overall footprint the same way). It comes from the peak since load where the OS can reset the
     peak (Linux); elsewhere from the largest RSS sampled after load and after the runs, a lower bound.
@@ -313,6 +317,7 @@ def memory_block(baseline: int, loaded: int, after_runs: int, peak: int, peak_co
     top = peak if peak_counts_from_load else max(loaded, after_runs)
     return {
         "baseline_bytes": baseline,
+        "baseline_of": baseline_of,
         "model_footprint_bytes": max(0, top - baseline),
         "footprint_from": "peak RSS since load" if peak_counts_from_load else "RSS sampled after load and runs",
         "rss_before_load_bytes": baseline,

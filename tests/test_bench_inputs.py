@@ -203,11 +203,13 @@ def test_bad_settings_and_sidecars_are_not_load_failures(artifacts, tmp_path, ru
 
 def test_memory_block_separates_the_runtime_baseline_from_the_models_footprint():
     mb = 1_000_000
-    block = memory_block(100 * mb, loaded=130 * mb, after_runs=125 * mb, peak=160 * mb, peak_counts_from_load=True)
+    block = memory_block(
+        100 * mb, loaded=130 * mb, after_runs=125 * mb, peak=160 * mb, peak_counts_from_load=True, baseline_of=""
+    )
     assert (block["baseline_bytes"], block["model_footprint_bytes"]) == (100 * mb, 60 * mb)
     assert block["footprint_from"] == "peak RSS since load"
     # where the peak cannot be reset it may predate the model: the largest sample after load is used
-    block_no_reset = memory_block(100 * mb, 130 * mb, 125 * mb, 500 * mb, peak_counts_from_load=False)
+    block_no_reset = memory_block(100 * mb, 130 * mb, 125 * mb, 500 * mb, peak_counts_from_load=False, baseline_of="")
     assert block_no_reset["model_footprint_bytes"] == 30 * mb
     assert block_no_reset["footprint_from"] == "RSS sampled after load and runs"
 
@@ -223,6 +225,7 @@ def test_result_and_table_show_footprint_and_baseline(artifacts, tmp_path, run_c
     result = bench_artifact(artifacts["onnx"], load_profile("local"), **QUICK)
     memory = result["memory"]
     assert memory["baseline_bytes"] == memory["rss_before_load_bytes"] > 0  # the runtime is imported by then
+    assert memory["baseline_of"] == "the process with onnxruntime imported"
     if memory["peak_counts_from_load"]:
         assert memory["model_footprint_bytes"] == memory["peak_rss_bytes"] - memory["baseline_bytes"]
     assert 0 <= memory["model_footprint_bytes"] < memory["peak_rss_bytes"]

@@ -93,7 +93,7 @@ def print_result(result: dict[str, Any]) -> None:
     )
     summary.add_row(
         "runtime baseline",
-        f"{megabytes(mem['baseline_bytes'])} (this process with {env['runtime']} imported, before the model loads)",
+        f"{megabytes(mem['baseline_bytes'])} ({mem['baseline_of']}, before the model loads)",
     )
     summary.add_row("process peak RSS", megabytes(mem["peak_rss_bytes"]))
     before, after = env["load_avg_before"][0], env["load_avg_after"][0]

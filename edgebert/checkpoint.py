@@ -250,8 +250,15 @@ class SliceConfig(EncoderConfig):
 Config = TypeVar("Config", bound=EncoderConfig)
 
 
+def require_reading_modules() -> None:
+    """What reading a model needs (checking hidden_act imports edgebert.model): a missing one is an install hint."""
+    for module in ("torch", "safetensors", "transformers"):
+        require(module, "reading a checkpoint")
+
+
 def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, dict[str, Any]]:
     """config.json read and validated against `schema`: (the typed fields, the file's whole dict)."""
+    require_reading_modules()
     raw = read_json(config_file)
     if not isinstance(raw, dict):
         raise EdgebertError(f"{config_file} must hold a JSON object, not {type(raw).__name__}")

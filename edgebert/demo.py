@@ -12,6 +12,7 @@ from pathlib import Path
 
 from edgebert.atomic import staged_outputs
 from edgebert.checkpoint import DEMO_MARKER, expected_shapes, model_state
+from edgebert.errors import EdgebertError
 from edgebert.subnet import Architecture
 
 CACHE_ENV = "EDGEBERT_CACHE"
@@ -33,10 +34,14 @@ SPECIAL_TOKENS = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[M
 
 
 def cache_dir() -> Path:
-    """$EDGEBERT_CACHE, else $XDG_CACHE_HOME/edgebert, else ~/.cache/edgebert."""
+    """$EDGEBERT_CACHE, else $XDG_CACHE_HOME/edgebert, else ~/.cache/edgebert; refused if it is not a directory."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgebert"
+        path, source = Path(os.environ[CACHE_ENV]), f"${CACHE_ENV}"
+    else:
+        path, source = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgebert", "the cache"
+    if path.exists() and not path.is_dir():
+        raise EdgebertError(f"{source} {path} is not a directory: point {CACHE_ENV} at a directory edgebert may write")
+    return path
 
 
 def demo_config() -> dict:

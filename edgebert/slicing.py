@@ -16,10 +16,11 @@ from edgebert.checkpoint import (
     load_checkpoint,
     model_state,
     read_slice,
+    require_reading_modules,
 )
-from edgebert.errors import EdgebertError, require
+from edgebert.errors import EdgebertError
+from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
-from edgebert.manifests import SliceManifest
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
 
 if TYPE_CHECKING:
@@ -124,8 +125,6 @@ def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
 
 def not_dynabert_note(checkpoint: Checkpoint) -> str:
     """The warning for sub-networks of a model `edgebert train` did not train (slice, export, pick)."""
-    from edgebert.manifests import NOT_DYNABERT_NOTE
-
     return NOT_DYNABERT_NOTE.format(model=checkpoint.path)
 
 
@@ -166,8 +165,7 @@ def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Pa
 
 def open_checkpoint(model: str | Path | None) -> Checkpoint:
     """The checkpoint at `model`, or the built-in demo model when `model` is None."""
-    for module in ("torch", "safetensors", "transformers"):
-        require(module, "reading a checkpoint")
+    require_reading_modules()
     if model is None:
         from edgebert.demo import demo_checkpoint_dir
 

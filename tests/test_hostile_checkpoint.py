@@ -285,3 +285,11 @@ def test_links_inside_the_directory_are_followed(bert, work):
             os.symlink(Path("..") / ".." / "blobs" / path.name, snapshot / path.name)
     checkpoint = load_checkpoint(snapshot)
     assert checkpoint.arch == load_checkpoint(bert).arch and checkpoint.weights_file.is_symlink()
+
+
+def test_cache_that_is_a_file(run_cli, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.write_text("not a directory")
+    monkeypatch.setenv("EDGEBERT_CACHE", str(cache))
+    assert_one_line_error(run_cli("info"), f"$EDGEBERT_CACHE {cache} is not a directory")
+    assert cache.read_text() == "not a directory"

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgebert import __version__
 from edgebert.atomic import staged_outputs
-from edgebert.checkpoint import Checkpoint, file_sha256, read_config
+from edgebert.checkpoint import Checkpoint, load_checkpoint, read_config
 from edgebert.data import (
     MAX_LENGTH,
     Dataset,
@@ -357,6 +357,7 @@ class Inputs:
     new_labels: dict[str, int] | None  # a fresh classifier for a bare encoder (finetune only)
     selected_on: Literal["dev", "eval"] = "dev"
     indices: list[int] = field(default_factory=list)  # the training examples used (subset)
+    max_length: int = MAX_LENGTH  # tokens per example, as encoded (bounded by the model's positions)
 
 
 def plan_phases(config: TrainConfig, checkpoint: Checkpoint) -> list[PhasePlan]:
@@ -463,6 +464,7 @@ def read_inputs(
         new_labels,
         "eval" if eval_set is not None else "dev",
         indices,
+        max_length,
     )
 
 
@@ -521,7 +523,6 @@ class Trainer:
 
     def _load(self, directory: Path | None) -> DynaBert:
         """A DynaBert from a phase directory, or from the teacher checkpoint when None."""
-        from edgebert.checkpoint import load_checkpoint
         from edgebert.dynabert import DynaBert
 
         if directory is None:
@@ -807,7 +808,7 @@ class Trainer:
 
     def _finish(self) -> TrainManifest:
         """Final model = the last phase's best; its whole grid evaluated on --dev, the eval cache filled."""
-        from edgebert.evaluate import primary_metric, record_result
+        from edgebert.evaluate import model_key, primary_metric, record_result
 
         final_dir = self.files.phase_dir(self.plans[-1].name)
         manifest = None
@@ -858,9 +859,10 @@ class Trainer:
             for path in sorted(staging.iterdir(), key=lambda p: p.name == TRAIN_MANIFEST):  # manifest last
                 os.replace(path, out / path.name)
             staging.rmdir()
-            sha = file_sha256(out / "model.safetensors")
+            key = model_key(load_checkpoint(out))
             for sub in subs:
-                record_result(sha, inputs.dev, costs(arch, sub), dev_metrics[subnet_key(sub.width, sub.depth)])
+                metrics = dev_metrics[subnet_key(sub.width, sub.depth)]
+                record_result(key, inputs.dev, inputs.max_length, costs(arch, sub), metrics)
             shutil.rmtree(self.files.run_dir, ignore_errors=True)
         self.runtime.barrier()
         return manifest

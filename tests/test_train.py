@@ -173,11 +173,11 @@ def test_training_lowers_the_loss_and_subnetworks_approach_the_teacher(task, tmp
     assert manifest.rewiring is not None and manifest.selected_on == "dev"
     assert len(manifest.dev_metrics) == 12
     assert training_manifest(out).trains_subnetworks
-    from edgebert.checkpoint import file_sha256
-    from edgebert.evaluate import cached_results
+    from edgebert.checkpoint import load_checkpoint
+    from edgebert.evaluate import cached_results, model_key
 
-    cached = cached_results(file_sha256(out / "model.safetensors"))
-    assert {(r["width"], r["depth"]) for r in cached} == set(TRAINED_GRID)
+    cached = cached_results(model_key(load_checkpoint(out)))
+    assert {(r.width, r.depth) for r in cached} == set(TRAINED_GRID)
 
 
 def test_output_is_a_stock_checkpoint_that_slices_exactly(task, tmp_path):

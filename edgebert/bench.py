@@ -669,10 +669,7 @@ def _row_lengths(batch: int, seq: int, padding_share: float, rng: Any) -> Any:
 
 def read_text(text_file: Path, tokenizer_dir: Path, sidecar: dict[str, Any]) -> TextInput:
     """The non-empty lines in the file's first MAX_TEXT_BYTES, and the model's tokenizer (checked against it)."""
-    try:
-        import tokenizers
-    except ImportError as exc:
-        raise EdgebertError("--text needs the tokenizers package: run `pip install tokenizers`") from exc
+    tokenizers = require("tokenizers", "--text")
     path = Path(text_file)
     if not path.is_file():
         raise EdgebertError(f"{path}: no such text file")

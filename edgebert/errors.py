@@ -17,6 +17,7 @@ EXTRA_FOR_MODULE = {
     "onnx": "onnx",
     "onnxscript": "onnx",
     "onnxruntime": "ort",
+    "tokenizers": "ort",
     "litert_torch": "tflite",
     "ai_edge_quantizer": "tflite",
     "ai_edge_litert": "litert",

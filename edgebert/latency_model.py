@@ -113,6 +113,11 @@ def spin_wait_of(result: dict[str, Any]) -> bool | None:
 
 def measurement_from_result(result: dict[str, Any], source: str = "result") -> Measurement:
     """Read a bench result dict; it must come from an edgebert export (its manifest gives the shape)."""
+    if isinstance(result, dict) and (result.get("inputs") or {}).get("batches", 1) != 1:
+        raise EdgebertError(
+            f"{source}: measured on `--text` batches of several lengths, which no one shape describes; "
+            "calibrate with results of `edgebert bench` without --text"
+        )
     try:
         baseline, footprint = memory_from_result(result["memory"])
         manifest, original = result["manifest"], result["manifest"]["original"]

@@ -230,7 +230,7 @@ def pick(
     from edgebert.slicing import UNTRAINED_NOTE, not_dynabert_note, open_checkpoint
 
     configs = candidates or list(TRAINED_GRID)
-    if measure and not profile.hardware.detected:
+    if measure and not profile.is_local:
         raise EdgebertError(
             f"--measure benchmarks on this machine, which is not {profile.name}: use --profile local, or pass "
             f"--calibration files from `edgebert bench --profile {profile.name} --out FILE` run on the device"

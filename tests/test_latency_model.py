@@ -80,6 +80,10 @@ def test_calibration_files_are_checked(results, tmp_path):
         tampered.write_text(json.dumps([{**results[0], field: value}]))
         with pytest.raises(EdgebertError, match=r"bench result with invalid (latency_ms|threads)"):
             load_calibration([tampered], load_profile("local"))
+    text_run = tmp_path / "text.json"
+    text_run.write_text(json.dumps([{**results[0], "inputs": {**results[0]["inputs"], "batches": 3}}]))
+    with pytest.raises(EdgebertError, match="measured on `--text` batches"):
+        load_calibration([text_run], load_profile("local"))
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps([{"latency_ms": {"p95": 1.0}}]))
     with pytest.raises(EdgebertError, match=r"broken.json\[0\]: not a bench result of an edgebert export"):

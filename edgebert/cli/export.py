@@ -69,8 +69,8 @@ def export_command(
             top1 = parity["top1"]
             table.add_row(
                 "top-1 agreement",
-                f"{parity['top1_agreement']:.0%} (kept on all {top1['decided_rows']} of {top1['rows']} rows "
-                f"with {top1['margin_rule']})",
+                f"{parity['top1_agreement']:.0%}; required on the {top1['decided_rows']} of {top1['rows']} rows "
+                f"with {top1['margin_rule']}",
             )
         table.add_row("checked on", describe_checked(parity["inputs"]))
         table.add_row("gate", f"[green]passed[/] ({gate['metric']} {relation} {gate['bound']})")

@@ -25,6 +25,11 @@ PARITY_GATES = {
     "fp16": ("cosine", 0.999),
     "int8": ("cosine", 0.99),
 }
+# How far above the tolerated error a classifier's top-1 margin must be for a flip to fail the gate.
+# Measured on 64 padded rows of tiny BERT and all-MiniLM-L6-v2 classifiers, 3 sizes each, fp16 and
+# both int8 schemes: every flip in an export that passed its cosine bound had a margin <= 1.1 x the
+# typical row's tolerated error (see flip_margin), most <= 0.8 x; flips above 2 x are not noise.
+FLIP_HEADROOM = 2.0
 DEFAULT_SEQ_LEN = 128
 VERIFY_SEED = 1234
 
@@ -138,21 +143,24 @@ def as_rows(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def flip_margin(precision: str, logits: np.ndarray) -> tuple[float, str]:
-    """The top-1 margin above which no error the precision's gate tolerates can change a row's argmax.
+    """The top-1 margin a row must clearly exceed for the gate to require that its argmax holds.
 
-    Putting the runner-up j above the top-1 label i takes an error d with d_j - d_i >= margin.
-    Under max|d| <= t that needs margin <= 2t. A cosine bound c, read as relative error, allows
-    |D| = sqrt(2(1-c)) |R| over the whole output R; it is measured on centred logits, since
-    softmax ignores an offset shared by a row (raw cosine does not: that is how a flip with a
-    shared offset passed). Even if one row took all of that error, |d_j - d_i| <= sqrt(2)|d|
-    <= 2 sqrt(1-c) |R centred|: a row with a larger margin cannot flip within the tolerance.
+    Putting the runner-up j above the top-1 label i takes an error d with d_j - d_i >= margin,
+    and |d_j - d_i| <= sqrt(2)|d|. fp32: max|d| <= t, so a margin above 2t cannot flip. A cosine
+    bound c, read as relative error, tolerates |d| = sqrt(2(1-c)) |r|; on a classifier that is
+    measured on centred logits (softmax ignores an offset shared by a row; raw cosine does not,
+    which is how a flip under a shared offset passed) and on the typical row (root mean square
+    over rows), so a near tie in a small row is not held to its own tiny scale. A margin above
+    2 sqrt(1-c) |typical centred row| cannot flip within that tolerance; FLIP_HEADROOM asks for
+    "clearly above" because quantization error is not spread evenly over rows.
     """
     metric, bound = PARITY_GATES[precision]
     if metric == "max_abs_diff":
         return 2 * bound, f"margin > 2 x {bound:g} (the max_abs_diff bound)"
-    factor = 2 * np.sqrt(1 - bound)
-    centred = float(np.linalg.norm(logits - logits.mean(-1, keepdims=True)))
-    return factor * centred, f"margin > {factor:.3g} x |all centred logits| (2 sqrt(1 - cosine bound {bound:g}))"
+    factor = FLIP_HEADROOM * 2 * np.sqrt(1 - bound)
+    typical = float(np.sqrt(np.mean(np.sum((logits - logits.mean(-1, keepdims=True)) ** 2, axis=-1))))
+    rule = f"margin > {factor:.3g} x |typical centred row| ({FLIP_HEADROOM:g} x 2 sqrt(1 - {bound:g}))"
+    return factor * typical, rule
 
 
 def top1_check(reference: np.ndarray, actual: np.ndarray, precision: str) -> tuple[float, dict[str, Any]]:

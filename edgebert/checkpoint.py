@@ -266,8 +266,6 @@ def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, di
         return schema.model_validate(raw), raw
     except ValidationError as exc:
         raise EdgebertError(f"{config_file}: {validation_line(exc)}") from exc
-    except EdgebertError as exc:
-        raise EdgebertError(f"{config_file}: {exc}") from exc
 
 
 def _config_file(path: Path) -> Path:
@@ -568,7 +566,9 @@ def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest,
     classifier = manifest.task == "sequence-classification"
     if classifier != ("classifier.weight" in shapes):
         raise EdgebertError(f"{weights_file.name} does not fit the manifest's task {manifest.task}")
-    arch = config.architecture(len(config.id2label or {}) if classifier else None)
+    if classifier and not config.id2label:
+        raise EdgebertError(f"{config_file}: id2label: missing (a classifier's config names its labels)")
+    arch = config.architecture(len(config.id2label) if classifier else None)
     check_weights(shapes, arch, weights_file)
     try:
         pad_token_id, position_offset = position_ids(config.source_model_type, config.pad_token_id, arch)

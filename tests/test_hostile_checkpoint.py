@@ -203,6 +203,7 @@ def test_slice_claiming_a_million_layers(run_cli, hostile_slice, work):
         (lambda d: edit_config(d, attention_head_size="4"), "attention_head_size: Input should be a valid integer"),
         (lambda d: edit_config(d, position_offset=0), "position_offset 0 does not follow from pad_token_id 1"),
         (lambda d: edit_config(d, num_attention_heads=3), "attention.self.query.weight has shape (24, 48)"),
+        (lambda d: edit_config(d, id2label=None), "id2label: missing"),
     ],
     ids=[
         "no-config",
@@ -217,6 +218,7 @@ def test_slice_claiming_a_million_layers(run_cli, hostile_slice, work):
         "head-size-str",
         "offset",
         "heads-in-config",
+        "no-labels",
     ],
 )
 def test_damaged_slice_is_one_line(run_cli, hostile_slice, work, damage, fragment):

@@ -163,7 +163,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     directory.mkdir()
-    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    config = dict(source.config)  # as read and validated (never through a link out of the model directory)
     model_config = model.net.config
     config.update(
         model_type=source.model_type,

@@ -192,8 +192,9 @@ def slice_model(
         save_model(sliced.model, staging)
         copy_tokenizer_files(checkpoint, staging)
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
-        (staging / MANIFEST_FILE).write_text(_json(sliced.manifest))
-    return out_dir, sliced.manifest
+        manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
+        (staging / MANIFEST_FILE).write_text(_json(manifest))
+    return out_dir, manifest
 
 
 def save_model(model: torch.nn.Module, directory: Path) -> None:

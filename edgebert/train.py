@@ -518,7 +518,7 @@ class Trainer:
     def _dropout(self):
         from edgebert.dynabert import Dropout
 
-        config = json.loads((self.checkpoint.path / "config.json").read_text(encoding="utf-8"))
+        config = self.checkpoint.config
         return Dropout.from_config(config)
 
     def _load(self, directory: Path | None) -> DynaBert:

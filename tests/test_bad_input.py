@@ -302,26 +302,24 @@ def test_existing_out_is_refused_without_force(run_cli, tiny_models, work, exist
     assert [p.name for p in work.iterdir()] == ["slice"]  # no staging directory either
 
 
-def test_existing_out_is_replaced_with_force(run_cli, tiny_models, work, existing_out):
+def test_force_does_not_replace_a_directory_edgebert_did_not_write(run_cli, tiny_models, work, existing_out):
     result = run_cli(
         "slice", tiny_models["bert-cls"], "--width", "0.5", "--depth", "0.5", "--out", existing_out, "--force"
     )
-    assert result.code == 0, result.stderr
-    assert sorted(p.name for p in existing_out.iterdir()) == [
-        "config.json",
-        "edgebert.json",
-        "model.safetensors",
-        "vocab.txt",
-    ]
+    assert_one_line_error(result, "not a slice edgebert wrote: refusing to replace it, even with --force")
+    assert [p.name for p in existing_out.iterdir()] == ["keep-me.txt"]
     assert [p.name for p in work.iterdir()] == ["slice"]
 
 
-def test_failure_with_force_keeps_the_existing_out(run_cli, broken, work, existing_out):
+def test_failure_with_force_keeps_the_previous_slice(run_cli, tiny_models, broken, work):
     """A bad input never destroys the previous output, even with --force."""
+    out = work / "slice"
+    assert run_cli("slice", tiny_models["bert-cls"], "--width", "0.5", "--depth", "0.5", "--out", out).code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     (broken / "config.json").write_text("{")
-    result = run_cli("slice", broken, "--width", "0.5", "--depth", "0.5", "--out", existing_out, "--force")
-    assert_one_line_error(result, "is not valid JSON")
-    assert [p.name for p in existing_out.iterdir()] == ["keep-me.txt"]
+    result = run_cli("slice", broken, "--width", "0.5", "--depth", "0.5", "--out", out, "--force")
+    assert_one_line_error(result, "config.json")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in work.iterdir()] == ["slice"]
 
 
@@ -351,5 +349,5 @@ def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
 def test_out_may_not_be_the_source_model(run_cli, broken):
     before = sorted(p.name for p in broken.iterdir())
     result = run_cli("slice", broken, "--width", "0.5", "--out", broken, "--force")
-    assert_one_line_error(result, "is the source model itself")
+    assert_one_line_error(result, "is the source model")
     assert sorted(p.name for p in broken.iterdir()) == before

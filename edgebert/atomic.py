@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebert.errors import EdgebertError
+from edgebert.manifests import read_json
 
 # Why `path` may not be replaced, or None when it may: each command knows its own kind of output.
 ReplaceCheck = Callable[[Path], "str | None"]
@@ -231,11 +232,12 @@ def read_json_list(path: Path, what: str) -> list:
         return []
     if path.is_symlink() or not path.is_file():
         raise EdgebertError(f"{path}: not a regular file; give a new file or a JSON list of {what}")
+    if path.stat().st_size == 0:
+        return []
     try:
-        items = json.loads(path.read_text(encoding="utf-8") or "[]")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise EdgebertError(f"{path}: not a JSON file ({reason}); give a new file or a JSON list of {what}") from exc
+        items = read_json(path)
+    except EdgebertError as exc:
+        raise EdgebertError(f"{exc}; give a new file or a JSON list of {what}") from exc
     if not isinstance(items, list):
         raise EdgebertError(f"{path}: holds a JSON {type(items).__name__}, expected a list of {what}")
     return items

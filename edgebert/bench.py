@@ -11,7 +11,6 @@ warning in the result instead of being left out.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ from typing import Any
 from edgebert import __version__
 from edgebert.atomic import append_json_list
 from edgebert.errors import EdgebertError, require
+from edgebert.manifests import read_json
 from edgebert.profiles import MAX_RUNS, Profile, RunSettings, detect_hardware, usable_cores
 
 RUNTIME_FOR_SUFFIX = {".onnx": "onnxruntime", ".tflite": "litert"}
@@ -707,7 +707,7 @@ def _load_tokenizer(tokenizers: Any, directory: Path) -> Any:
         if (directory / "tokenizer.json").is_file():
             return tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
         if (directory / "vocab.txt").is_file():
-            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+            config = read_json(config_path) if config_path.is_file() else {}
             lowercase = config.get("do_lower_case", True) if isinstance(config, dict) else True
             return tokenizers.BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=bool(lowercase))
     except Exception as exc:  # the tokenizers library raises plain Exceptions for a malformed file

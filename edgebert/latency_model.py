@@ -21,7 +21,6 @@ spin-wait setting than the profile's is refused: latency does not scale across t
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from edgebert.bench import BUDGET_PERCENTILE, SPIN_CONFIG_KEY
 from edgebert.errors import EdgebertError
+from edgebert.manifests import read_json
 from edgebert.profiles import Profile
 from edgebert.subnet import Architecture, Subnetwork, layer_flops
 
@@ -179,12 +179,7 @@ def load_calibration(paths: list[Path], profile: Profile) -> list[Measurement]:
     """Bench results (`edgebert bench --out` files: a JSON list, or one result) measured under `profile`."""
     measurements = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise EdgebertError(f"{path}: cannot read calibration file ({exc.strerror})") from exc
-        except ValueError as exc:
-            raise EdgebertError(f"{path}: not JSON ({exc})") from exc
+        data = read_json(Path(path))
         for index, result in enumerate(data if isinstance(data, list) else [data]):
             measurement = measurement_from_result(result, f"{path}[{index}]")
             if measurement.profile != profile.name:

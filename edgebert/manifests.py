@@ -10,6 +10,7 @@ hyperparameters, per-sub-network dev metrics). Its presence is how `slice`, `exp
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -20,6 +21,9 @@ from edgebert.errors import EdgebertError
 # edgebert's own JSON files and a model's config.json are kilobytes (a training manifest of a large model a few
 # megabytes): a bound keeps a hostile file from filling memory before any schema sees it.
 MAX_JSON_BYTES = 64 << 20
+MAX_JSON_DEPTH = 200  # edgebert's own files nest fewer than 10 levels
+JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+OPENING, CLOSING = (ord("["), ord("{")), (ord("]"), ord("}"))
 SHOWN_INPUT_CHARS = 60  # how much of a rejected value an error line quotes
 SLICE_MANIFEST = "edgebert.json"
 REWIRE_MANIFEST = "edgebert-rewire.json"
@@ -158,6 +162,20 @@ def validation_line(exc: ValidationError) -> str:
     return f"{where}: {problem}{more}"
 
 
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of [ and { outside strings.
+
+    Checked before `json.loads`, because its C parser's guard is the recursion limit, which
+    importing litert's converter raises to 100000: deep input then overflows the C stack and
+    kills the process instead of raising RecursionError.
+    """
+    import numpy as np
+
+    codes = np.frombuffer(JSON_STRING.sub(b'""', data), dtype=np.uint8)
+    steps = np.isin(codes, OPENING).astype(np.int64) - np.isin(codes, CLOSING)
+    return int(steps.cumsum().max(initial=0))
+
+
 def read_json(path: Path) -> Any:
     """A JSON file edgebert reads, bounded in size and nesting; every failure is one line naming `path`."""
     try:
@@ -166,6 +184,8 @@ def read_json(path: Path) -> Any:
             raise EdgebertError(f"{path} is {size} bytes: too large for a JSON file edgebert reads")
         with path.open("rb") as f:
             data = f.read(MAX_JSON_BYTES + 1)  # the file may grow after stat
+        if json_depth(data) > MAX_JSON_DEPTH:
+            raise RecursionError
         return json.loads(data.decode("utf-8"))
     except RecursionError as exc:
         raise EdgebertError(f"{path} is not valid JSON: nested too deeply") from exc

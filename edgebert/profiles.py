@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SHOWN_INPUT_CHARS, shown
+from edgebert.sidecar import MAX_SEQ_LEN  # the longest input `export` verifies, so the longest bench runs
 
 RUNTIMES = ("onnxruntime", "litert")
 # SIMD extensions worth knowing for transformer kernels, as /proc/cpuinfo spells them.
@@ -33,7 +34,6 @@ ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
 # Upper bounds of every count a benchmark runs with, from a profile or from bench's own arguments.
 MAX_THREADS = 256
 MAX_BATCH_SIZE = 256
-MAX_SEQ_LEN = 8192
 MAX_WARMUP_RUNS = 10_000
 MAX_RUNS = 100_000  # also caps the runs `min_time_s` adds on a very fast model
 MAX_MIN_TIME_S = 3600.0

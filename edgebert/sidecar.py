@@ -138,6 +138,20 @@ def sidecar_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".json")
 
 
+def replaceable_export(path: Path) -> str | None:
+    """What `export --force` may replace: an artifact beside the sidecar edgebert wrote for it, or that sidecar."""
+    sidecar = path if path.suffix == ".json" else sidecar_path(path)
+    try:
+        raw = read_json(sidecar) if sidecar.is_file() and not sidecar.is_symlink() else None
+    except EdgebertError:
+        raw = None
+    if not (isinstance(raw, dict) and "edgebert_version" in raw and "artifact" in raw):
+        return f"has no edgebert sidecar ({sidecar.name}), so it is not an artifact edgebert wrote"
+    if path is not sidecar and raw["artifact"] != path.name:
+        return f"is not the artifact its sidecar {sidecar.name} describes"
+    return None
+
+
 def write_sidecar(path: Path, sidecar: Sidecar) -> None:
     path.write_text(sidecar.model_dump_json(indent=2) + "\n", encoding="utf-8")
 

@@ -63,6 +63,7 @@ from edgebert.manifests import (
     PhaseRecord,
     RewireManifest,
     TrainManifest,
+    read_json,
     subnet_key,
 )
 from edgebert.subnet import TRAINED_DEPTHS, TRAINED_GRID, TRAINED_WIDTHS, Subnetwork, costs, subnetwork
@@ -904,7 +905,7 @@ def _prepare_out(files: RunFiles, spec: dict[str, Any], force: bool, resume: boo
             if (out / TRAIN_MANIFEST).is_file():
                 raise EdgebertError(f"{out} holds a finished run: nothing to resume")
             raise EdgebertError(f"{out} holds no unfinished edgebert run to resume (no {RUN_DIR}/{RUN_FILE})")
-        previous = json.loads(files.spec.read_text(encoding="utf-8"))
+        previous = read_json(files.spec)
         changed = [key for key in spec if previous.get(key) != spec[key]]
         if changed:
             raise EdgebertError(

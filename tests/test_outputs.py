@@ -289,3 +289,54 @@ def test_ctrl_c_is_one_line_and_exit_130(run_cli, monkeypatch):
     result = run_cli("slice")
     assert result.code == 130
     one_error_line(result, "interrupted")
+
+
+# ---- export: what --force may replace ----------------------------------------------------------------------------
+
+
+def test_export_force_replaces_only_its_own_artifact(run_cli, project, tmp_path):
+    from edgebert.export import export_model
+
+    source = project / "model"
+    slice_dir = tmp_path / "slice"
+    assert run_cli("slice", source, "--width", ".5", "--depth", ".5", "--out", slice_dir).code == 0
+    before = tree_digest(slice_dir)
+    one_error_line(run_cli("export", slice_dir, "--out", slice_dir, "--force"), "is the source model")
+    assert tree_digest(slice_dir) == before
+    foreign = tmp_path / "mine.onnx"
+    foreign.write_text("not edgebert's")
+    one_error_line(run_cli("export", slice_dir, "--out", foreign, "--force"), "has no edgebert sidecar")
+    assert foreign.read_text() == "not edgebert's"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    one_error_line(run_cli("export", slice_dir, "--out", folder, "--force"), "has no edgebert sidecar")
+
+    artifact = tmp_path / "fp32.onnx"  # the name the int8 conversion uses for its own fp32 step
+    export_model(slice_dir, "onnx", "int8", out=artifact)
+    first = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    sidecar = export_model(slice_dir, "onnx", "fp32", out=artifact, force=True)
+    assert sidecar["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() != first
+    assert json.loads((tmp_path / "fp32.onnx.json").read_text())["precision"] == "fp32"
+
+
+DEEP_JSON = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from edgebert.errors import EdgebertError
+    from edgebert.manifests import read_json
+    sys.setrecursionlimit(100000)  # what importing litert's converter does
+    try:
+        read_json(Path(sys.argv[1]))
+    except EdgebertError as exc:
+        print(exc)
+    """
+)
+
+
+def test_deep_json_is_one_line_even_after_the_recursion_limit_was_raised(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    done = subprocess.run([sys.executable, "-c", DEEP_JSON, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]  # not killed by a C stack overflow
+    assert "nested too deeply" in done.stdout

@@ -9,6 +9,7 @@ artifact and its sidecar JSON into place. A failed gate leaves nothing behind. F
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ from edgebert.export.base import (
 )
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
-from edgebert.sidecar import MAX_SEQ_LEN, SCHEMA_VERSION, Sidecar, write_sidecar
+from edgebert.sidecar import MAX_SEQ_LEN, SCHEMA_VERSION, Sidecar, replaceable_export, write_sidecar
 from edgebert.sidecar import sidecar_path as sidecar_of
 
 EXPORTERS: dict[str, type[Exporter]] = {exporter.name: exporter for exporter in (OnnxExporter, TfliteExporter)}
@@ -58,8 +59,9 @@ def export_model(
         raise EdgebertError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if seq_len is not None and not 1 <= seq_len <= MAX_SEQ_LEN:
         raise EdgebertError(f"--seq-len must be between 1 and {MAX_SEQ_LEN}, got {seq_len}")
+    output = {"force": force, "replaceable": replaceable_export, "protect": [Path(model)] if model is not None else []}
     if out is not None:
-        refuse_existing(Path(out), Path(f"{out}.json"), force=force)  # before the slow part
+        refuse_existing(Path(out), sidecar_of(Path(out)), **output)  # before the slow part
     exporter = EXPORTERS[format]()
     for module in exporter.required_modules:
         require(module, f"{format} export")
@@ -70,11 +72,12 @@ def export_model(
     artifact = Path(out) if out is not None else Path(f"{source.name}.{precision}{exporter.suffix}")
     sidecar_path = sidecar_of(artifact)
 
-    with staged_outputs(artifact, sidecar_path, force=force) as (staged_artifact, staged_sidecar):
+    with staged_outputs(artifact, sidecar_path, **output) as (staged_artifact, staged_sidecar):
         schemes = exporter.schemes(precision)
         for attempt, scheme in enumerate(schemes):
             started = time.perf_counter()
-            exporter.convert(source, staged_artifact, precision, scheme, seq_len, staged_artifact.parent)
+            work_dir = Path(tempfile.mkdtemp(dir=staged_artifact.parent))  # never the artifact's own name
+            exporter.convert(source, staged_artifact, precision, scheme, seq_len, work_dir)
             export_seconds = time.perf_counter() - started
             try:
                 parity = verify_artifact(exporter, source, staged_artifact, precision, seq_len) if verify else None

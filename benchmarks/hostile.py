@@ -353,9 +353,7 @@ CASES: list[Case] = [
     force_case("out contains the source", lambda p: p, "contains the source"),
     force_case("out is the source", lambda p: p / "model", "is the source"),
     force_case("out is the user's file", lambda p: p / "notes.txt", ""),
-    force_case(
-        "out is a foreign directory", lambda p: made(p / "d"), ""
-    ),
+    force_case("out is a foreign directory", lambda p: made(p / "d"), ""),
     export_force_case("out is a directory", lambda w: made(w / "d"), ""),
     export_force_case("out is a slice directory", lambda w: slice_of(w), ""),
     export_force_case("out is a foreign file", lambda w: made(w / "f.onnx", "mine"), ""),

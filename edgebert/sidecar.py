@@ -18,12 +18,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgebert.errors import EdgebertError
-from edgebert.manifests import read_json, validation_line
+from edgebert.manifests import SliceManifest, read_json, validation_line
 
 SCHEMA_VERSION = 1
 RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
 # The embedded slice manifest nests two levels; this bounds what later code may recurse into.
-MAX_MANIFEST_NESTING = 32
 MAX_SEQ_LEN = 8192  # the longest input `export` verifies
 MAX_POSITIONS = 1 << 20  # bounds a model's recorded positions
 MAX_VOCAB = (1 << 31) - 1  # token ids are int32 in TFLite artifacts
@@ -109,16 +108,12 @@ class Sidecar(_Record):
 
     @field_validator("manifest")
     @classmethod
-    def _bounded_nesting(cls, manifest: dict[str, Any]) -> dict[str, Any]:
-        pending, deepest = [(manifest, 1)], 1
-        while pending:
-            value, depth = pending.pop()
-            deepest = max(deepest, depth)
-            if deepest > MAX_MANIFEST_NESTING:
-                raise ValueError(f"nested deeper than {MAX_MANIFEST_NESTING} levels")
-            children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-            pending.extend((child, depth + 1) for child in children)
-        return manifest
+    def _slice_manifest(cls, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The embedded manifest obeys the slice manifest's own schema (`edgebert.json`)."""
+        try:
+            return SliceManifest.model_validate(manifest).as_dict()
+        except ValidationError as exc:
+            raise ValueError(validation_line(exc)) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> Sidecar:

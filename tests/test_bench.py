@@ -20,6 +20,23 @@ from edgebert.profiles import load_profile
 VOCAB = 2048  # > 2 x 1000, so random ids avoid the special range as on a real vocabulary
 MAX_POSITIONS = 512  # BertConfig's default max_position_embeddings
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+# The slice manifest of the tiny model below (hidden 32, 2 layers of 2 heads, FFN 64), kept whole.
+MANIFEST = {
+    "edgebert_version": "0.1.0",
+    "source": {"path": "tiny", "weights_file": "model.safetensors", "sha256": "0" * 64, "model_type": "bert"},
+    "task": "sequence-classification",
+    "original": {"layers": 2, "heads": 2, "head_size": 16, "ffn_neurons": 64},
+    "width": 1.0,
+    "depth": 1.0,
+    "hidden_size": 32,
+    "layers_kept": [0, 1],
+    "heads_kept": 2,
+    "ffn_neurons_kept": 64,
+    "parameters": 100_258,  # counted on the transformers model below
+    "encoder_flops_seq128": 8_388_608,
+    "trained_as_dynabert": False,
+    "untrained": "tiny test model: random weights",
+}
 QUICK = dict(runs=20, warmup=2, min_time_s=0)
 
 
@@ -46,7 +63,7 @@ def _sidecar(path: Path, fmt: str, dtype: str, shape: list, runtime: dict | None
         "vocab_size": VOCAB,
         "pad_token_id": 0,
         "export_seconds": 0.0,
-        "manifest": {"width": 1.0, "depth": 1.0, "untrained": "tiny test model: random weights"},
+        "manifest": MANIFEST,
         "parity": None,
         **extra,
     }

@@ -244,7 +244,8 @@ def _nested(depth: int):
         ("pad_token_id", -7, "pad_token_id"),
         ("max_seq_len", 0, "max_seq_len"),
         ("parity.cosine", float("nan"), "parity.cosine"),
-        ("manifest", _nested(100), "manifest: nested deeper than"),
+        ("manifest", _nested(100), "manifest: edgebert_version: missing"),
+        ("manifest.width", 1.5, "manifest: width"),
         ("schema_version", 2, "schema_version"),
     ],
 )

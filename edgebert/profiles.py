@@ -39,6 +39,7 @@ MAX_RUNS = 100_000  # also caps the runs `min_time_s` adds on a very fast model
 MAX_MIN_TIME_S = 3600.0
 # Shipped profiles are about 1 KB; a file much larger than that is not a profile.
 MAX_PROFILE_BYTES = 16 * 1024
+MAX_PROFILE_DEPTH = 20  # a profile nests 3 levels (hardware.flags)
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Threads = Annotated[int, Field(gt=0, le=MAX_THREADS, description="runtime threads, or 'auto' for every usable core")]
@@ -196,11 +197,20 @@ def _safe_loader() -> type:
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):
+        depth = 0
+
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 mark = self.peek_event().start_mark
                 raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a profile", mark)
-            return super().compose_node(parent, index)
+            # Bounded here, not by the recursion limit, which other imports (litert's converter) raise.
+            if self.depth >= MAX_PROFILE_DEPTH:
+                raise RecursionError
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
 
     return NoAliasLoader
 

@@ -56,7 +56,7 @@ def tiny_model(directory: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=512,
         num_labels=2,
     )
     model = transformers.BertForSequenceClassification(config).eval()
@@ -120,6 +120,13 @@ def raw_config_case(name: str, text: str, fragment: str = "") -> Case:
     return Case(f"config {name}", setup, fragment=fragment)
 
 
+def _auto_map(work: Path) -> list[str]:
+    model = model_copy(work)
+    edit_config(model, auto_map={"AutoModel": "evil.Model"})
+    (model / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+    return slice_cmd(model, work)
+
+
 def deep(depth: int = 100_000) -> str:
     return "[" * depth + "]" * depth
 
@@ -129,7 +136,9 @@ def zip_bomb(work: Path) -> list[str]:
     (model / "model.safetensors").unlink()
     with zipfile.ZipFile(model / "pytorch_model.bin", "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
-        archive.writestr("archive/data/0", b"\0" * 1_500_000_000)
+        with archive.open("archive/data/0", "w", force_zip64=True) as member:  # streamed: this process stays small
+            for _ in range(1500):
+                member.write(bytes(1_000_000))
     return slice_cmd(model, work)
 
 
@@ -179,16 +188,19 @@ def sidecar_case(name: str, damage: Callable[[dict], object], fragment: str = ""
     return Case(f"sidecar {name}", setup, fragment=fragment)
 
 
-def profile_case(name: str, text: str, fragment: str = "") -> Case:
+def profile_case(name: str, text: str, fragment: str = "", expect: str = "error") -> Case:
     def setup(work: Path) -> list[str]:
         artifact = artifact_of(work)
         (work / "p.yaml").write_text(text)
         return edgebert("bench", artifact, "--profile", work / "p.yaml")
 
-    return Case(f"profile {name}", setup, fragment=fragment)
+    return Case(f"profile {name}", setup, fragment=fragment, expect=expect)
 
 
-PROFILE = "name: hostile\nruntime: onnxruntime\nthreads: 1\nruns: 3\nwarmup_runs: 1\n"
+PROFILE = (
+    "name: hostile\ndescription: d\nruntime: onnxruntime\nthreads: 1\nruns: 3\nwarmup_runs: 1\n"
+    "hardware:\n  cpu: any\n  architecture: x86_64\n  cores: 2\n"
+)
 
 
 def data_case(name: str, text: str, fragment: str = "", suffix: str = ".tsv") -> Case:
@@ -267,7 +279,7 @@ CASES: list[Case] = [
     config_case("intermediate_size -1", intermediate_size=-1),
     config_case("max_position_embeddings 10**12", max_position_embeddings=10**12),
     config_case("model_type gpt2", model_type="gpt2"),
-    config_case("auto_map remote code", auto_map={"AutoModel": "evil.Model"}),
+    Case("config auto_map (remote code: ignored, not copied)", lambda w: _auto_map(w), expect="ok"),
     raw_config_case("deeply nested", '{"a": ' + deep() + "}"),
     raw_config_case("not JSON", "{nope"),
     raw_config_case("a list", "[1, 2]"),
@@ -316,9 +328,7 @@ CASES: list[Case] = [
     sidecar_case("runtime unknown optimization level", lambda s: s["runtime"].update(graph_optimization_level="x")),
     Case("sidecar of another artifact (sha256)", sha_mismatch),
     # bench options and profiles
-    Case(
-        "bench seq-len above the model's positions", lambda w: edgebert("bench", artifact_of(w), "--seq-len", "100000")
-    ),
+    Case("bench seq-len above the model's positions", lambda w: edgebert("bench", artifact_of(w), "--seq-len", "600")),
     Case("bench runs 10**12", lambda w: edgebert("bench", artifact_of(w), "--runs", str(10**12))),
     Case("bench threads 10**9", lambda w: edgebert("bench", artifact_of(w), "--threads", str(10**9))),
     Case("bench batch 10**11", lambda w: edgebert("bench", artifact_of(w), "--batch", str(10**11))),
@@ -331,14 +341,16 @@ CASES: list[Case] = [
         )
         + "name: x\nruntime: onnxruntime\ndescription: *i\n",
     ),
-    profile_case("threads 1e23", PROFILE.replace("threads: 1", "threads: 1e23")),
-    profile_case("warmup_runs 1e12", PROFILE.replace("warmup_runs: 1", "warmup_runs: 1e12")),
-    profile_case("runs 1e12", PROFILE.replace("runs: 3", "runs: 1e12")),
-    profile_case("min_time_s .inf", PROFILE + "min_time_s: .inf\n"),
-    profile_case("batch_size 1e11", PROFILE + "batch_size: 1e11\n"),
+    profile_case("threads 1e23", PROFILE.replace("threads: 1", "threads: 1e23"), "threads"),
+    profile_case("warmup_runs 1e12", PROFILE.replace("warmup_runs: 1", "warmup_runs: 1e12"), "warmup_runs"),
+    profile_case("runs 1e12", PROFILE.replace("runs: 3", "runs: 1e12"), "runs"),
+    profile_case("min_time_s .inf", PROFILE + "min_time_s: .inf\n", "min_time_s"),
+    profile_case("batch_size 1e11", PROFILE + "batch_size: 1e11\n", "batch_size"),
+    profile_case("valid (control: the cases above fail for their own reason)", PROFILE, expect="ok"),
     profile_case("not a mapping", "- a\n- b\n"),
     profile_case("python tag", "!!python/object/apply:os.system ['echo hacked']\n"),
     profile_case("huge file", PROFILE + "description: " + "x" * 5_000_000 + "\n"),
+    Case("bench valid (control)", lambda w: edgebert("bench", artifact_of(w), "--runs", "3"), expect="ok"),
     # bench --out results files
     results_case("holds a dict", '{"a": 1}'),
     results_case("not JSON", "nope"),
@@ -487,9 +499,16 @@ def peak_rss_of(pid: int) -> int | None:
 
 
 def prepare(base: Path) -> None:
-    """The shared inputs: a tiny model, two slices, two ONNX artifacts, an eval cache."""
+    """The shared inputs: a tiny model, two slices, two ONNX artifacts, an eval cache.
+
+    All built in child processes: this process stays small, since Linux hands a parent's peak RSS
+    to its children (`ru_maxrss` survives fork and exec), and the RSS bound is about the children.
+    """
     env = {**os.environ, "EDGEBERT_CACHE": str(base / "cache"), "OMP_NUM_THREADS": "1"}
-    tiny_model(base / "model")
+    build = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import hostile; "
+    subprocess.run(
+        [sys.executable, "-c", build + f"hostile.tiny_model(hostile.Path({str(base / 'model')!r}))"], check=True
+    )
 
     def run(*args: object) -> None:
         subprocess.run([sys.executable, "-m", "edgebert", *map(str, args)], check=True, env=env, capture_output=True)

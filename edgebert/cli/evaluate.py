@@ -42,6 +42,7 @@ def eval_command(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # a redirected stderr keeps only the error line, if any
     )
     with progress:
         task = progress.add_task("", total=len(configs))

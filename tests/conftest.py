@@ -7,6 +7,7 @@ heads and layers as on BERT-base) but a hidden size of 48, so the whole grid run
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,3 +154,19 @@ def run_cli(capsys):
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    """The parent of the --out directory; must still be empty after a failure."""
+    directory = tmp_path / "work"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def broken(tmp_path, tiny_models):
+    """A fresh copy of the tiny BERT classifier to damage."""
+    target = tmp_path / "src" / "bert-cls"
+    shutil.copytree(tiny_models["bert-cls"], target)
+    return target

@@ -8,38 +8,12 @@ damaged in one way. Every run writes to `<tmp>/work/slice`; afterwards `<tmp>/wo
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from edgebert.errors import EdgebertError
-
-
-def assert_one_line_error(result, fragment: str) -> None:
-    assert result.code != 0, f"expected a failure, got exit 0; stdout: {result.stdout!r}"
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith("error: "), lines[0]
-    assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    assert result.stdout == ""
-
-
-@pytest.fixture
-def work(tmp_path) -> Path:
-    """The parent of the --out directory; must still be empty after a failure."""
-    directory = tmp_path / "work"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
-def broken(tmp_path, tiny_models):
-    """A fresh copy of the tiny BERT classifier to damage."""
-    target = tmp_path / "src" / "bert-cls"
-    shutil.copytree(tiny_models["bert-cls"], target)
-    return target
+from tests.cli_checks import assert_one_line_error, edit_config
 
 
 def slice_and_check(run_cli, model, work: Path, fragment: str, *options: str) -> str:
@@ -67,12 +41,6 @@ def save_state(state: dict, directory: Path) -> None:
     from safetensors.torch import save_file
 
     save_file(state, str(directory / "model.safetensors"))
-
-
-def edit_config(directory: Path, **changes) -> None:
-    config = json.loads((directory / "config.json").read_text())
-    config.update(changes)
-    (directory / "config.json").write_text(json.dumps(config))
 
 
 def truncate(path: Path, keep: float = 0.5) -> None:

@@ -19,24 +19,15 @@ import pytest
 
 from edgebert.checkpoint import load_checkpoint
 from edgebert.slicing import load_slice, slice_model
-from tests.test_bad_input import assert_one_line_error, edit_config
+from tests.cli_checks import assert_one_line_error, edit_config
 
 MAX_LINE = 400  # an error line quotes at most a short piece of hostile input
 
 
 @pytest.fixture
-def work(tmp_path) -> Path:
-    """Where outputs go; must still be empty after a refusal (nothing written, nothing copied)."""
-    directory = tmp_path / "work"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture
-def bert(tmp_path, tiny_models) -> Path:
-    target = tmp_path / "src" / "bert-cls"
-    shutil.copytree(tiny_models["bert-cls"], target)
-    return target
+def bert(broken) -> Path:
+    """The tiny BERT classifier to damage (conftest's `broken`)."""
+    return broken
 
 
 @pytest.fixture(scope="module")

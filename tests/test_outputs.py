@@ -23,6 +23,7 @@ import pytest
 
 from edgebert.atomic import STAGING_MARKER, append_json_list, remove_stale_staging, staged_outputs
 from edgebert.errors import EdgebertError
+from tests.cli_checks import assert_one_line_error
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -32,13 +33,6 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def one_error_line(result, fragment: str) -> None:
-    assert result.code != 0
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture
@@ -60,7 +54,7 @@ def project(tmp_path, tiny_models) -> Path:
 def test_force_never_touches_the_source_or_what_edgebert_did_not_write(run_cli, project, out, fragment):
     before = tree_digest(project)
     result = run_cli("slice", project / "model", "--width", ".5", "--depth", ".5", "--out", project / out, "--force")
-    one_error_line(result, fragment)
+    assert_one_line_error(result, fragment)
     assert tree_digest(project) == before
 
 
@@ -69,13 +63,13 @@ def test_force_refuses_a_foreign_directory_and_a_slice_with_foreign_files(run_cl
     foreign.mkdir()
     (foreign / "data.csv").write_text("1,2\n")
     args = ("slice", project / "model", "--width", ".5", "--depth", ".5", "--force", "--out")
-    one_error_line(run_cli(*args, foreign), "not a slice edgebert wrote")
+    assert_one_line_error(run_cli(*args, foreign), "not a slice edgebert wrote")
     assert tree_digest(foreign) == {"data.csv": hashlib.sha256(b"1,2\n").hexdigest()}
 
     own = tmp_path / "own"
     assert run_cli(*args, own).code == 0
     (own / "README.md").write_text("my notes\n")
-    one_error_line(run_cli(*args, own), "edgebert does not write (README.md)")
+    assert_one_line_error(run_cli(*args, own), "edgebert does not write (README.md)")
     assert (own / "README.md").read_text() == "my notes\n"
 
 
@@ -269,14 +263,14 @@ def test_long_names_still_stage(tmp_path):
 
 def test_a_newline_in_a_path_cannot_forge_a_second_error_line(run_cli, tmp_path):
     result = run_cli("slice", tmp_path / "no\nerror: forged", "--width", ".5", "--depth", ".5")
-    one_error_line(result, "no\\nerror: forged")
+    assert_one_line_error(result, "no\\nerror: forged")
 
 
 def test_os_errors_are_one_line_naming_the_path(run_cli, project, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = run_cli("slice", project / "model", "--width", ".5", "--depth", ".5", "--out", blocker / "sub" / "s")
-    one_error_line(result, str(blocker))
+    assert_one_line_error(result, str(blocker))
 
 
 def test_ctrl_c_is_one_line_and_exit_130(run_cli, monkeypatch):
@@ -288,7 +282,7 @@ def test_ctrl_c_is_one_line_and_exit_130(run_cli, monkeypatch):
     monkeypatch.setattr(edgebert.cli, "app", interrupted)
     result = run_cli("slice")
     assert result.code == 130
-    one_error_line(result, "interrupted")
+    assert_one_line_error(result, "interrupted")
 
 
 # ---- export: what --force may replace ----------------------------------------------------------------------------
@@ -301,15 +295,15 @@ def test_export_force_replaces_only_its_own_artifact(run_cli, project, tmp_path)
     slice_dir = tmp_path / "slice"
     assert run_cli("slice", source, "--width", ".5", "--depth", ".5", "--out", slice_dir).code == 0
     before = tree_digest(slice_dir)
-    one_error_line(run_cli("export", slice_dir, "--out", slice_dir, "--force"), "is the source model")
+    assert_one_line_error(run_cli("export", slice_dir, "--out", slice_dir, "--force"), "is the source model")
     assert tree_digest(slice_dir) == before
     foreign = tmp_path / "mine.onnx"
     foreign.write_text("not edgebert's")
-    one_error_line(run_cli("export", slice_dir, "--out", foreign, "--force"), "has no edgebert sidecar")
+    assert_one_line_error(run_cli("export", slice_dir, "--out", foreign, "--force"), "has no edgebert sidecar")
     assert foreign.read_text() == "not edgebert's"
     folder = tmp_path / "folder"
     folder.mkdir()
-    one_error_line(run_cli("export", slice_dir, "--out", folder, "--force"), "has no edgebert sidecar")
+    assert_one_line_error(run_cli("export", slice_dir, "--out", folder, "--force"), "has no edgebert sidecar")
 
     artifact = tmp_path / "fp32.onnx"  # the name the int8 conversion uses for its own fp32 step
     export_model(slice_dir, "onnx", "int8", out=artifact)

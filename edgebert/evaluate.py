@@ -36,7 +36,7 @@ from edgebert.data import (
 )
 from edgebert.demo import cache_dir
 from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint, slice_checkpoint
-from edgebert.subnet import check_fractions
+from edgebert.subnet import check_fractions, subnet_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -183,7 +183,7 @@ def eval_cache_dir() -> Path:
 
 def cache_path(key: EvalKey, width: float, depth: float) -> Path:
     """Named by the weights (so `cached_results` finds a model's entries) and the digest of the whole key."""
-    return eval_cache_dir() / f"{key.weights_sha256}-{key.digest()[:32]}-w{width:g}-d{depth:g}.json"
+    return eval_cache_dir() / f"{subnet_name(f'{key.weights_sha256}-{key.digest()[:32]}', width, depth)}.json"
 
 
 def read_cached(path: Path) -> CachedResult | None:

@@ -44,7 +44,7 @@ from edgebert.latency_model import (
 )
 from edgebert.memory_model import MemoryModel, MemoryScope, calibrate_memory, estimated_size_bytes
 from edgebert.profiles import Profile
-from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnetwork
+from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnet_name, subnetwork
 
 if TYPE_CHECKING:
     from edgebert.evaluate import ModelKey
@@ -423,7 +423,7 @@ def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, e
     from edgebert.export import export_model
 
     export_dir.mkdir(parents=True, exist_ok=True)
-    out = export_dir / f"{stem}-w{choice.width:g}-d{choice.depth:g}.{choice.precision}.{choice.format}"
+    out = export_dir / f"{subnet_name(stem, choice.width, choice.depth)}.{choice.precision}.{choice.format}"
     sidecar = export_model(
         model, choice.format, choice.precision, width=choice.width, depth=choice.depth, seq_len=profile.seq_len, out=out
     )

@@ -21,7 +21,7 @@ from edgebert.checkpoint import (
 from edgebert.errors import EdgebertError
 from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
-from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnetwork
+from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
 
 if TYPE_CHECKING:
     import torch
@@ -160,7 +160,7 @@ def load_slice(path: Path) -> SlicedModel:
 
 
 def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Path:
-    return Path(f"{checkpoint.path.resolve().name}-w{width:g}-d{depth:g}")
+    return Path(subnet_name(checkpoint.path.resolve().name, width, depth))
 
 
 def open_checkpoint(model: str | Path | None) -> Checkpoint:

@@ -63,6 +63,11 @@ def check_fractions(width: float, depth: float) -> tuple[float, float]:
     return _check_fraction("width", width), _check_fraction("depth", depth)
 
 
+def subnet_name(stem: str, width: float, depth: float) -> str:
+    """`stem-w0.5-d0.75`: how slices, artifacts and cache entries of one sub-network are named."""
+    return f"{stem}-w{width:g}-d{depth:g}"
+
+
 def subnetwork(arch: Architecture, width: float, depth: float) -> Subnetwork:
     """Apply the official rule: k = round(H*w) heads, f = int(k/H * F) neurons, n = round(L*d) layers."""
     width, depth = check_fractions(width, depth)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from edgebert.errors import EdgebertError
+from edgebert.subnet import subnet_name
 
 if TYPE_CHECKING:
     import torch
@@ -249,7 +250,7 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     else:
         checkpoint = open_checkpoint(path)
         sliced = slice_checkpoint(checkpoint, 1.0 if width is None else width, 1.0 if depth is None else depth)
-        name = f"{checkpoint.path.resolve().name}-w{sliced.manifest['width']:g}-d{sliced.manifest['depth']:g}"
+        name = subnet_name(checkpoint.path.resolve().name, sliced.manifest["width"], sliced.manifest["depth"])
     sliced_model, manifest = sliced.model, sliced.manifest
     config = sliced_model.config
     classifier = manifest["task"] == "sequence-classification"

@@ -1,9 +1,10 @@
 """Device profiles: how to benchmark on a device, and the hardware facts a latency model needs.
 
-Shipped profiles live in `edgebert/profiles/<name>.yaml`; a user file is loaded by path. Every
-problem in a file is reported at once, one per line-like item ("file: field: expected ..."),
-so a user fixes a profile in one go. `hardware: detect` (the `local` profile) reads this
-machine's facts at load time, and `threads: auto` means every core this process may use.
+Shipped profiles are package data, `edgebert/device_profiles/<name>.yaml` (the repo's top-level
+`profiles/` links there); a user file is loaded by path. Every problem in a file is reported at
+once, one per line-like item ("file: field: expected ..."), so a user fixes a profile in one go.
+`hardware: detect` (the `local` profile) reads this machine's facts at load time, and
+`threads: auto` means every core this process may use.
 
 A profile is untrusted input: the file is read up to a few KB, YAML aliases are refused (a
 billion-laughs file expands without bound), every count has an upper bound (a `warmup_runs: 1e12`
@@ -154,8 +155,11 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+SHIPPED_DIR = "device_profiles"  # package data beside this module; a module and a folder may not share a name
+
+
 def shipped_dir() -> Path:
-    return Path(str(resources.files("edgebert") / "profiles"))
+    return Path(str(resources.files("edgebert") / SHIPPED_DIR))
 
 
 def shipped_names() -> list[str]:

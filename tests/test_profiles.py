@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from edgebert.errors import EdgebertError
-from edgebert.profiles import ProfileError, load_profile, load_shipped, shipped_dir, shipped_names
+from edgebert.profiles import ProfileError, load_profile, load_shipped, shipped_dir
 
 BROKEN = Path(__file__).parent / "data" / "profiles"
 REQUIRED_DEVICES = {"raspberry-pi-4", "raspberry-pi-5", "pixel-7", "jetson-orin-nano", "x86-laptop", "local"}
@@ -29,9 +34,25 @@ def test_shipped_profiles_validate_and_carry_their_facts():
         assert profile.threads <= hw.cores
 
 
-def test_top_level_profiles_folder_is_the_shipped_one():
-    top = Path(__file__).parents[1] / "profiles"
-    assert sorted(p.stem for p in top.glob("*.yaml")) == shipped_names()
+def test_the_wheel_ships_every_profile_in_the_repo_and_the_cli_lists_them(run_cli, tmp_path):
+    """A wheel built from pyproject.toml holds each YAML of the repo's `profiles/`: what a device install gets."""
+    repo = Path(__file__).parents[1]
+    source = tmp_path / "source"  # a copy: building writes egg-info into its source tree
+    shutil.copytree(repo / "edgebert", source / "edgebert", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir", "-q"]
+    built = subprocess.run([*build, "-w", tmp_path / "wheel", source], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("edgebert-*.whl")
+    shipped = sorted(PurePosixPath(name) for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".yaml"))
+    assert {path.parent for path in shipped} == {PurePosixPath("edgebert/device_profiles")}
+
+    in_repo = sorted(path.stem for path in (repo / "profiles").iterdir() if path.suffix == ".yaml")
+    assert [path.stem for path in shipped] == in_repo
+    listed = json.loads(run_cli("profiles", "list", "--json").stdout)
+    assert sorted(profile["name"] for profile in listed) == in_repo
+    assert os.readlink(repo / "profiles") == "edgebert/device_profiles"  # relative: it survives a clone
 
 
 def test_local_threads_auto_means_usable_cores():

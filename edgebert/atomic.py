@@ -259,7 +259,8 @@ def remove_stale_staging(parent: Path) -> list[Path]:
     """Delete staging directories in `parent` whose writer (on this host) is no longer running.
 
     Ours by name (`.<name>.<pid>-<random>.partial`) and by marker ("<host> <pid>"); a directory
-    killed before its marker was written is recognised by its name and being empty.
+    killed before or while its marker was written (creating and filling a file are two steps) is
+    recognised by its name and by holding nothing but an empty marker.
     """
     removed = []
     host = socket.gethostname()
@@ -271,10 +272,11 @@ def remove_stale_staging(parent: Path) -> list[Path]:
         try:
             marker = (entry / STAGING_MARKER).read_text(encoding="utf-8").split()
         except FileNotFoundError:
-            marker = None if not any(entry.iterdir()) else []
+            marker = []
         except OSError:
             continue
-        ours = marker is None or marker == [host, str(pid)]
+        unfinished = not marker and all(p.name == STAGING_MARKER for p in entry.iterdir())
+        ours = unfinished or marker == [host, str(pid)]
         if ours and not _alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)

@@ -240,14 +240,25 @@ def test_only_dead_writers_staging_is_removed(tmp_path):
         staged[name] = tmp_path / f".x-{name}.{dead.pid if name != 'alive' else os.getpid()}-abc.partial"
         staged[name].mkdir()
         (staged[name] / STAGING_MARKER).write_text(marker)
-    (tmp_path / f".killed-early.{dead.pid}-abc.partial").mkdir()  # killed before its marker: empty
-    (tmp_path / f".not-ours.{dead.pid}-abc.partial").mkdir()  # no marker, not empty: not ours to judge
-    (tmp_path / f".not-ours.{dead.pid}-abc.partial" / "data").write_text("x")
+    early, marking = f".killed-early.{dead.pid}-abc.partial", f".killed-marking.{dead.pid}-abc.partial"
+    (tmp_path / early).mkdir()  # killed before its marker: empty
+    (tmp_path / marking).mkdir()  # killed between creating its marker and writing it (seen in a SIGKILL run)
+    (tmp_path / marking / STAGING_MARKER).write_text("")
+    for name in ("not-ours", "not-ours-empty-marker"):  # no host and pid, not empty: not ours to judge
+        (tmp_path / f".{name}.{dead.pid}-abc.partial").mkdir()
+        (tmp_path / f".{name}.{dead.pid}-abc.partial" / "data").write_text("x")
+    (tmp_path / f".not-ours-empty-marker.{dead.pid}-abc.partial" / STAGING_MARKER).write_text("")
     (tmp_path / ".no-pid.partial").mkdir()
     removed = remove_stale_staging(tmp_path)
-    assert sorted(p.name for p in removed) == sorted([staged["dead"].name, f".killed-early.{dead.pid}-abc.partial"])
+    assert sorted(p.name for p in removed) == sorted([staged["dead"].name, early, marking])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [staged["alive"].name, staged["other-host"].name, f".not-ours.{dead.pid}-abc.partial", ".no-pid.partial"]
+        [
+            staged["alive"].name,
+            staged["other-host"].name,
+            f".not-ours.{dead.pid}-abc.partial",
+            f".not-ours-empty-marker.{dead.pid}-abc.partial",
+            ".no-pid.partial",
+        ]
     )
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgebert.demo import DEMO_MARKER
 from edgebert.errors import EdgebertError, require
 from edgebert.manifests import (
     SLICE_MANIFEST,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     import torch
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
-DEMO_MARKER = "edgebert_demo"  # config.json key that marks the built-in, untrained demo model
 CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = (

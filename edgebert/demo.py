@@ -1,23 +1,42 @@
 """The built-in demo model: BERT-base shaped, seeded random weights, cached on first use.
 
 It lets a new user run every command without a download. Its size and latency are those of
-a real BERT-base DynaBERT; its accuracy is meaningless, and every output says so.
+a real BERT-base DynaBERT; its accuracy is meaningless, and every output says so (`UNTRAINED_NOTE`,
+carried by slice manifests, sidecars, `info`, `eval`, `pick` and `bench`). Everything about the
+demo lives here: the marker its config.json carries, its recipe, and its cache. The cached
+directory is stamped with a digest of the recipe (seed, initialisation, config, vocabulary,
+parameter names and shapes), so a changed recipe regenerates it instead of serving old weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from edgebert.atomic import staged_outputs
-from edgebert.checkpoint import DEMO_MARKER, expected_shapes, model_state
 from edgebert.errors import EdgebertError
+from edgebert.manifests import read_manifest
+from edgebert.notes import warning
 from edgebert.subnet import Architecture
 
+if TYPE_CHECKING:
+    import torch
+
 CACHE_ENV = "EDGEBERT_CACHE"
+DEMO_MARKER = "edgebert_demo"  # config.json key that marks the built-in, untrained demo model
+UNTRAINED_NOTE = warning(
+    "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
+)
 DEMO_NAME = "demo-bert-base"
 DEMO_SEED = 20200404
+INIT_STD = 0.02  # N(0, INIT_STD) for every weight and bias; LayerNorm scales 1, shifts 0
+STAMP_FILE = "edgebert-demo.json"
+TOKENIZER_CONFIG = {"do_lower_case": True}
 DEMO_ARCH = Architecture(
     num_layers=12,
     num_heads=12,
@@ -73,9 +92,11 @@ def demo_vocab() -> list[str]:
     return vocab + [f"[filler{i}]" for i in range(len(vocab), DEMO_ARCH.vocab_size)]
 
 
-def demo_weights() -> dict:
-    """Seeded N(0, 0.02) weights (LayerNorm scales 1), independent of transformers' initialisers."""
+def demo_weights() -> dict[str, torch.Tensor]:
+    """Seeded N(0, INIT_STD) weights (LayerNorm scales 1), independent of transformers' initialisers."""
     import torch
+
+    from edgebert.checkpoint import expected_shapes, model_state
 
     generator = torch.Generator().manual_seed(DEMO_SEED)
     weights = {}
@@ -83,15 +104,51 @@ def demo_weights() -> dict:
         if "LayerNorm" in name:
             tensor = torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
         else:
-            tensor = torch.empty(shape).normal_(0.0, 0.02, generator=generator)
+            tensor = torch.empty(shape).normal_(0.0, INIT_STD, generator=generator)
         weights[name] = tensor
     return model_state(weights)
 
 
+class DemoStamp(BaseModel):
+    """`edgebert-demo.json` in the cached demo directory: the recipe its files were generated from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    recipe_sha256: str
+
+
+def recipe_sha256() -> str:
+    """A digest of everything that decides the demo's files; any change to the recipe changes it."""
+    from edgebert.checkpoint import expected_shapes
+
+    recipe = {
+        "seed": DEMO_SEED,
+        "init_std": INIT_STD,
+        "config": demo_config(),
+        "vocab": demo_vocab(),
+        "tokenizer_config": TOKENIZER_CONFIG,
+        "shapes": expected_shapes(DEMO_ARCH),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def _is_current(directory: Path, recipe: str) -> bool:
+    """Whether `directory` holds the demo generated from `recipe` (a missing or damaged stamp: no)."""
+    stamp = directory / STAMP_FILE
+    if not (stamp.is_file() and (directory / "model.safetensors").is_file()):
+        return False
+    try:
+        return read_manifest(stamp, DemoStamp).recipe_sha256 == recipe
+    except EdgebertError:
+        return False
+
+
 def demo_checkpoint_dir() -> Path:
-    """The demo checkpoint directory, created (atomically) on first use."""
+    """The demo checkpoint directory, generated (atomically) on first use and whenever its recipe changed."""
     target = cache_dir() / DEMO_NAME
-    if (target / "model.safetensors").is_file():
+    recipe = recipe_sha256()
+    if _is_current(target, recipe):
         return target
     from safetensors.torch import save_file
 
@@ -99,6 +156,7 @@ def demo_checkpoint_dir() -> Path:
         staging.mkdir()
         (staging / "config.json").write_text(json.dumps(demo_config(), indent=2) + "\n")
         (staging / "vocab.txt").write_text("\n".join(demo_vocab()) + "\n")
-        (staging / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}) + "\n")
+        (staging / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG) + "\n")
         save_file(demo_weights(), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / STAMP_FILE).write_text(DemoStamp(recipe_sha256=recipe).model_dump_json(indent=2) + "\n")
     return target

@@ -34,8 +34,8 @@ from edgebert.data import (
     read_dataset,
     sequential_batches,
 )
-from edgebert.demo import cache_dir
-from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint, slice_checkpoint
+from edgebert.demo import UNTRAINED_NOTE, cache_dir
+from edgebert.slicing import open_checkpoint, slice_checkpoint
 from edgebert.subnet import check_fractions, subnet_name
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgebert.errors import EdgebertError
+from edgebert.notes import Note, warning
 
 # edgebert's own JSON files and a model's config.json are kilobytes (a training manifest of a large model a few
 # megabytes): a bound keeps a hostile file from filling memory before any schema sees it.
@@ -32,6 +33,7 @@ NOT_DYNABERT_NOTE = (
     "{model} was not trained as a DynaBERT (no edgebert-train.json): sub-networks below full size are only "
     "accurate for a model trained so; run `edgebert train` to make one, and `edgebert eval` to measure"
 )
+WARNING_FIELDS = ("untrained", "not_dynabert")  # the SliceManifest fields that warn about the slice
 
 
 class _Record(BaseModel):
@@ -83,6 +85,11 @@ class SliceManifest(_Record):
     def as_dict(self) -> dict[str, Any]:
         """The plain dict callers pass around and `edgebert.json` holds (absent notes are absent keys)."""
         return self.model_dump(exclude_none=True)
+
+
+def manifest_warnings(manifest: dict[str, Any]) -> list[Note]:
+    """The warnings a slice manifest (or a sidecar's embedded one) carries, for whoever shows the slice."""
+    return [warning(manifest[field]) for field in WARNING_FIELDS if manifest.get(field)]
 
 
 class FileRef(_Record):

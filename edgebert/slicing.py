@@ -18,9 +18,11 @@ from edgebert.checkpoint import (
     read_slice,
     require_reading_modules,
 )
+from edgebert.demo import UNTRAINED_NOTE
 from edgebert.errors import EdgebertError
 from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
+from edgebert.notes import Note, warning
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
 
 if TYPE_CHECKING:
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 MODEL_DIR_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES)
 # `--force` replaces a directory holding only what `slice_model` writes.
 replaceable_slice = owned_directory(MANIFEST_FILE, MODEL_DIR_FILES, "slice")
-UNTRAINED_NOTE = "untrained demo model (seeded random weights): its size and latency are real, its accuracy is not"
 
 
 def slice_state(state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork) -> dict[str, torch.Tensor]:
@@ -123,9 +124,9 @@ def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
     return manifest.as_dict()
 
 
-def not_dynabert_note(checkpoint: Checkpoint) -> str:
+def not_dynabert_note(checkpoint: Checkpoint) -> Note:
     """The warning for sub-networks of a model `edgebert train` did not train (slice, export, pick)."""
-    return NOT_DYNABERT_NOTE.format(model=checkpoint.path)
+    return warning(NOT_DYNABERT_NOTE.format(model=checkpoint.path))
 
 
 def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> SlicedModel:

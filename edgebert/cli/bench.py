@@ -9,12 +9,13 @@ import typer
 from rich import box
 from rich.table import Table
 
+from edgebert.cli.options import JsonOpt, ProfileOpt
 from edgebert.cli.output import console, megabytes, print_json, print_warning
 
 
 def bench_command(
     artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .tflite file (its .json sidecar is read).")],
-    profile: Annotated[str, typer.Option(help="A shipped profile name or a YAML file.")] = "local",
+    profile: ProfileOpt = "local",
     runs: Annotated[int | None, typer.Option(min=1, help="Measured runs (default: the profile's).")] = None,
     warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up runs (default: the profile's).")] = None,
     min_time: Annotated[
@@ -31,7 +32,7 @@ def bench_command(
     tokenizer: Annotated[
         Path | None, typer.Option(help="Directory with tokenizer.json or vocab.txt (default: beside the artifact).")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json: JsonOpt = False,
     out: Annotated[Path | None, typer.Option(help="Append the result to this JSON list file.")] = None,
 ) -> None:
     """Measure load time, latency percentiles, throughput and memory of ARTIFACT in its own runtime."""

@@ -10,8 +10,8 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebert.cli.output import console, err_console, print_json, print_warning
-from edgebert.cli.slice import JsonOpt, ModelArg
+from edgebert.cli.options import JsonOpt, ModelArg
+from edgebert.cli.output import console, err_console, print_json, print_notes
 from edgebert.errors import EdgebertError
 
 
@@ -82,8 +82,7 @@ def print_report(report: dict) -> None:
             f"{hits} of {len(results)} from the cache (same weights, label map, tokenizer, data file, max length "
             "and edgebert version): nothing recomputed"
         )
-    if "untrained" in report:
-        print_warning(report["untrained"])
+    print_notes(report.get("untrained"))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,14 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgebert.cli.output import console, err_console, megabytes, print_json, print_warning
-from edgebert.cli.slice import JsonOpt, ModelArg
+from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt
+from edgebert.cli.output import console, err_console, megabytes, print_json, print_notes
+from edgebert.manifests import manifest_warnings
 
 
 def export_command(
     model: ModelArg = None,
-    format: Annotated[str, typer.Option("--format", help="onnx or tflite.")] = "onnx",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8.")] = "fp32",
+    format: FormatOpt = "onnx",
+    precision: PrecisionOpt = "fp32",
     width: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this width first.")] = None,
     depth: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this depth first.")] = None,
     seq_len: Annotated[
@@ -75,9 +76,7 @@ def export_command(
         table.add_row("checked on", describe_checked(parity["inputs"]))
         table.add_row("gate", f"[green]passed[/] ({gate['metric']} {relation} {gate['bound']})")
     console.print(table)
-    for key in ("untrained", "not_dynabert"):
-        if key in manifest:
-            print_warning(manifest[key])
+    print_notes(*manifest_warnings(manifest))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from edgebert.notes import is_warning
+
 MAX_MESSAGE = 2000  # characters of one error or warning line: input is never echoed unbounded
 console = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -24,6 +26,17 @@ def print_error(message: str) -> None:
 
 def print_warning(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(one_line(message))}", emoji=False)
+
+
+def print_notes(*notes: str | None) -> None:
+    """Each note as its kind says (decided where it was made): a warning on stderr, else a line of the result."""
+    for note in notes:
+        if note is None:
+            continue
+        if is_warning(note):
+            print_warning(note)
+        else:
+            console.print(note, markup=False)
 
 
 def one_line(message: str, limit: int = MAX_MESSAGE) -> str:

@@ -15,8 +15,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.output import console, err_console, print_json, print_warning
-from edgebert.cli.slice import JsonOpt, ModelArg
+from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, either
+from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
 from edgebert.subnet import check_fractions
 
@@ -65,7 +65,7 @@ def parse_candidates(text: str) -> list[tuple[float, float]]:
 
 def pick_command(
     model: ModelArg = None,
-    profile: Annotated[str, typer.Option(help="A shipped profile name or a YAML file.")] = "local",
+    profile: ProfileOpt = "local",
     memory_budget: Annotated[
         str | None,
         typer.Option(
@@ -107,8 +107,8 @@ def pick_command(
     from edgebert.pick import Budgets, pick
     from edgebert.profiles import load_profile
 
-    if memory_scope not in (None, "model", "process"):
-        raise EdgebertError(f"--memory-scope {memory_scope!r}: choose 'model' or 'process'")
+    if memory_scope is not None and memory_scope not in MEMORY_SCOPES:
+        raise EdgebertError(f"--memory-scope {memory_scope!r}: choose {either(map(repr, MEMORY_SCOPES))}")
     budgets = Budgets(
         memory_bytes=parse_memory(memory_budget) if memory_budget else None,
         latency_ms=parse_latency(latency_budget) if latency_budget else None,
@@ -207,11 +207,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"latency model, leave-one-out ({loo['statistic']}) over {loo['configurations']} measurements: "
             f"{loo['within_10_percent']:.0%} within +-10 %, worst error {loo['worst_relative_error']:.0%}"
         )
-    for note in report["notes"]:
-        if "untrained" in note or "unknown" in note:
-            print_warning(note)
-        else:
-            console.print(note)
+    print_notes(*report["notes"])
     if report["export"]:
         console.print(f"wrote {report['export']['path']} ({report['export']['size_bytes'] / 1e6:.1f} MB)")
     style = "bold green" if report["fits"] else "bold red"

@@ -9,9 +9,9 @@ import typer
 from rich import box
 from rich.table import Table
 
+from edgebert.cli.options import JsonOpt, ProfileArg
 from edgebert.cli.output import console, print_error, print_json
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 profiles_app = typer.Typer(help="List, show and validate device profiles.", no_args_is_help=True)
 
 
@@ -44,9 +44,7 @@ def list_command(json: JsonOpt = False) -> None:
 
 
 @profiles_app.command("show")
-def show_command(
-    name: Annotated[str, typer.Argument(help="A shipped profile name or a YAML file.")], json: JsonOpt = False
-) -> None:
+def show_command(name: ProfileArg, json: JsonOpt = False) -> None:
     """Every setting and hardware fact of one profile (`local`: detected on this machine)."""
     from edgebert.profiles import load_profile
 

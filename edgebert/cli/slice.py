@@ -9,13 +9,9 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.output import console, megabytes, millions, print_json, print_warning
-
-ModelArg = Annotated[
-    Path | None,
-    typer.Argument(help="A (Dyna)BERT or (Dyna)RoBERTa directory; omit it to use the built-in demo model."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+from edgebert.cli.options import JsonOpt, ModelArg
+from edgebert.cli.output import console, megabytes, millions, print_json, print_notes
+from edgebert.manifests import manifest_warnings
 
 
 def slice_command(
@@ -44,9 +40,7 @@ def slice_command(
     table.add_row("model.safetensors", megabytes(manifest["size_bytes"]))
     table.add_row("encoder GFLOPs (seq 128)", f"{manifest['encoder_flops_seq128'] / 1e9:.2f}")
     console.print(table)
-    for key in ("untrained", "not_dynabert"):
-        if key in manifest:
-            print_warning(manifest[key])
+    print_notes(*manifest_warnings(manifest))
 
 
 def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:
@@ -80,8 +74,7 @@ def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:
         )
     console.print(table)
     console.print("params in M, sizes in MB (*int8: estimate, one byte per weight), GFLOPs: encoder at seq 128")
-    if "untrained" in info:
-        print_warning(info["untrained"])
+    print_notes(info.get("untrained"))
 
 
 def index_ranges(indices: list[int]) -> str:

@@ -10,8 +10,8 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from edgebert.cli.options import JsonOpt
 from edgebert.cli.output import console, err_console, print_json
-from edgebert.cli.slice import JsonOpt
 from edgebert.errors import EdgebertError
 
 ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT/RoBERTa directory (the teacher).")]

@@ -1,0 +1,36 @@
+"""Arguments and options several commands share, with help texts built from what the registries hold.
+
+A new exporter, precision or shipped profile shows up in `--help` without touching a command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, get_args
+
+import typer
+
+from edgebert.export import FORMATS, PRECISIONS
+from edgebert.memory_model import MemoryScope
+from edgebert.profiles import shipped_names
+
+
+def either(names: Iterable[str]) -> str:
+    """('onnx', 'tflite') -> 'onnx or tflite'; three or more -> 'a, b or c'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+MEMORY_SCOPES: tuple[str, ...] = get_args(MemoryScope)
+PROFILE_HELP = f"A shipped profile ({either(shipped_names())}) or a YAML file."
+
+ModelArg = Annotated[
+    Path | None,
+    typer.Argument(help="A (Dyna)BERT or (Dyna)RoBERTa directory; omit it to use the built-in demo model."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP)]
+ProfileArg = Annotated[str, typer.Argument(help=PROFILE_HELP)]
+FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.")]
+PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.")]

@@ -1,0 +1,57 @@
+"""Shared CLI options: help texts name what the registries hold; notes print by the kind they were made with."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from edgebert.cli.output import print_notes
+from edgebert.export import FORMATS, PRECISIONS
+from edgebert.notes import Note, warning
+from edgebert.profiles import shipped_dir
+
+SHIPPED = sorted(path.stem for path in shipped_dir().glob("*.yaml"))
+
+
+def help_text(run_cli, *command: str) -> str:
+    """`--help` as one line of words: rich wraps and frames it."""
+    result = run_cli(*command, "--help")
+    assert result.code == 0, result.stderr
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.stdout).split())
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_export_help_names_every_format(run_cli, name):
+    assert re.search(rf"--format <str> [^-]*\b{name}\b", help_text(run_cli, "export"))
+
+
+@pytest.mark.parametrize("name", PRECISIONS)
+def test_export_help_names_every_precision(run_cli, name):
+    assert re.search(rf"--precision <str> [^-]*\b{name}\b", help_text(run_cli, "export"))
+
+
+@pytest.mark.parametrize("command", [("bench",), ("pick",), ("profiles", "show")])
+@pytest.mark.parametrize("name", SHIPPED)
+def test_profile_help_names_every_shipped_profile(run_cli, command, name):
+    assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", help_text(run_cli, *command))
+
+
+def test_notes_print_by_kind_not_by_their_words(capsys):
+    print_notes(
+        Note("accuracy unknown: ranked by FLOPs (model /data/untrained-runs/m)"),
+        "a plain string is informational",
+        None,
+        warning("weights are random"),
+    )
+    out, err = capsys.readouterr()
+    assert err == "warning: weights are random\n"
+    assert out.splitlines() == [
+        "accuracy unknown: ranked by FLOPs (model /data/untrained-runs/m)",
+        "a plain string is informational",
+    ]
+
+
+def test_a_bad_memory_scope_names_the_choices(run_cli):
+    result = run_cli("pick", "--memory-scope", "device")
+    assert result.code == 1 and result.stderr == "error: --memory-scope 'device': choose 'model' or 'process'\n"

@@ -1,8 +1,4 @@
-"""Shared fixtures: tiny BERT/RoBERTa checkpoints built once per session, and an in-process CLI runner.
-
-The tiny models have BERT-base's 12 layers and 12 heads (so every grid point keeps the same
-heads and layers as on BERT-base) but a hidden size of 48, so the whole grid runs in seconds.
-"""
+"""Shared fixtures: the tiny checkpoints (tests.models) built once per session, and an in-process CLI runner."""
 
 from __future__ import annotations
 
@@ -13,60 +9,30 @@ from pathlib import Path
 
 import pytest
 
-TINY = dict(
-    vocab_size=120,
-    hidden_size=48,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=96,
-    max_position_embeddings=40,
-)
+from tests.models import TINY, save_model, tiny_model
+
 LEGACY_CONFIG_KEYS = dict(output_intermediate=True, output_past=True, torchscript=False, use_bfloat16=False)
-
-
-def _randomize(model, seed: int = 0) -> None:
-    """Non-trivial weights everywhere (biases and LayerNorms too), so slicing mistakes show up."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.copy_(1 + 0.1 * noise if "LayerNorm.weight" in name else 0.2 * noise)
-
-
-def build_hf_model(kind: str, classifier: bool):
-    import transformers
-
-    if kind == "bert":
-        config = transformers.BertConfig(**TINY, type_vocab_size=2, num_labels=3)
-        cls = transformers.BertForSequenceClassification if classifier else transformers.BertModel
-    else:
-        config = transformers.RobertaConfig(
-            **{**TINY, "max_position_embeddings": TINY["max_position_embeddings"] + 2},
-            type_vocab_size=1,
-            pad_token_id=1,
-            layer_norm_eps=1e-5,
-            num_labels=3,
-        )
-        cls = transformers.RobertaForSequenceClassification if classifier else transformers.RobertaModel
-    model = cls(config).eval()
-    _randomize(model)
-    return model
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """HF checkpoint directories: {bert,roberta} x {cls,bare}, saved with transformers itself."""
+    """HF checkpoint directories: {bert,roberta} x {cls,bare}, saved with transformers itself (3 labels)."""
     root = tmp_path_factory.mktemp("tiny")
+    vocab = [f"tok{i}" for i in range(TINY["vocab_size"])]
     dirs = {}
     for kind in ("bert", "roberta"):
-        for classifier in (True, False):
-            name = f"{kind}-{'cls' if classifier else 'bare'}"
-            build_hf_model(kind, classifier).save_pretrained(root / name)
-            (root / name / "vocab.txt").write_text("\n".join(f"tok{i}" for i in range(TINY["vocab_size"])))
-            dirs[name] = root / name
+        for head in ("cls", "bare"):
+            model = tiny_model(kind, num_labels=3 if head == "cls" else None)
+            dirs[f"{kind}-{head}"] = save_model(model, root / f"{kind}-{head}", vocab)
     return dirs
+
+
+@pytest.fixture(scope="session")
+def labelled_classifier(tmp_path_factory) -> Path:
+    """tests.labelled's 2-label classifier (real vocabulary, 128 positions), built once: copy it to change it."""
+    from tests.labelled import build_classifier
+
+    return build_classifier(tmp_path_factory.mktemp("labelled") / "classifier")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
-"""A tiny BERT classifier with a real WordPiece vocabulary and 128 positions, for eval and pick tests.
+"""The tiny BERT classifier (tests.models) with a real WordPiece vocabulary and 128 positions, for eval and pick.
 
 Unlike conftest's tiny models it can be tokenized by AutoTokenizer and run at the protocol's
-128 tokens; 12 layers and 12 heads keep the grid's slicing the same as on BERT-base.
+128 tokens. Also the sentences the tests label.
 """
 
 from __future__ import annotations
@@ -10,44 +10,40 @@ import json
 import random
 from pathlib import Path
 
+from tests.models import save_model, tiny_model
+
 WORDS = [f"w{i}" for i in range(60)]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+MAX_POSITIONS = 128
 
 
-def build_classifier(directory: Path, num_labels: int = 2, seed: int = 0, dropout: float = 0.1) -> Path:
-    """Save a randomised BertForSequenceClassification with vocab.txt; labels are named neg/pos for 2 classes."""
+def build_classifier(directory: Path, num_labels: int | None = 2, seed: int = 0, dropout: float = 0.1) -> Path:
+    """Save a randomised BERT classifier (a bare encoder for num_labels None) with vocab.txt and
+    tokenizer_config.json; 2 labels are named neg/pos and balanced on `BALANCE`."""
     import torch
-    import transformers
 
-    from tests.conftest import _randomize
-
-    label_names = {0: "neg", 1: "pos"} if num_labels == 2 else {i: f"LABEL_{i}" for i in range(num_labels)}
-    config = transformers.BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=48,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=96,
-        max_position_embeddings=128,
+    names = {0: "neg", 1: "pos"} if num_labels == 2 else None
+    model = tiny_model(
+        "bert",
         num_labels=num_labels,
-        id2label=label_names,
-        label2id={v: k for k, v in label_names.items()},
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
+        vocab_size=len(VOCAB),
+        max_positions=MAX_POSITIONS,
+        label_names=names,
+        dropout=dropout,
+        seed=seed,
     )
-    model = transformers.BertForSequenceClassification(config).eval()
-    _randomize(model, seed)
     if num_labels == 2:  # shift the bias so that half the sentences fall on each side of the boundary
         encoded = tokenizer_for(VOCAB)(
-            [a for a, _ in BALANCE], [b for _, b in BALANCE], return_tensors="pt", padding="max_length", max_length=128
+            [a for a, _ in BALANCE],
+            [b for _, b in BALANCE],
+            return_tensors="pt",
+            padding="max_length",
+            max_length=MAX_POSITIONS,
         )
         with torch.no_grad():
             logits = model(**encoded).logits
             model.classifier.bias[1] += (logits[:, 0] - logits[:, 1]).quantile(0.5)  # between two
-    model.save_pretrained(directory)
-    (directory / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-    return directory
+    return save_model(model, directory, VOCAB, json.dumps({"do_lower_case": True}))
 
 
 def tokenizer_for(vocab: list[str]):

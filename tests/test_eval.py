@@ -32,10 +32,10 @@ def _hf_scores(model_dir: Path, pairs: list[tuple[str, str]]):
 
 
 @pytest.fixture(scope="module")
-def labelled(tmp_path_factory) -> tuple[Path, Path]:
+def labelled(tmp_path_factory, labelled_classifier) -> tuple[Path, Path]:
     """A tiny classifier and a TSV whose labels are its own full-model predictions (as names and as ids)."""
     root = tmp_path_factory.mktemp("labelled")
-    model_dir = build_classifier(root / "classifier")
+    model_dir = labelled_classifier
     pairs = sentences(EXAMPLES)
     predictions = _hf_scores(model_dir, pairs).argmax(-1)
     assert 0 < predictions.sum() < EXAMPLES, "the fixture needs both classes"

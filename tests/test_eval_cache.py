@@ -10,15 +10,16 @@ import pytest
 
 from edgebert.evaluate import cached_results, eval_cache_dir, evaluate, model_key
 from edgebert.slicing import open_checkpoint
-from tests.labelled import build_classifier, sentences
+from tests.labelled import sentences
 
 CONFIG = [(1.0, 1.0)]
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch) -> tuple[Path, Path]:
+def setup(tmp_path, monkeypatch, labelled_classifier) -> tuple[Path, Path]:
+    """A copy of the labelled classifier (the tests change its files) and an empty cache of its own."""
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
-    model_dir = build_classifier(tmp_path / "classifier")
+    model_dir = Path(shutil.copytree(labelled_classifier, tmp_path / "classifier"))
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"{a}\t{i % 2}\n" for i, (a, _) in enumerate(sentences(8))))
     return model_dir, data

@@ -12,7 +12,6 @@ from edgebert.cli.pick import NOTHING_FITS, parse_candidates, parse_latency, par
 from edgebert.demo import DEMO_ARCH
 from edgebert.errors import EdgebertError
 from edgebert.subnet import parameter_count, subnetwork
-from tests.labelled import build_classifier
 
 # The documented estimate's constants for onnxruntime (edgebert/memory_model.py)
 SESSION, BASELINE, INT8_FACTOR, FP16_FACTOR = 25e6, 82e6, 1.9, 2.3
@@ -117,12 +116,7 @@ def test_nothing_fits_names_the_smallest(run_cli, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    return build_classifier(tmp_path_factory.mktemp("pick") / "classifier")
-
-
-def test_accuracy_decides_and_the_export_fits(classifier, tmp_path, run_cli, monkeypatch):
+def test_accuracy_decides_and_the_export_fits(labelled_classifier, tmp_path, run_cli, monkeypatch):
     """Labels from the (0.5, 0.5) sub-network make it the most accurate; its artifact fits the budget when benched."""
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))  # test_eval caches results for the same weights
     from edgebert.evaluate import predict, read_dataset, tokenize
@@ -131,17 +125,17 @@ def test_accuracy_decides_and_the_export_fits(classifier, tmp_path, run_cli, mon
 
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"{a}\t0\n" for a, _ in sentences(16, seed=3)))
-    checkpoint = open_checkpoint(classifier)
+    checkpoint = open_checkpoint(labelled_classifier)
     logits = predict(slice_checkpoint(checkpoint, 0.5, 0.5).model, tokenize(read_dataset(data), checkpoint))
     data.write_text(
         "sentence\tlabel\n"
         + "".join(f"{a}\t{y}\n" for (a, _), y in zip(sentences(16, seed=3), logits.argmax(-1), strict=True))
     )
-    assert run_cli("eval", classifier, "--data", data, "--width", "0.5", "--depth", "0.5").code == 0
-    assert run_cli("eval", classifier, "--data", data, "--width", "1", "--depth", "1").code == 0
+    assert run_cli("eval", labelled_classifier, "--data", data, "--width", "0.5", "--depth", "0.5").code == 0
+    assert run_cli("eval", labelled_classifier, "--data", data, "--width", "1", "--depth", "1").code == 0
 
     out = tmp_path / "out"
-    args = ["pick", classifier, "--profile", "local", "--candidates", "0.5:0.5,1:1", "--memory-budget", "60MB"]
+    args = ["pick", labelled_classifier, "--profile", "local", "--candidates", "0.5:0.5,1:1", "--memory-budget", "60MB"]
     result = run_cli(*args, "--export", out, "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -162,8 +156,8 @@ def test_accuracy_decides_and_the_export_fits(classifier, tmp_path, run_cli, mon
     assert footprint <= choice["memory_bytes"]  # the estimate is an upper bound of what bench measures
 
 
-def test_measure_benches_locally(classifier, run_cli):
-    args = ["pick", classifier, "--profile", "local", "--candidates", "0.5:0.5", "--measure", "--json"]
+def test_measure_benches_locally(labelled_classifier, run_cli):
+    args = ["pick", labelled_classifier, "--profile", "local", "--candidates", "0.5:0.5", "--measure", "--json"]
     result = run_cli(*args)
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from edgebert.cli.pick import NOTHING_FITS
 from edgebert.latency_model import leave_one_out_warning
-from tests.labelled import build_classifier, sentences
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    return build_classifier(tmp_path_factory.mktemp("budgets") / "classifier")
+from tests.labelled import sentences
 
 
 def test_frontier_without_measurements_is_int8_only(run_cli):
@@ -34,10 +27,20 @@ def test_frontier_without_measurements_is_int8_only(run_cli):
     assert not by_config[(1.0, 1.0)]["fp32"]["pareto"]
 
 
-def test_export_is_rechecked_against_the_artifact_written(classifier, tmp_path, run_cli, monkeypatch):
+def test_export_is_rechecked_against_the_artifact_written(labelled_classifier, tmp_path, run_cli, monkeypatch):
     """A budget between the estimated and the real artifact's footprint: the verdict says the export does not fit."""
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
-    args = ["pick", classifier, "--profile", "local", "--candidates", "1:1", "--latency-budget", "10s", "--json"]
+    args = [
+        "pick",
+        labelled_classifier,
+        "--profile",
+        "local",
+        "--candidates",
+        "1:1",
+        "--latency-budget",
+        "10s",
+        "--json",
+    ]
     estimate = json.loads(run_cli(*args, "--memory-budget", "1GB").stdout)
     choice = estimate["choice"]
     assert (choice["precision"], choice["size_source"]) == ("fp32", "estimated")
@@ -65,21 +68,41 @@ def _labelled(path, seed: int, labels: str) -> None:
     path.write_text("sentence\tlabel\n" + "".join(f"{a}\t{y}\n" for (a, _), y in rows))
 
 
-def test_data_chooses_the_eval_file_and_the_default_is_named(classifier, tmp_path, run_cli, monkeypatch):
+def test_data_chooses_the_eval_file_and_the_default_is_named(labelled_classifier, tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
     small, large = tmp_path / "small.tsv", tmp_path / "large.tsv"
     _labelled(small, 1, "01010101")
     _labelled(large, 2, "00000000")
-    assert run_cli("eval", classifier, "--data", small, "--width", "1", "--depth", "1").code == 0
+    assert run_cli("eval", labelled_classifier, "--data", small, "--width", "1", "--depth", "1").code == 0
     for config in ("0.5:0.5", "1:1"):
         width, depth = config.split(":")
-        assert run_cli("eval", classifier, "--data", large, "--width", width, "--depth", depth).code == 0
-    both = ["pick", classifier, "--profile", "local", "--candidates", "0.5:0.5,1:1", "--memory-budget", "1GB", "--json"]
+        assert run_cli("eval", labelled_classifier, "--data", large, "--width", width, "--depth", depth).code == 0
+    both = [
+        "pick",
+        labelled_classifier,
+        "--profile",
+        "local",
+        "--candidates",
+        "0.5:0.5,1:1",
+        "--memory-budget",
+        "1GB",
+        "--json",
+    ]
     default = json.loads(run_cli(*both).stdout)
     assert default["accuracy"]["data"] == str(large.resolve())  # it covers both candidates, small.tsv one
     assert default["accuracy"]["chosen_by"] == "most configurations covered"
     assert any(str(small.resolve()) in note and "--data" in note for note in default["notes"])
-    args = ["pick", classifier, "--profile", "local", "--candidates", "1:1", "--memory-budget", "1GB", "--json"]
+    args = [
+        "pick",
+        labelled_classifier,
+        "--profile",
+        "local",
+        "--candidates",
+        "1:1",
+        "--memory-budget",
+        "1GB",
+        "--json",
+    ]
     chosen = json.loads(run_cli(*args, "--data", small).stdout)
     assert chosen["accuracy"]["data"] == str(small.resolve()) and chosen["accuracy"]["chosen_by"] == "--data"
     missing = run_cli(*args, "--data", tmp_path / "nope.tsv")

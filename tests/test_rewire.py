@@ -13,13 +13,8 @@ from edgebert.data import read_dataset
 from edgebert.errors import EdgebertError
 from edgebert.manifests import REWIRE_MANIFEST
 from edgebert.rewire import rewire_checkpoint, rewire_model
-from tests.labelled import VOCAB, build_classifier, sentences, tokenizer_for
+from tests.labelled import VOCAB, sentences, tokenizer_for
 from tests.reference import scaled_importance
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    return build_classifier(tmp_path_factory.mktemp("rewire") / "cls")
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +42,10 @@ def reference_batches(data_file, batch_size=8):
 
 
 @pytest.mark.parametrize("accumulation", ["official", "per-batch"])
-def test_importance_matches_autograd_on_scales(classifier, dev_file, accumulation):
+def test_importance_matches_autograd_on_scales(labelled_classifier, dev_file, accumulation):
     """Head importance = |d loss / d head scale|, neuron = |d/d alpha| + |d/d beta| (pre-activation and
     output scales), summed per batch; "official" sums the absolute running sum of the batch gradients."""
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(labelled_classifier).eval()
     per_batch = scaled_importance(model, reference_batches(dev_file))
     heads = torch.zeros_like(per_batch[0][0])
     neurons = torch.zeros_like(per_batch[0][1])
@@ -64,7 +59,9 @@ def test_importance_matches_autograd_on_scales(classifier, dev_file, accumulatio
         heads += g_m.abs()
         neurons += g_alpha.abs() + g_beta.abs()
 
-    _, manifest = rewire_checkpoint(load_checkpoint(classifier), read_dataset(dev_file), accumulation=accumulation)
+    _, manifest = rewire_checkpoint(
+        load_checkpoint(labelled_classifier), read_dataset(dev_file), accumulation=accumulation
+    )
     got_heads = torch.tensor(manifest.head_importance)
     got_neurons = torch.tensor(manifest.neuron_importance)
     assert torch.allclose(got_heads, heads, rtol=1e-4, atol=1e-7)
@@ -73,15 +70,15 @@ def test_importance_matches_autograd_on_scales(classifier, dev_file, accumulatio
     assert len(per_batch) == 3  # 20 examples in batches of 8: the accumulation choice matters
 
 
-def test_rewired_model_keeps_outputs_and_applies_the_order(classifier, dev_file, tmp_path, run_cli):
-    result = run_cli("rewire", classifier, "--data", dev_file, "--out", tmp_path / "rewired", "--json")
+def test_rewired_model_keeps_outputs_and_applies_the_order(labelled_classifier, dev_file, tmp_path, run_cli):
+    result = run_cli("rewire", labelled_classifier, "--data", dev_file, "--out", tmp_path / "rewired", "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["max_abs_diff"] <= 1e-5
     manifest = json.loads((tmp_path / "rewired" / REWIRE_MANIFEST).read_text())
 
     # Stock transformers loads it, and the full model's logits are unchanged.
-    before = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    before = transformers.AutoModelForSequenceClassification.from_pretrained(labelled_classifier).eval()
     after = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "rewired").eval()
     assert type(after).__name__ == "BertForSequenceClassification"
     inputs = tokenizer_for(VOCAB)([a for a, _ in sentences(6, 9)], [b for _, b in sentences(6, 9)], padding=True)
@@ -106,10 +103,10 @@ def test_rewired_model_keeps_outputs_and_applies_the_order(classifier, dev_file,
         assert ordered == sorted(ordered, reverse=True)
 
 
-def test_unlabelled_text_uses_the_models_predictions(classifier, tmp_path):
+def test_unlabelled_text_uses_the_models_predictions(labelled_classifier, tmp_path):
     text = tmp_path / "sentences.txt"
     text.write_text("\n".join(f"{a} {b}" for a, b in sentences(12, seed=3)) + "\n")
-    out, manifest = rewire_model(classifier, text, tmp_path / "rewired")
+    out, manifest = rewire_model(labelled_classifier, text, tmp_path / "rewired")
     assert manifest.labels == "model predictions"
     assert manifest.data.examples == 12
     assert manifest.max_abs_diff <= 1e-5 and manifest.max_abs_diff_fp64 <= 1e-12
@@ -124,7 +121,7 @@ def test_rewiring_without_a_classifier_is_refused(tiny_models, dev_file, run_cli
     assert not (tmp_path / "x").exists()
 
 
-def test_a_wrong_permutation_is_caught(classifier, dev_file, monkeypatch):
+def test_a_wrong_permutation_is_caught(labelled_classifier, dev_file, monkeypatch):
     """The check runs the full model before and after: permuting Q rows but not K rows changes the logits."""
     import edgebert.rewire as rewire
 
@@ -138,4 +135,4 @@ def test_a_wrong_permutation_is_caught(classifier, dev_file, monkeypatch):
 
     monkeypatch.setattr(rewire, "permute_state", broken)
     with pytest.raises(EdgebertError, match="in fp64: a bug"):
-        rewire_checkpoint(load_checkpoint(classifier), read_dataset(dev_file))
+        rewire_checkpoint(load_checkpoint(labelled_classifier), read_dataset(dev_file))

@@ -11,6 +11,7 @@ from edgebert.export import FORMATS, PRECISIONS
 from edgebert.notes import Note, warning
 from edgebert.profiles import shipped_dir
 
+TRAIN = ["train", ".", "--train", "t.tsv", "--dev", "d.tsv", "--out", "out"]
 SHIPPED = sorted(path.stem for path in shipped_dir().glob("*.yaml"))
 
 
@@ -52,6 +53,17 @@ def test_notes_print_by_kind_not_by_their_words(capsys):
     ]
 
 
-def test_a_bad_memory_scope_names_the_choices(run_cli):
-    result = run_cli("pick", "--memory-scope", "device")
-    assert result.code == 1 and result.stderr == "error: --memory-scope 'device': choose 'model' or 'process'\n"
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["pick", "--memory-scope", "device"], "unknown --memory-scope 'device': choose model or process"),
+        (["rewire", ".", "--data", "x.tsv", "--importance", "mean"], "choose official or per-batch"),
+        ([*TRAIN, "--mixed-precision", "fp8"], "no, fp16 or bf16"),
+        ([*TRAIN, "--depth-teacher", "x"], "full-width or same-width"),
+    ],
+)
+def test_a_bad_choice_names_the_allowed_values(run_cli, command, expected):
+    """Before anything is read: the allowed values come from the library's types, not a copy in the CLI."""
+    result = run_cli(*command)
+    assert result.code == 1 and result.stderr.startswith("error: unknown ") and expected in result.stderr
+    assert result.stderr.count("\n") == 1

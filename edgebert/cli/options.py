@@ -11,6 +11,7 @@ from typing import Annotated, get_args
 
 import typer
 
+from edgebert.errors import EdgebertError
 from edgebert.export import FORMATS, PRECISIONS
 from edgebert.memory_model import MemoryScope
 from edgebert.profiles import shipped_names
@@ -20,6 +21,13 @@ def either(names: Iterable[str]) -> str:
     """('onnx', 'tflite') -> 'onnx or tflite'; three or more -> 'a, b or c'."""
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_choice(what: str, value: str, allowed: Iterable[str]) -> None:
+    """One line naming the allowed values, which come from the type the library declares (a Literal's args)."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise EdgebertError(f"unknown {what} {value!r}: choose {either(allowed)}")
 
 
 MEMORY_SCOPES: tuple[str, ...] = get_args(MemoryScope)

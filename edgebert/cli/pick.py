@@ -15,7 +15,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, either
+from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice
 from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
 from edgebert.subnet import check_fractions
@@ -107,8 +107,8 @@ def pick_command(
     from edgebert.pick import Budgets, pick
     from edgebert.profiles import load_profile
 
-    if memory_scope is not None and memory_scope not in MEMORY_SCOPES:
-        raise EdgebertError(f"--memory-scope {memory_scope!r}: choose {either(map(repr, MEMORY_SCOPES))}")
+    if memory_scope is not None:
+        check_choice("--memory-scope", memory_scope, MEMORY_SCOPES)
     budgets = Budgets(
         memory_bytes=parse_memory(memory_budget) if memory_budget else None,
         latency_ms=parse_latency(latency_budget) if latency_budget else None,

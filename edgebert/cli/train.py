@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_type_hints
 
 import typer
 from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt
+from edgebert.cli.options import JsonOpt, check_choice
 from edgebert.cli.output import console, err_console, print_json
 from edgebert.errors import EdgebertError
 
@@ -136,12 +136,10 @@ def train_command(
     from edgebert.train import TrainConfig
     from edgebert.train import train as run_training
 
-    choices = {"depth teacher": (depth_teacher, ("full-width", "same-width"))}
-    choices["importance"] = (importance, ("official", "per-batch"))
-    choices["mixed precision"] = (mixed_precision, ("no", "fp16", "bf16"))
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise EdgebertError(f"unknown {name} {value!r}: choose {' or '.join(allowed)}")
+    allowed = get_type_hints(TrainConfig)
+    check_choice("depth teacher", depth_teacher, get_args(allowed["depth_teacher"]))
+    check_choice("importance", importance, get_args(allowed["importance_accumulation"]))
+    check_choice("mixed precision", mixed_precision, get_args(allowed["mixed_precision"]))
     config = TrainConfig(
         phases=tuple(part.strip() for part in phases.split(",") if part.strip()),
         widths=parse_floats(widths, "--widths"),
@@ -191,10 +189,9 @@ def rewire_command(
     json: JsonOpt = False,
 ) -> None:
     """Sort heads and FFN neurons by importance: every sub-network keeps the most important ones."""
-    from edgebert.rewire import rewire_model, summary
+    from edgebert.rewire import Accumulation, rewire_model, summary
 
-    if importance not in ("official", "per-batch"):
-        raise EdgebertError(f"unknown importance {importance!r}: choose official or per-batch")
+    check_choice("importance", importance, get_args(Accumulation))
     with err_console.status("rewiring...") as status:
         out_dir, manifest = rewire_model(
             model, data, out, force, batch_size, importance, progress=lambda m: status.update(m)

@@ -1,15 +1,20 @@
-"""The latency model: fitted on a few configurations measured here, leave-one-out errors reported."""
+"""The latency model: on synthetic measurements generated from known coefficients it recovers them and
+predicts shapes it never saw; leave-one-out finds a planted outlier; one real bench result is read.
+
+FLOPs are counted here from the matrices of one encoder layer, not with edgebert's `layer_flops`, so
+a wrong FLOP count in the model would fail the recovery.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
-from edgebert.bench import append_result, bench_artifact
 from edgebert.errors import EdgebertError
 from edgebert.latency_model import (
+    FIT_MIN_POINTS,
+    Measurement,
     Shape,
     calibrate,
     leave_one_out,
@@ -17,92 +22,89 @@ from edgebert.latency_model import (
     measurement_from_result,
     nnls,
 )
-from edgebert.pick import PRECISIONS
-from edgebert.profiles import load_profile
-from edgebert.subnet import Architecture, subnetwork
-from tests.labelled import build_classifier
+from edgebert.profiles import load_profile, shipped_names
 
-MEASURED = [(0.25, 0.5), (0.5, 0.75), (1.0, 1.0)]
-ARCH = Architecture(12, 12, 48, 4, 96, 65, 128, 2, True, 2)  # tests.labelled's classifier
+PRECISIONS = ("fp32", "fp16", "int8")
+# The truth behind the synthetic measurements: fixed ms, ms per projection GFLOP, ms per attention GFLOP,
+# ms per layer (the model's four terms, in its order).
+TRUTH = [1.5, 40.0, 120.0, 0.3]
+HIDDEN, HEAD_SIZE, HEADS, FFN, LAYERS = 768, 64, 12, 3072, 12  # BERT-base
+# (width, depth, batch, seq_len): several lengths, since at one length the projection and attention
+# FLOPs of the grid are proportional to each other and cannot be told apart.
+MEASURED = [
+    (1.0, 1.0, 1, 128),
+    (0.5, 1.0, 1, 64),
+    (0.25, 0.5, 1, 256),
+    (0.75, 0.75, 1, 32),
+    (1.0, 0.5, 2, 128),
+    (0.5, 0.5, 1, 512),
+    (0.25, 1.0, 4, 16),
+]
+UNSEEN = [(0.75, 1.0, 1, 128), (0.5, 0.75, 8, 64), (1.0, 0.75, 1, 384)]
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory) -> list[dict]:
-    """Three fp32 ONNX slices of the tiny classifier, each benched briefly under the local profile."""
-    from edgebert.export import export_model
+def shape(width: float, depth: float, batch: int, seq_len: int) -> Shape:
+    """On the grid: heads, FFN neurons and layers scale with width and depth exactly."""
+    heads = round(HEADS * width)
+    return Shape(HIDDEN, heads, heads * HEAD_SIZE, FFN * heads // HEADS, round(LAYERS * depth), batch, seq_len)
 
-    root = tmp_path_factory.mktemp("latency")
-    model = build_classifier(root / "classifier")
+
+def true_latency_ms(s: Shape, truth: list[float] = TRUTH) -> float:
+    """Multiply-adds x 2 of each kept layer's matrices, per sequence, then the known coefficients."""
+    q_k_v_o = 4 * 2 * s.seq_len * s.hidden * s.inner  # (s x d) @ (d x inner) four times
+    ffn = 2 * 2 * s.seq_len * s.hidden * s.ffn  # (s x d) @ (d x f) and (s x f) @ (f x d)
+    scores_and_context = 2 * 2 * s.seq_len * s.seq_len * s.inner  # Q K^T and P V over the kept heads
+    projection_gflops = s.batch * s.layers * (q_k_v_o + ffn) / 1e9
+    attention_gflops = s.batch * s.layers * scores_and_context / 1e9
+    fixed, per_projection, per_attention, per_layer = truth
+    return fixed + per_projection * projection_gflops + per_attention * attention_gflops + per_layer * s.layers
+
+
+def synthetic(points, precision: str = "fp32", factor: float = 1.0) -> list[Measurement]:
+    runtime = load_profile("local").runtime
+    return [
+        Measurement(w, d, precision, runtime, shape(w, d, b, s), factor * true_latency_ms(shape(w, d, b, s)))
+        for w, d, b, s in points
+    ]
+
+
+def test_the_fit_recovers_the_coefficients_and_predicts_unseen_shapes():
+    model = calibrate(load_profile("local"), synthetic(MEASURED), PRECISIONS)
+    curve = model.curve("fp32")
+    assert (curve.basis, curve.points, curve.label) == ("fit", len(MEASURED), "predicted")
+    assert curve.coefficients == pytest.approx(TRUTH, rel=1e-6)
+    for point in UNSEEN:
+        assert model.predict(shape(*point), "fp32") == pytest.approx(true_latency_ms(shape(*point)), rel=1e-6)
+
+
+def test_a_precision_with_few_measurements_is_the_fit_scaled_to_them():
+    """Two int8 points at 0.6x the fp32 truth: the fp32 curve's shape, scaled to them, predicts 0.6x anywhere."""
+    few = synthetic(MEASURED[:2], "int8", factor=0.6)
+    assert len(few) < FIT_MIN_POINTS
+    model = calibrate(load_profile("local"), synthetic(MEASURED) + few, PRECISIONS)
+    curve = model.curve("int8")
+    assert (curve.basis, curve.points, curve.label) == ("scaled", 2, "predicted")
+    for point in UNSEEN:
+        assert curve.predict(shape(*point)) == pytest.approx(0.6 * true_latency_ms(shape(*point)), rel=1e-6)
+    unmeasured = model.curve("fp16")  # no point of its own: derived, and not labelled as predicted
+    assert (unmeasured.basis, unmeasured.points, unmeasured.label) == ("derived", 0, "derived")
+
+
+def test_leave_one_out_is_exact_on_exact_data_and_finds_a_planted_outlier():
     profile = load_profile("local")
-    measured = []
-    for width, depth in MEASURED:
-        artifact = root / f"w{width}-d{depth}.onnx"
-        export_model(model, "onnx", "fp32", width=width, depth=depth, out=artifact, verify=False)  # speed
-        measured.append(bench_artifact(artifact, profile, runs=15, warmup=3, min_time_s=0))
-    return measured
+    exact = leave_one_out(profile, synthetic(MEASURED))
+    assert exact["configurations"] == len(MEASURED) and exact["statistic"] == "p95"
+    assert exact["within_10_percent"] == 1.0 and exact["worst_relative_error"] < 1e-6
+    assert {row["basis"] for row in exact["rows"]} == {"fit"}
 
-
-def test_leave_one_out_is_reported_and_the_rest_predicted(results):
-    profile = load_profile("local")
-    measurements = [measurement_from_result(result) for result in results]
-    assert [(m.width, m.depth) for m in measurements] == MEASURED
+    measurements = synthetic(MEASURED)
+    outlier = measurements[3]
+    measurements[3] = Measurement(**{**vars(outlier), "latency_ms": 1.5 * outlier.latency_ms})
     loo = leave_one_out(profile, measurements)
-    assert loo["configurations"] == len(MEASURED) and loo["statistic"] == "p95"
-    assert 0 <= loo["within_10_percent"] <= 1
-    assert math.isfinite(loo["worst_relative_error"])
-    for row in loo["rows"]:
-        assert row["predicted_ms"] > 0 and math.isfinite(row["relative_error"])
-        assert row["basis"] == "scaled"  # two points remain: the spec curve scaled to them
-
-    model = calibrate(profile, measurements, PRECISIONS)
-    assert model.curve("fp32").basis == "fit" and model.curve("fp32").label == "predicted"
-    assert model.curve("int8").basis == "derived"  # unmeasured precision: the fp32 fit at the spec ratio
-    assert model.curve("int8").label == "derived" and model.curve("int8").points == 0  # not shown as predicted
-    unmeasured = Shape.of(ARCH, subnetwork(ARCH, 0.5, 1.0), profile.batch_size, profile.seq_len)
-    assert 0 < model.predict(unmeasured, "fp32") < 10 * max(m.latency_ms for m in measurements)
-
-
-def test_calibration_files_are_checked(results, tmp_path):
-    path = tmp_path / "device.json"
-    for result in results:
-        append_result(path, result)
-    assert len(load_calibration([path], load_profile("local"))) == len(MEASURED)
-    with pytest.raises(EdgebertError, match="measured under profile 'local', not 'raspberry-pi-4'"):
-        load_calibration([path], load_profile("raspberry-pi-4"))
-    other = load_profile("local").model_copy(update={"threads": results[0]["settings"]["threads"] + 1})
-    with pytest.raises(EdgebertError, match=r"measured with \d+ thread\(s\), profile local runs"):
-        load_calibration([path], other)
-    spinning = load_profile("local").model_copy(update={"spin_wait": not load_profile("local").spin_wait})
-    with pytest.raises(EdgebertError, match="measured with spin_wait"):
-        load_calibration([path], spinning)
-    for field, value in [("latency_ms", {"p95": float("nan")}), ("settings", {"threads": 0})]:
-        tampered = tmp_path / f"{field}.json"
-        tampered.write_text(json.dumps([{**results[0], field: value}]))
-        with pytest.raises(EdgebertError, match=r"bench result with invalid (latency_ms|threads)"):
-            load_calibration([tampered], load_profile("local"))
-    text_run = tmp_path / "text.json"
-    text_run.write_text(json.dumps([{**results[0], "inputs": {**results[0]["inputs"], "batches": 3}}]))
-    with pytest.raises(EdgebertError, match="measured on `--text` batches"):
-        load_calibration([text_run], load_profile("local"))
-    broken = tmp_path / "broken.json"
-    broken.write_text(json.dumps([{"latency_ms": {"p95": 1.0}}]))
-    with pytest.raises(EdgebertError, match=r"broken.json\[0\]: not a bench result of an edgebert export"):
-        load_calibration([broken], load_profile("local"))
-
-
-def test_memory_is_read_as_footprint_and_baseline(results):
-    """Older results carry only RSS figures: footprint = peak since load - RSS before load."""
-    result = results[0]
-    measurement = measurement_from_result(result)
-    memory = result["memory"]
-    assert measurement.baseline_bytes == memory.get("baseline_bytes", memory["rss_before_load_bytes"])
-    if memory["peak_counts_from_load"]:
-        assert measurement.footprint_bytes == memory["peak_rss_bytes"] - memory["rss_before_load_bytes"]
-    old = {
-        **result,
-        "memory": {k: v for k, v in memory.items() if k not in ("baseline_bytes", "model_footprint_bytes")},
-    }
-    assert measurement_from_result(old).footprint_bytes > 0
+    # held out, the outlier is predicted from six exact points: the truth, which is 1/1.5 of what was measured
+    assert loo["rows"][3]["relative_error"] == pytest.approx(1 / 1.5 - 1, rel=1e-6)
+    assert loo["worst_relative_error"] == pytest.approx(1 - 1 / 1.5, rel=1e-6)
+    assert loo["within_10_percent"] < 1.0
 
 
 def test_nnls_recovers_non_negative_coefficients():
@@ -112,13 +114,79 @@ def test_nnls_recovers_non_negative_coefficients():
     assert nnls(rows, targets, 4) == pytest.approx(truth, abs=1e-9)
 
 
-def test_spec_estimate_without_measurements():
-    profile = load_profile("raspberry-pi-4")
+@pytest.mark.parametrize("name", shipped_names())
+def test_spec_estimate_without_measurements(name):
+    """Every shipped profile gives an estimate that grows with the sub-network and is faster at int8."""
+    profile = load_profile(name)
     model = calibrate(profile, [], PRECISIONS)
-    small = Shape.of(ARCH, subnetwork(ARCH, 0.25, 0.5), 1, 128)
-    large = Shape.of(ARCH, subnetwork(ARCH, 1.0, 1.0), 1, 128)
+    small, large = shape(0.25, 0.5, 1, 128), shape(1.0, 1.0, 1, 128)
     for precision in PRECISIONS:
         curve = model.curve(precision)
-        assert curve.label == "estimate from specs" and "peak 96 GFLOP/s" in curve.note
+        assert curve.label == "estimate from specs" and curve.points == 0
         assert 0 < curve.predict(small) < curve.predict(large)
     assert model.predict(large, "int8") < model.predict(large, "fp32")
+
+
+def test_the_spec_estimate_names_the_profiles_peak():
+    """raspberry-pi-4.yaml states a peak of 96 GFLOP/s: the estimate says it used it."""
+    assert "peak 96 GFLOP/s" in calibrate(load_profile("raspberry-pi-4"), [], PRECISIONS).curve("fp32").note
+
+
+# ---- one real bench result: what `bench` writes is what the model reads ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory, labelled_classifier) -> dict:
+    """The (0.5, 0.75) fp32 ONNX slice of the labelled classifier, benched briefly under the local profile."""
+    from edgebert.bench import bench_artifact
+    from edgebert.export import export_model
+
+    artifact = tmp_path_factory.mktemp("latency") / "w0.5-d0.75.onnx"
+    export_model(labelled_classifier, "onnx", "fp32", width=0.5, depth=0.75, out=artifact, verify=False)
+    return bench_artifact(artifact, load_profile("local"), runs=5, warmup=1, min_time_s=0)
+
+
+def test_a_real_bench_result_gives_the_slices_shape(result):
+    """Hidden 48 with 12 heads of 4: width 0.5 keeps 6 heads (24 wide) and 48 FFN neurons, depth 0.75 9 layers."""
+    profile = load_profile("local")
+    measurement = measurement_from_result(result)
+    assert measurement.shape == Shape(48, 6, 24, 48, 9, profile.batch_size, profile.seq_len)
+    assert (measurement.width, measurement.depth, measurement.precision) == (0.5, 0.75, "fp32")
+    assert measurement.runtime == profile.runtime and measurement.latency_ms == result["latency_ms"]["p95"]
+    memory = result["memory"]
+    assert measurement.baseline_bytes == memory.get("baseline_bytes", memory["rss_before_load_bytes"])
+    old = {  # older results carry only RSS figures: the footprint is what the model added to the RSS
+        **result,
+        "memory": {k: v for k, v in memory.items() if k not in ("baseline_bytes", "model_footprint_bytes")},
+    }
+    top = memory["peak_rss_bytes"] if memory["peak_counts_from_load"] else memory["rss_after_runs_bytes"]
+    assert measurement_from_result(old).footprint_bytes == max(0, top - memory["rss_before_load_bytes"])
+
+
+def test_calibration_files_are_checked(result, tmp_path):
+    from edgebert.bench import append_result
+
+    path = tmp_path / "device.json"
+    append_result(path, result)
+    assert len(load_calibration([path], load_profile("local"))) == 1
+    with pytest.raises(EdgebertError, match="measured under profile 'local', not 'raspberry-pi-4'"):
+        load_calibration([path], load_profile("raspberry-pi-4"))
+    other = load_profile("local").model_copy(update={"threads": result["settings"]["threads"] + 1})
+    with pytest.raises(EdgebertError, match=r"measured with \d+ thread\(s\), profile local runs"):
+        load_calibration([path], other)
+    spinning = load_profile("local").model_copy(update={"spin_wait": not load_profile("local").spin_wait})
+    with pytest.raises(EdgebertError, match="measured with spin_wait"):
+        load_calibration([path], spinning)
+    for field, value in [("latency_ms", {"p95": float("nan")}), ("settings", {"threads": 0})]:
+        tampered = tmp_path / f"{field}.json"
+        tampered.write_text(json.dumps([{**result, field: value}]))
+        with pytest.raises(EdgebertError, match=r"bench result with invalid (latency_ms|threads)"):
+            load_calibration([tampered], load_profile("local"))
+    text_run = tmp_path / "text.json"
+    text_run.write_text(json.dumps([{**result, "inputs": {**result["inputs"], "batches": 3}}]))
+    with pytest.raises(EdgebertError, match="measured on `--text` batches"):
+        load_calibration([text_run], load_profile("local"))
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{"latency_ms": {"p95": 1.0}}]))
+    with pytest.raises(EdgebertError, match=r"broken.json\[0\]: not a bench result of an edgebert export"):
+        load_calibration([broken], load_profile("local"))

@@ -67,3 +67,18 @@ def test_a_bad_choice_names_the_allowed_values(run_cli, command, expected):
     result = run_cli(*command)
     assert result.code == 1 and result.stderr.startswith("error: unknown ") and expected in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("slice", "[default: <model>-w<W>-d<D>]"),
+        ("export", "[default: 128]"),
+        ("pick", "[default: the trained grid]"),
+        ("train", "[default: 0 BERT, 0.06 RoBERTa]"),
+        ("rewire", "[default: <model>-rewired]"),
+    ],
+)
+def test_help_shows_documented_defaults(run_cli, command, shown):
+    """Rich reads bare brackets as markup and drops them: `Output directory .` said nothing of the default."""
+    assert shown in help_text(run_cli, command)

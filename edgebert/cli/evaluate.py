@@ -13,6 +13,7 @@ from rich.table import Table
 from edgebert.cli.options import JsonOpt, ModelArg
 from edgebert.cli.output import console, err_console, print_json, print_notes
 from edgebert.errors import EdgebertError
+from edgebert.subnet import TRAINED_GRID
 
 
 def eval_command(
@@ -23,12 +24,13 @@ def eval_command(
     model: ModelArg = None,
     width: Annotated[float | None, typer.Option(help="Evaluate this one width (depth defaults to 1).")] = None,
     depth: Annotated[float | None, typer.Option(help="Evaluate this one depth (width defaults to 1).")] = None,
-    grid: Annotated[bool, typer.Option("--grid", help="Evaluate the 12 trained (width, depth) [default].")] = False,
+    grid: Annotated[
+        bool, typer.Option("--grid", help=f"Evaluate the {len(TRAINED_GRID)} trained (width, depth), the default.")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Accuracy (or Pearson/Spearman for regression) of sub-networks, sliced in memory; results are cached."""
     from edgebert.evaluate import evaluate
-    from edgebert.subnet import TRAINED_GRID
 
     single = width is not None or depth is not None
     if grid and single:

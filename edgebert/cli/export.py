@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt
+from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, default_is
 from edgebert.cli.output import console, err_console, megabytes, print_json, print_notes
+from edgebert.export.base import DEFAULT_SEQ_LEN
 from edgebert.manifests import manifest_warnings
 
 
@@ -21,10 +22,13 @@ def export_command(
     depth: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this depth first.")] = None,
     seq_len: Annotated[
         int | None,
-        typer.Option(help="TFLite's fixed sequence length [default: 128]; ONNX axes are dynamic, and it is verified."),
+        typer.Option(
+            help=f"TFLite's fixed sequence length {default_is(str(DEFAULT_SEQ_LEN))}; ONNX axes are dynamic, "
+            "and it is verified."
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Artifact path [default: <model>-w<W>-d<D>.<precision>.<ext>].")
+        Path | None, typer.Option(help=f"Artifact path {default_is('<model>-w<W>-d<D>.<precision>.<ext>')}.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity gate (not recommended).")] = False,

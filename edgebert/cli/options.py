@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
+from rich.markup import escape
 
 from edgebert.errors import EdgebertError
 from edgebert.export import FORMATS, PRECISIONS
@@ -21,6 +22,11 @@ def either(names: Iterable[str]) -> str:
     """('onnx', 'tflite') -> 'onnx or tflite'; three or more -> 'a, b or c'."""
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def default_is(text: str) -> str:
+    """'[default: TEXT]' for a help text, escaped: rich reads unescaped brackets as markup and drops them."""
+    return escape(f"[default: {text}]")
 
 
 def check_choice(what: str, value: str, allowed: Iterable[str]) -> None:

@@ -15,9 +15,10 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice
+from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice, default_is
 from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
+from edgebert.export import PRECISIONS
 from edgebert.subnet import check_fractions
 
 NOTHING_FITS = 3  # exit code: nothing fits the budgets (1 is an error, 2 a usage error)
@@ -69,19 +70,19 @@ def pick_command(
     memory_budget: Annotated[
         str | None,
         typer.Option(
-            help="The model's footprint, e.g. 60MB, 0.5GiB, 512KiB [default: the profile's memory_budget_mb]."
+            help="The model's footprint, e.g. 60MB, 0.5GiB, 512KiB " + default_is("the profile's memory_budget_mb")
         ),
     ] = None,
     memory_scope: Annotated[
         str | None,
         typer.Option(
             help="What the memory budget covers: 'model' (what loading and running the model adds) or 'process' "
-            "(model + the runtime's baseline: Python, numpy, the runtime) [default: the profile's "
-            "memory_budget_scope, model unless set]."
+            "(model + the runtime's baseline: Python, numpy, the runtime) "
+            + default_is("the profile's memory_budget_scope, model unless set")
         ),
     ] = None,
     latency_budget: Annotated[
-        str | None, typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us [default: the profile's].")
+        str | None, typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us " + default_is("the profile's"))
     ] = None,
     measure: Annotated[
         bool, typer.Option("--measure", help="Export and bench a few candidates here (profile local only).")
@@ -90,11 +91,13 @@ def pick_command(
         list[Path] | None, typer.Option(help="`edgebert bench --out` result files from the device (repeatable).")
     ] = None,
     candidates: Annotated[
-        str | None, typer.Option(help="WIDTH:DEPTH pairs, e.g. 0.5:0.75,1:1 [default: the trained grid].")
+        str | None, typer.Option(help=f"WIDTH:DEPTH pairs, e.g. 0.5:0.75,1:1 {default_is('the trained grid')}.")
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="Rank by `edgebert eval` results on this file [default: the cached file covering most]."),
+        typer.Option(
+            help=f"Rank by `edgebert eval` results on this file {default_is('the cached file covering most')}."
+        ),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-memory Pareto plot (PNG).")] = None,
     export: Annotated[Path | None, typer.Option(help="Export the chosen artifact into this directory.")] = None,
@@ -226,7 +229,7 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
     accuracy = report["accuracy"]
     quality = [r["accuracy"] if accuracy else r["encoder_flops_seq128"] / 1e9 for r in rows]
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
+    markers = dict(zip(PRECISIONS, "os^Dv<>", strict=False))  # one per precision, most faithful first
     for precision, marker in markers.items():
         index = [i for i, r in enumerate(rows) if r["precision"] == precision]
         points = axes.scatter(

@@ -10,7 +10,7 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, check_choice
+from edgebert.cli.options import JsonOpt, check_choice, default_is
 from edgebert.cli.output import console, err_console, print_json
 from edgebert.errors import EdgebertError
 
@@ -116,7 +116,7 @@ def train_command(
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-5,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on biases, LayerNorms).")] = 0.0,
     warmup: Annotated[
-        float | None, typer.Option(help="Warm-up share of steps [default: 0 BERT, 0.06 RoBERTa].")
+        float | None, typer.Option(help=f"Warm-up share of steps {default_is('0 BERT, 0.06 RoBERTa')}.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of data order, dropout and new weights.")] = 42,
     depth_teacher: Annotated[
@@ -182,7 +182,7 @@ def rewire_command(
         Path,
         typer.Option(help="Labelled dev file (GLUE-style), or unlabelled text, one sentence per line."),
     ],
-    out: Annotated[Path | None, typer.Option(help="Output directory [default: <model>-rewired].")] = None,
+    out: Annotated[Path | None, typer.Option(help=f"Output directory {default_is('<model>-rewired')}.")] = None,
     batch_size: Annotated[int, typer.Option(help="Importance batch size (official: 8).")] = 8,
     importance: Annotated[str, typer.Option(help="Gradient accumulation: official or per-batch.")] = "official",
     force: ForceOpt = False,

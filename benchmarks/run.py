@@ -39,6 +39,7 @@ TARGETS = {"flops_ratio": 0.9, "gemm_peak_share": 0.85, "int8_speedup": 2.5, "ha
 GEMM_SHAPES = ((128, 768, 3072), (512, 1024, 4096))
 HARNESS_POINT = (0.25, 0.5)  # the fastest slice: where a harness's per-call cost would show most
 FULL = (1.0, 1.0)
+ARTIFACT_STEM = "model"
 
 
 # ---- settings ----------------------------------------------------------------------------------------
@@ -71,30 +72,35 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def artifact_path(work: Path, fmt: str, precision: str, width: float, depth: float) -> Path:
-    return work / "artifacts" / f"w{width:g}-d{depth:g}.{precision}.{fmt}"
+    """Where a grid point's artifact is cached: export's own name for it (the work folder is the model's)."""
+    from edgebert.runtimes import artifact_name
+    from edgebert.subnet import subnet_name
+
+    return work / "artifacts" / artifact_name(subnet_name(ARTIFACT_STEM, width, depth), precision, fmt)
 
 
 # ---- preparation (this process: may import torch) -----------------------------------------------------
 
 
-def ensure_artifacts(settings: dict, work: Path, force: bool = False, log=print) -> dict[str, dict]:
-    """Export every (format, precision, point) not cached yet; return their sidecars by artifact path."""
+def ensure_artifacts(settings: dict, work: Path, force: bool = False, log=print) -> dict[str, Any]:
+    """Export every (format, precision, point) not cached yet; return their validated sidecars by artifact path."""
     from edgebert.export import export_model
+    from edgebert.sidecar import read_sidecar
+    from edgebert.sidecar import sidecar_path as sidecar_of
 
     sidecars = {}
     for width, depth in settings["grid"]:
         for fmt in settings["formats"]:
             for precision in settings["precisions"]:
                 path = artifact_path(work, fmt, precision, width, depth)
-                sidecar_path = path.with_name(path.name + ".json")
-                if force or not (path.is_file() and sidecar_path.is_file()):
+                if force or not (path.is_file() and sidecar_of(path).is_file()):
                     path.parent.mkdir(parents=True, exist_ok=True)
                     started = time.perf_counter()
                     export_model(
                         settings["model"], fmt, precision, width, depth, settings["seq_len"], out=path, force=True
                     )
                     log(f"exported {path.name} in {time.perf_counter() - started:.0f} s")
-                sidecars[str(path)] = json.loads(sidecar_path.read_text())
+                sidecars[str(path)] = read_sidecar(path)
     return sidecars
 
 
@@ -145,16 +151,11 @@ def ensure_gemm_models(settings: dict, work: Path) -> dict[str, str]:
 
 
 def time_call(call, min_runs: int, min_seconds: float) -> list[float]:
-    """One warm-up call, then at least `min_runs` timed calls and at least `min_seconds`; latencies in ms."""
+    """One warm-up call, then bench's timing loop: at least `min_runs` calls and `min_seconds`; latencies in ms."""
+    from edgebert.bench import time_runs
+
     call()
-    clock = time.perf_counter_ns
-    samples = []
-    deadline = clock() + int(min_seconds * 1e9)
-    while len(samples) < min_runs or clock() < deadline:
-        start = clock()
-        call()
-        samples.append((clock() - start) / 1e6)
-    return samples
+    return [ns / 1e6 for ns in time_runs([call], min_runs, min_seconds)]
 
 
 def interleaved(configs: dict[str, Any], rounds: int, min_runs: int, min_seconds: float, seed: int) -> dict:
@@ -176,13 +177,15 @@ def interleaved(configs: dict[str, Any], rounds: int, min_runs: int, min_seconds
 
 
 def measure_runtimes(spec: dict) -> dict:
-    """Torch-free child: ORT and LiteRT units, GEMM peaks, harness overhead. Sessions come from edgebert.bench."""
+    """Torch-free child: ORT and LiteRT units, GEMM peaks, harness overhead; sessions opened as `bench` opens them."""
     import gc
 
     import numpy as np
 
-    from edgebert.bench import bare_loop, bench_artifact, make_feeds, open_session, ort_config, read_sidecar
+    from edgebert.bench import bare_loop, bench_artifact, read_sidecar, session_options
+    from edgebert.inputs import InputPlan, model_inputs
     from edgebert.profiles import load_profile
+    from edgebert.runtimes import open_session
 
     settings = spec["settings"]
     profile = load_profile("local")
@@ -195,22 +198,22 @@ def measure_runtimes(spec: dict) -> dict:
                 for width, depth in settings["grid"]:
                     path = Path(spec["artifacts"][f"{fmt}:{precision}:{width:g}:{depth:g}"])
                     sidecar = read_sidecar(path)
-                    session = open_session(path, sidecar, threads, ort_config(profile))
-                    feeds, _ = make_feeds(session, sidecar, profile, 1, settings["seq_len"], None, None, 0, [], path)
+                    session = open_session(path, session_options(sidecar, threads, profile))
+                    plan = InputPlan(1, settings["seq_len"], profile.padding_share)
+                    feeds = model_inputs(session.inputs, sidecar, plan, source=path).batches[0].feeds
                     call = session.bind(feeds)
                     key = f"{fmt}:{precision}:{threads}:{width:g}:{depth:g}"
                     configs[key] = (None, call)
                     keep.append(session)
                     results["sessions"].setdefault(f"{fmt}:{threads}", session.details)
                     if precision == "fp32" and fmt == "onnx" and threads == settings["threads"][0]:
-                        results["outputs"][f"{width:g}:{depth:g}"] = np.asarray(call()[0]).tolist()
+                        results["outputs"][f"{width:g}:{depth:g}"] = session.run(feeds)[0].tolist()
             for name, gemm_path in spec["gemm"].items():
                 if name.startswith(fmt + ":"):
-                    session = open_session(Path(gemm_path), {}, threads, ort_config(profile))
+                    session = open_session(Path(gemm_path), session_options(None, threads, profile))
                     rng = np.random.default_rng(0)
                     feeds = {
-                        i.name: rng.standard_normal([d or 1 for d in i.shape]).astype(np.float32)
-                        for i in session.inputs
+                        i.name: rng.standard_normal([d or 1 for d in i.dims]).astype(np.float32) for i in session.inputs
                     }
                     configs[f"gemm:{name}:{threads}"] = (None, session.bind(feeds))
                     keep.append(session)
@@ -265,9 +268,10 @@ class DynaBertBaseline:
     """The full PyTorch BERT run the way the official DynaBERT code runs a sub-network.
 
     Like DynaBERT's `DynaLinear`, every attention/FFN Linear slices `weight[:out, :in]` (and the bias)
-    from the full matrices in each forward from the modules' `width_mult`; like its `BertEncoder`, the
-    encoder picks layers floor(i / depth_mult) in each forward from `depth_mult`. Heads follow from the
-    sliced projections (transformers infers the head count from the output width).
+    from the full matrices in each forward; like its `BertEncoder`, the encoder picks its layers in
+    each forward. How much each keeps is `edgebert.subnet`'s rule (whole heads, `round_to_nearest`
+    in DynaBERT's code), set per module by `set_subnetwork`. Heads follow from the sliced
+    projections (transformers infers the head count from the output width).
     """
 
     def __init__(self, model_dir: str | None, attn_implementation: str = "eager") -> None:
@@ -276,16 +280,21 @@ class DynaBertBaseline:
 
         from edgebert.slicing import open_checkpoint
 
-        path = open_checkpoint(model_dir).path
+        checkpoint = open_checkpoint(model_dir)
+        self.arch = checkpoint.arch
         self.torch = torch
-        self.model = BertForSequenceClassification.from_pretrained(path, attn_implementation=attn_implementation)
+        self.model = BertForSequenceClassification.from_pretrained(
+            checkpoint.path, attn_implementation=attn_implementation
+        )
         self.model.eval()
+        self.attention, self.ffn = [], []  # (linear, slices its outputs) per kept-size group
         for layer in self.model.bert.encoder.layer:
             attention = layer.attention
-            for linear in (attention.self.query, attention.self.key, attention.self.value, layer.intermediate.dense):
-                self._make_dyna(linear, out_dim=True)
-            for linear in (attention.output.dense, layer.output.dense):
-                self._make_dyna(linear, out_dim=False)
+            self.attention += [(linear, True) for linear in (attention.self.query, attention.self.key)]
+            self.attention += [(attention.self.value, True), (attention.output.dense, False)]
+            self.ffn += [(layer.intermediate.dense, True), (layer.output.dense, False)]
+        for linear, out_dim in self.attention + self.ffn:
+            self._make_dyna(linear, out_dim)
         self._make_dyna_encoder(self.model.bert.encoder)
         self.set_subnetwork(1.0, 1.0)
 
@@ -293,29 +302,23 @@ class DynaBertBaseline:
     def _make_dyna(linear, out_dim: bool) -> None:
         import torch.nn.functional as F
 
-        def forward(x):  # DynaLinear.forward
-            out_features, in_features = linear.out_features, linear.in_features
+        def forward(x):  # DynaLinear.forward: slice the full matrices to the kept size
             if out_dim:
-                out_features = round(linear.out_features * linear.width_mult)
+                weight, bias = linear.weight[: linear.kept], linear.bias[: linear.kept]
             else:
-                in_features = round(linear.in_features * linear.width_mult)
-            weight = linear.weight[:out_features, :in_features]
-            bias = linear.bias[:out_features] if linear.bias is not None else None
+                weight, bias = linear.weight[:, : linear.kept], linear.bias
             return F.linear(x, weight, bias)
 
         linear.forward = forward
 
     @staticmethod
     def _make_dyna_encoder(encoder) -> None:
-        import math
-
         from torch import nn
 
         full_forward, layers = encoder.forward, encoder.layer
 
         def forward(*args, **kwargs):  # BertEncoder.forward with DynaBERT's layer selection
-            depth = round(encoder.depth_mult * len(layers))
-            encoder.layer = nn.ModuleList(layers[math.floor(i / encoder.depth_mult)] for i in range(depth))
+            encoder.layer = nn.ModuleList(layers[i] for i in encoder.kept_layers)
             try:
                 return full_forward(*args, **kwargs)
             finally:
@@ -324,9 +327,15 @@ class DynaBertBaseline:
         encoder.forward = forward
 
     def set_subnetwork(self, width: float, depth: float) -> None:
-        """As the official evaluation does: `model.apply(lambda m: setattr(m, 'width_mult', w))`."""
-        self.model.apply(lambda module: setattr(module, "width_mult", width))
-        self.model.apply(lambda module: setattr(module, "depth_mult", depth))
+        """What `model.apply(lambda m: setattr(m, 'width_mult', w))` sets in the official code, as kept sizes."""
+        from edgebert.subnet import subnetwork
+
+        sub = subnetwork(self.arch, width, depth)
+        for linear, _ in self.attention:
+            linear.kept = sub.heads * self.arch.head_size
+        for linear, _ in self.ffn:
+            linear.kept = sub.ffn_neurons
+        self.model.bert.encoder.kept_layers = sub.layers
 
     def call(self, feeds: dict):
         torch = self.torch
@@ -343,16 +352,17 @@ def measure_baseline(spec: dict) -> dict:
     """Torch child: the DynaBERT-style baseline at every grid point, interleaved like the runtime units."""
     import torch
 
-    from edgebert.bench import InputSpec, Session, make_feeds, read_sidecar
+    from edgebert.bench import read_sidecar
+    from edgebert.inputs import InputPlan, model_inputs
     from edgebert.profiles import load_profile
 
     settings = spec["settings"]
     profile = load_profile("local")
     full_key = "onnx:fp32:1:1" if "onnx:fp32:1:1" in spec["artifacts"] else next(iter(spec["artifacts"]))
-    sidecar = read_sidecar(Path(spec["artifacts"][full_key]))
-    names = [entry["name"] for entry in sidecar["inputs"]]
-    fake = Session("onnxruntime", "", None, [InputSpec(name, "int64", [None, None]) for name in names])
-    feeds, _ = make_feeds(fake, sidecar, profile, 1, settings["seq_len"], None, None, 0, [], Path(full_key))
+    path = Path(spec["artifacts"][full_key])
+    sidecar = read_sidecar(path)
+    plan = InputPlan(1, settings["seq_len"], profile.padding_share)
+    feeds = model_inputs(sidecar.input_specs(), sidecar, plan, source=path).batches[0].feeds  # the runtimes' inputs
     baseline = DynaBertBaseline(settings["model"])
     run = baseline.call(feeds)
     results: dict[str, Any] = {"units": [], "outputs": {}, "torch_version": torch.__version__}
@@ -444,7 +454,7 @@ def analyse(settings: dict, sidecars: dict, spec: dict, runtimes: dict, baseline
             row["gemm_peak_share"] = row["gflops"] / max(peak.values())
         if fmt != "pytorch":
             path = str(artifact_path(Path(spec["work"]), fmt, precision, *point))
-            row["quantization"] = sidecars[path].get("quantization")
+            row["quantization"] = sidecars[path].quantization
         fp32 = timing.get(f"{fmt}:fp32:{threads}:{w}:{d}")
         if precision == "int8" and fp32:
             row["int8_speedup"] = statistics.median(np.divide(fp32["round_medians_ms"], medians).tolist())
@@ -471,9 +481,10 @@ def latency_model_check(rows: list[dict], arch, settings: dict) -> dict:
     """`pick`'s latency model against this run: calibrated on the configurations `pick --measure` would
     measure (spread over the FLOPs range), it predicts the rest of the grid;
     the share within +-10 % of the measured median is issue 6's bar (nn-Meter's). Leave-one-out too."""
-    from edgebert.latency_model import RUNTIME_FOR_FORMAT, WITHIN, Measurement, Shape, calibrate, leave_one_out
+    from edgebert.latency_model import WITHIN, Measurement, Shape, calibrate, leave_one_out
     from edgebert.pick import MEASURE_PER_PRECISION, spread
     from edgebert.profiles import load_profile
+    from edgebert.runtimes import RUNTIME_FOR_FORMAT
     from edgebert.subnet import subnetwork
 
     profile = load_profile("local")

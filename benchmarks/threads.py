@@ -47,42 +47,43 @@ VARIANTS: dict[str, tuple[dict[str, str], str, dict]] = {
 }
 
 
-def session(path: Path, threads: int, config: dict[str, str], level: str, profile_prefix: str | None = None):
-    import onnxruntime as ort
+def session(path: Path, threads: int, config: dict[str, str], level: str):
+    """One variant, opened by edgebert's runtime layer (fp32 artifacts record no runtime settings of their own)."""
+    from edgebert.runtimes import SessionOptions, open_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.log_severity_level = 4
     if threads == 1:
         config = {k: v for k, v in config.items() if k != "session.intra_op_thread_affinities"}
-    for key, value in config.items():
-        options.add_session_config_entry(key, value)
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return open_session(path, SessionOptions(threads, config, graph_optimization_level=level))
 
 
 def feeds_for(path: Path):
-    from edgebert.bench import make_feeds, open_session, read_sidecar
+    from edgebert.bench import read_sidecar
+    from edgebert.inputs import InputPlan, model_inputs
     from edgebert.profiles import load_profile
 
     sidecar = read_sidecar(path)
-    s = open_session(path, sidecar, 1)
-    feeds, _ = make_feeds(s, sidecar, load_profile("local"), 1, SEQ_LEN, None, None, 0, [], path)
-    return feeds
+    plan = InputPlan(1, SEQ_LEN, load_profile("local").padding_share)
+    return model_inputs(sidecar.input_specs(), sidecar, plan, source=path).batches[0].feeds
 
 
 def op_profile(path: Path, threads: int, feeds: dict, work: Path, runs: int = 30) -> dict[str, float]:
-    """Mean microseconds per run by operator type, from ORT's own profiler (spinning default)."""
-    s = session(path, threads, {}, "ORT_ENABLE_ALL", str(work / f"profile-{threads}t"))
+    """Mean microseconds per run by operator type, from ORT's own profiler (spinning default).
+
+    A raw ORT session on purpose: profiling is an ORT option edgebert's runtime layer has no use for.
+    """
+    import onnxruntime as ort
+
+    def profiled():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.enable_profiling, options.profile_file_prefix = True, str(work / f"profile-{threads}t")
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    s = profiled()
     for _ in range(5):
         s.run(None, feeds)
     s.end_profiling()
-    s = session(path, threads, {}, "ORT_ENABLE_ALL", str(work / f"profile-{threads}t"))
+    s = profiled()
     for _ in range(runs):
         s.run(None, feeds)
     events = json.loads(Path(s.end_profiling()).read_text())
@@ -121,7 +122,7 @@ def main() -> int:
             for which, path in paths.items():
                 s = session(path, threads, config, level)
                 keep.append(s)
-                configs[f"{name}|{threads}|{which}"] = (None, lambda s=s: s.run(None, feeds))
+                configs[f"{name}|{threads}|{which}"] = (None, s.bind(feeds))
     load = os.getloadavg()
     timing = interleaved(configs, args.rounds, 5, 0.2, seed=7)
     result = {"point": [width, depth], "flops_ratio": ratio, "load_avg_before": load, "load_avg_after": os.getloadavg()}

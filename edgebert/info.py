@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgebert.memory_model import estimated_size_bytes
+from edgebert.precisions import estimated_size_bytes
 from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint
 from edgebert.subnet import TRAINED_GRID, costs, subnetwork
 

@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebert.bench import BUDGET_PERCENTILE, SPIN_CONFIG_KEY
+from edgebert.bench import BUDGET_PERCENTILE
 from edgebert.errors import EdgebertError
-from edgebert.manifests import read_json
+from edgebert.manifests import SliceManifest, read_json
 from edgebert.profiles import Profile
+from edgebert.runtimes import RUNTIMES, SPIN_CONFIG_KEY
 from edgebert.subnet import Architecture, Subnetwork, layer_flops
 
 FIT_MIN_POINTS = 3
-RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
-FORMAT_FOR_RUNTIME = {runtime: fmt for fmt, runtime in RUNTIME_FOR_FORMAT.items()}
 # Spec estimate: share of the fp32 peak a runtime reaches on BERT-sized GEMMs, by precision (int8 kernels
 # do twice the work per instruction; fp16 on CPUs without fp16 arithmetic is converted, not faster).
 SPEC_EFFICIENCY = {"fp32": 0.4, "fp16": 0.4, "int8": 0.8}
@@ -120,20 +119,19 @@ def measurement_from_result(result: dict[str, Any], source: str = "result") -> M
         )
     try:
         baseline, footprint = memory_from_result(result["memory"])
-        manifest, original = result["manifest"], result["manifest"]["original"]
-        hidden = original["heads"] * original["head_size"]
+        manifest = SliceManifest.model_validate(result["manifest"])  # the slice's own schema, as in its sidecar
         shape = Shape(
-            hidden,
-            manifest["heads_kept"],
-            manifest["heads_kept"] * original["head_size"],
-            manifest["ffn_neurons_kept"],
-            len(manifest["layers_kept"]),
+            manifest.hidden_size,
+            manifest.heads_kept,
+            manifest.heads_kept * manifest.original.head_size,
+            manifest.ffn_neurons_kept,
+            len(manifest.layers_kept),
             result["inputs"]["batch_size"],
             result["inputs"]["seq_len"],
         )
         measurement = Measurement(
-            width=manifest["width"],
-            depth=manifest["depth"],
+            width=manifest.width,
+            depth=manifest.depth,
             precision=result["artifact"]["precision"],
             runtime=result["environment"]["runtime"],
             shape=shape,
@@ -145,7 +143,7 @@ def measurement_from_result(result: dict[str, Any], source: str = "result") -> M
             baseline_bytes=baseline,
             footprint_bytes=footprint,
         )
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         problem = f"missing {exc}" if isinstance(exc, KeyError) else "a field of the wrong type"
         raise EdgebertError(
             f"{source}: not a bench result of an edgebert export ({problem}); "
@@ -170,7 +168,7 @@ def _check_values(m: Measurement, source: str) -> None:
     problems += [name for name in ("size_bytes", "threads") if not positive(getattr(m, name), True)]
     problems += [name for name in ("baseline_bytes", "footprint_bytes") if not positive(getattr(m, name) + 1, True)]
     problems += ["precision"] * (m.precision not in SPEC_EFFICIENCY)
-    problems += ["runtime"] * (m.runtime not in FORMAT_FOR_RUNTIME)
+    problems += ["runtime"] * (m.runtime not in RUNTIMES)
     if problems:
         raise EdgebertError(f"{source}: bench result with invalid {', '.join(problems)}; re-run `edgebert bench`")
 

@@ -20,7 +20,6 @@ from typing import Literal
 from edgebert.latency_model import FIT_MIN_POINTS, Measurement, Shape, nnls
 
 MemoryScope = Literal["model", "process"]
-BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}  # size estimate before export; scales and graph ignored
 # Process RSS with the runtime imported, before any model loads (bench's `rss_before_load_bytes`). Measured on
 # x86-64 Linux, Python 3.11, onnxruntime 1.2x: 67 MB in the dev venv; a fresh CI venv's imports took 15 MB more
 # (commit bff5974), so the estimate is 82 MB. LiteRT's import is unmeasured: assumed 10 MB less than ORT's.
@@ -33,11 +32,6 @@ SESSION_FIXED_BYTES = 25_000_000
 # set ~15 % above. LiteRT maps the file and XNNPACK packs the weights once: DEFAULT_LOAD_FACTOR, unmeasured.
 LOAD_FACTOR = {("onnxruntime", "fp32"): 1.7, ("onnxruntime", "fp16"): 2.3, ("onnxruntime", "int8"): 1.9}
 DEFAULT_LOAD_FACTOR = 2.0
-
-
-def estimated_size_bytes(parameters: int, precision: str) -> int:
-    """An artifact's size before it is exported: parameters x bytes per weight."""
-    return parameters * BYTES_PER_WEIGHT[precision]
 
 
 def activation_bytes(shape: Shape) -> int:

@@ -30,9 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert.bench import BUDGET_PERCENTILE
 from edgebert.errors import EdgebertError
-from edgebert.export.base import PRECISIONS
 from edgebert.latency_model import (
-    FORMAT_FOR_RUNTIME,
     LatencyModel,
     Measurement,
     Shape,
@@ -42,14 +40,16 @@ from edgebert.latency_model import (
     load_calibration,
     measurement_from_result,
 )
-from edgebert.memory_model import MemoryModel, MemoryScope, calibrate_memory, estimated_size_bytes
+from edgebert.memory_model import MemoryModel, MemoryScope, calibrate_memory
+from edgebert.precisions import PRECISIONS, estimated_size_bytes
 from edgebert.profiles import Profile
+from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
 from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnet_name, subnetwork
 
 if TYPE_CHECKING:
     from edgebert.evaluate import ModelKey
 
-RUNTIME_PRECISIONS = {"onnxruntime": PRECISIONS, "litert": PRECISIONS}  # both runtimes run all `export` writes
+RUNTIME_PRECISIONS = dict.fromkeys(RUNTIMES, PRECISIONS)  # every runtime runs all `export` writes
 FIDELITY = {"fp32": 2, "fp16": 1, "int8": 0}  # tie-breaker: the closer to the evaluated fp32 model, the better
 MEASURE_PER_PRECISION = 4  # `--measure`: configurations exported and benched per precision
 MEASURE_RUNS, MEASURE_WARMUP = 20, 3
@@ -164,7 +164,7 @@ def accuracy_lookup(
 
 
 def measure_locally(
-    model: str | Path | None,
+    model: Path,
     profile: Profile,
     configs: list[tuple[float, float, str]],
     work_dir: Path,
@@ -181,7 +181,7 @@ def measure_locally(
     measurements = []
     for index, (width, depth, precision) in enumerate(configs, start=1):
         progress(f"measuring {index}/{len(configs)}: width {width:g} depth {depth:g} {precision}")
-        artifact = work_dir / f"w{width:g}-d{depth:g}.{precision}.{fmt}"
+        artifact = work_dir / artifact_name(subnet_name(Path(model).name, width, depth), precision, fmt)
         export_model(model, fmt, precision, width=width, depth=depth, seq_len=profile.seq_len, out=artifact)
         command = [sys.executable, "-m", "edgebert", "bench", str(artifact), "--profile", str(profile_file)]
         command += ["--runs", str(MEASURE_RUNS), "--warmup", str(MEASURE_WARMUP), "--min-time", "0", "--json"]
@@ -423,7 +423,7 @@ def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, e
     from edgebert.export import export_model
 
     export_dir.mkdir(parents=True, exist_ok=True)
-    out = export_dir / f"{subnet_name(stem, choice.width, choice.depth)}.{choice.precision}.{choice.format}"
+    out = export_dir / artifact_name(subnet_name(stem, choice.width, choice.depth), choice.precision, choice.format)
     sidecar = export_model(
         model, choice.format, choice.precision, width=choice.width, depth=choice.depth, seq_len=profile.seq_len, out=out
     )

@@ -19,9 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SliceManifest, read_json, validation_line
+from edgebert.precisions import Precision
+from edgebert.runtimes import RUNTIME_FOR_FORMAT, TensorSpec, ort_opt_level
 
 SCHEMA_VERSION = 1
-RUNTIME_FOR_FORMAT = {"onnx": "onnxruntime", "tflite": "litert"}
+# Which side of its bound each parity metric must lie on: the one statement of the gate's direction.
+GATE_RELATIONS = {"max_abs_diff": "<=", "cosine": ">="}
+Format = Literal[tuple(RUNTIME_FOR_FORMAT)]  # type: ignore[valid-type]  # the runtime registry's formats
+RuntimeName = Literal[tuple(RUNTIME_FOR_FORMAT.values())]  # type: ignore[valid-type]
+GateMetric = Literal[tuple(GATE_RELATIONS)]  # type: ignore[valid-type]
 # The embedded slice manifest nests two levels; this bounds what later code may recurse into.
 MAX_SEQ_LEN = 8192  # the longest input `export` verifies
 MAX_POSITIONS = 1 << 20  # bounds a model's recorded positions
@@ -41,16 +47,33 @@ class TensorRecord(_Record):
 class RuntimeRecord(_Record):
     """The runtime the gate ran the artifact in, and the settings it should be loaded with."""
 
-    name: Literal["onnxruntime", "litert"]
+    name: RuntimeName
     version: str
     disabled_optimizers: list[str] = []  # ORT graph fusions measured to slow this artifact down
-    graph_optimization_level: str | None = None  # an ORT level; `bench` checks the name
+    graph_optimization_level: str | None = None  # an ORT level (runtimes.ORT_OPT_LEVELS)
+
+    @field_validator("graph_optimization_level")
+    @classmethod
+    def _known_level(cls, level: str | None) -> str | None:
+        if level is not None:
+            ort_opt_level(level)  # raises ValueError naming the levels
+        return level
 
 
 class GateRecord(_Record):
-    metric: Literal["max_abs_diff", "cosine"]
+    metric: GateMetric
     bound: float
     passed: bool
+
+
+def gate_relation(metric: str) -> str:
+    """'<=' or '>=': how a parity metric's value must compare with its bound."""
+    return GATE_RELATIONS[metric]
+
+
+def gate_holds(metric: str, value: float, bound: float) -> bool:
+    """Whether `value` of `metric` is within `bound` (False for NaN, whichever the direction)."""
+    return value <= bound if gate_relation(metric) == "<=" else value >= bound
 
 
 class Top1Record(_Record):
@@ -86,8 +109,8 @@ class ParityRecord(_Record):
 class Sidecar(_Record):
     schema_version: Literal[1]
     edgebert_version: str
-    format: Literal["onnx", "tflite"]
-    precision: Literal["fp32", "fp16", "int8"]
+    format: Format
+    precision: Precision
     quantization: str  # the scheme that passed the gate, e.g. "dynamic" or "blockwise"
     artifact: str  # file name when written; the pair may be renamed together
     size_bytes: int = Field(ge=1)
@@ -114,6 +137,10 @@ class Sidecar(_Record):
             return SliceManifest.model_validate(manifest).as_dict()
         except ValidationError as exc:
             raise ValueError(validation_line(exc)) from None
+
+    def input_specs(self) -> list[TensorSpec]:
+        """The recorded inputs as the runtime layer's specs, for callers that build inputs without a session."""
+        return [TensorSpec(spec.name, spec.dtype, list(spec.shape)) for spec in self.inputs]
 
     @model_validator(mode="after")
     def _consistent(self) -> Sidecar:

@@ -7,15 +7,20 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from edgebert.bench import MAX_TEXT_TOKENS, Session, bench_artifact, budgets, memory_block
+from edgebert.bench import bench_artifact, budgets, memory_block
 from edgebert.errors import EdgebertError
+from edgebert.inputs import MAX_TEXT_TOKENS, InputPlan, model_inputs, random_tokens, role_arrays
 from edgebert.profiles import ProfileError, load_profile
-from tests.test_bench import QUICK, _sidecar, tiny_artifacts
+from edgebert.runtimes import Session
+from edgebert.sidecar import sidecar_path
+from tests.artifacts import QUICK, tiny_artifacts, write_test_sidecar
+from tests.artifacts import VOCAB as MODEL_VOCAB
 
 WORDS = ["the", "edge", "device", "runs", "bert", "fast", "on", "a", "small", "board"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+WORDPIECE = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +30,7 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def tokenizer_dir(tmp_path) -> Path:
-    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB))
+    (tmp_path / "vocab.txt").write_text("\n".join(WORDPIECE))
     return tmp_path
 
 
@@ -122,7 +127,7 @@ def test_text_is_bounded_and_bad_text_is_one_line(artifacts, tokenizer_dir):
     with pytest.raises(EdgebertError, match="cannot load its tokenizer files"):
         bench_artifact(onnx, local, text_file=big, tokenizer_dir=tokenizer_dir, **QUICK)
     (tokenizer_dir / "tokenizer.json").unlink()
-    (tokenizer_dir / "vocab.txt").write_text("\n".join(VOCAB + [f"tok{i}" for i in range(3000 - len(VOCAB))]))
+    (tokenizer_dir / "vocab.txt").write_text("\n".join(WORDPIECE + [f"tok{i}" for i in range(3000 - len(WORDPIECE))]))
     with pytest.raises(EdgebertError, match="the tokenizer has 3000 tokens, the model only 2048"):
         bench_artifact(onnx, local, text_file=big, tokenizer_dir=tokenizer_dir, **QUICK)
 
@@ -162,7 +167,7 @@ def test_onnx_float16_and_double_inputs_get_their_numpy_dtypes(tmp_path):
 def test_seq_len_above_the_models_positions_fails_before_running(artifacts, tmp_path):
     short = tmp_path / "short.onnx"
     shutil.copy(artifacts["onnx"], short)
-    _sidecar(short, "onnx", "int64", ["batch", "sequence"], max_seq_len=64)
+    write_test_sidecar(short, max_seq_len=64)
     with pytest.raises(EdgebertError) as info:
         bench_artifact(short, load_profile("local"), seq_len=65, **QUICK)
     assert str(info.value) == (
@@ -192,10 +197,10 @@ def test_bad_settings_and_sidecars_are_not_load_failures(artifacts, tmp_path, ru
     ):
         copy = tmp_path / "copy.onnx"
         shutil.copy(onnx, copy)
-        _sidecar(copy, "onnx", "int64", ["batch", "sequence"])
-        sidecar = json.loads(copy.with_name("copy.onnx.json").read_text())
+        write_test_sidecar(copy)
+        sidecar = json.loads(sidecar_path(copy).read_text())  # edited by hand: the schema refuses to write these
         sidecar["runtime"] = runtime if isinstance(runtime, str) else sidecar["runtime"] | runtime
-        copy.with_name("copy.onnx.json").write_text(json.dumps(sidecar))
+        sidecar_path(copy).write_text(json.dumps(sidecar))
         with pytest.raises(EdgebertError, match=message) as info:
             bench_artifact(copy, local, **QUICK)
         assert "cannot load" not in str(info.value)
@@ -240,3 +245,66 @@ def test_result_and_table_show_footprint_and_baseline(artifacts, tmp_path, run_c
     assert "model footprint" in table.stdout and "runtime baseline" in table.stdout
     assert "within memory budget" in table.stdout and "yes (model footprint" in table.stdout
     assert "yes (p95" in table.stdout
+
+
+# ---- the one input generator --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vocab", "pad_id", "low"), [(MODEL_VOCAB, 0, 1000), (120, 0, 1), (120, 1, 2), (50_265, 1, 1000)]
+)
+def test_random_ids_skip_special_tokens_and_never_draw_the_pad_id(vocab, pad_id, low):
+    """Real-sized vocabularies keep their special tokens below 1000; small ones at least never draw the pad id."""
+    ids, mask, description = random_tokens(16, 24, vocab, pad_id, padding_share=0.25, seed=3)
+    real = ids[mask == 1]
+    assert real.min() >= low and real.max() < vocab and (real != pad_id).all()
+    assert (ids[mask == 0] == pad_id).all() and description == f"random ids in [{low}, {vocab}), seed 3"
+    again, _, _ = random_tokens(16, 24, vocab, pad_id, padding_share=0.25, seed=3)
+    assert (again == ids).all()  # seeded
+
+
+@pytest.mark.parametrize(("batch", "seq", "share"), [(8, 37, 0.4), (4, 128, 0.25), (1, 16, 0.25), (2, 16, 0.0)])
+def test_rows_are_right_padded_to_the_requested_share(batch, seq, share):
+    _, mask, _ = random_tokens(batch, seq, MODEL_VOCAB, 0, share, seed=0)
+    lengths = mask.sum(-1)
+    assert (mask == (np.arange(seq)[None, :] < lengths[:, None])).all()  # real tokens first, then padding
+    assert lengths.min() >= 2 and 1 - mask.mean() == pytest.approx(share, abs=1 / seq + 0.01)
+
+
+def test_two_segments_cover_each_rows_real_tokens():
+    """The gate's rows have token types 0 then 1 over the real tokens, 0 on padding; bench's are all 0."""
+    ids, mask, _ = random_tokens(6, 20, MODEL_VOCAB, 0, 0.4, seed=1)
+    types = role_arrays(ids, mask, segments=True)["token_type_ids"]
+    for row, length in zip(types, mask.sum(-1), strict=True):
+        assert row.tolist() == [0] * (length // 2) + [1] * (length - length // 2) + [0] * (20 - length)
+    assert not role_arrays(ids, mask)["token_type_ids"].any()
+
+
+def test_inputs_from_a_sidecar_match_the_sessions_without_opening_one(artifacts):
+    """benchmarks/run.py's PyTorch baseline builds the runtimes' very inputs from the sidecar alone."""
+    from edgebert.bench import read_sidecar, session_options
+    from edgebert.runtimes import open_session
+
+    for artifact in artifacts.values():
+        sidecar = read_sidecar(artifact)
+        session = open_session(artifact, session_options(sidecar, 1, load_profile("local")))
+        plan = InputPlan(1, 12, 0.25, seed=5)
+        from_session = model_inputs(session.inputs, sidecar, plan, source=artifact)
+        from_sidecar = model_inputs(sidecar.input_specs(), sidecar, plan, source=artifact)
+        assert from_session.info == from_sidecar.info
+        for name, array in from_session.batches[0].feeds.items():
+            assert array.dtype == from_sidecar.batches[0].feeds[name].dtype
+            assert (array == from_sidecar.batches[0].feeds[name]).all()
+
+
+def test_session_run_casts_to_the_declared_dtypes(artifacts):
+    """`Session.run` (the gate's call) feeds what the signature declares: int64 ids run on TFLite's int32 inputs."""
+    from edgebert.runtimes import SessionOptions, open_session
+
+    session = open_session(artifacts["tflite"], SessionOptions(threads=1))
+    assert {spec.dtype for spec in session.inputs} == {"int32"}
+    ids, mask, _ = random_tokens(1, 16, MODEL_VOCAB, 0, 0.25, seed=2)
+    feeds = {spec.name: role_arrays(ids, mask)[spec.name] for spec in session.inputs}
+    (logits,) = session.run(feeds)
+    (expected,) = session.run({name: array.astype(np.int32) for name, array in feeds.items()})
+    assert logits.shape == (1, 2) and (logits == expected).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -11,14 +12,17 @@ import pytest
 import torch
 
 from edgebert.errors import EdgebertError
-from edgebert.export import PARITY_GATES, export_model
+from edgebert.export import EXPORTERS, PARITY_GATES, export_model
 from edgebert.export.base import ParityGateError, load_source, verify_artifact
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
+from edgebert.precisions import PRECISIONS
+from edgebert.runtimes import SessionOptions, artifact_name, open_session
+from edgebert.sidecar import gate_holds, sidecar_path
 from edgebert.slicing import slice_model
 from tests.conftest import TINY
 
-TFLITE_SEQ = 16
+FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
 
 
 @pytest.fixture(scope="module")
@@ -34,57 +38,86 @@ def assert_gate(sidecar: dict, precision: str) -> None:
     parity = sidecar["parity"]
     metric, bound = PARITY_GATES[precision]
     assert parity["gate"] == {"metric": metric, "bound": bound, "passed": True}
-    if precision == "fp32":
-        assert parity["max_abs_diff"] <= 1e-4
-    else:
-        assert parity["cosine"] >= bound
+    assert gate_holds(metric, parity[metric], bound)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.fixture(scope="session")
+def fp32_tflite_cache(tmp_path_factory) -> dict:
+    return {"root": tmp_path_factory.mktemp("fp32-tflite")}
+
+
+@pytest.fixture
+def tflite_converted_once(monkeypatch, fp32_tflite_cache):
+    """litert-torch's conversion (seconds per call) runs once per slice and length in the session: fp16 and
+    int8 quantize (and verify) a copy of the very fp32 file their own conversion would have written."""
+    convert = TfliteExporter.to_fp32
+
+    def once(source, length, path):
+        key = (source.name, json.dumps(source.manifest, sort_keys=True), length)
+        if key not in fp32_tflite_cache:
+            fp32_tflite_cache[key] = fp32_tflite_cache["root"] / f"{len(fp32_tflite_cache)}.tflite"
+            convert(source, length, fp32_tflite_cache[key])
+        shutil.copyfile(fp32_tflite_cache[key], path)
+
+    monkeypatch.setattr(TfliteExporter, "to_fp32", staticmethod(once))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("name", ["bert-cls", "roberta-bare"])
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, fmt, name, precision):
-    artifact = tmp_path / f"model.{fmt}"
-    seq_len = TFLITE_SEQ if fmt == "tflite" else None
-    sidecar = export_model(tiny_slices[name], fmt, precision, seq_len=seq_len, out=artifact)
+@pytest.mark.parametrize("fmt", list(EXPORTERS))
+def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflite_converted_once, fmt, name, precision):
+    """Every registered exporter x precision: gate passed, and a sidecar that describes the artifact as its runtime
+    reads it (opened with the sidecar's own settings, as `bench` opens it)."""
+    exporter = EXPORTERS[fmt]()
+    fixed = exporter.fixed_seq_len(FIXED_SEQ) if exporter.fixed_seq_len(None) is not None else None
+    artifact = tmp_path / artifact_name("model", precision, fmt)
+    sidecar = export_model(tiny_slices[name], fmt, precision, seq_len=fixed, out=artifact)
     assert_gate(sidecar, precision)
     assert artifact.is_file() and sidecar["size_bytes"] == artifact.stat().st_size
     assert sidecar["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() and sidecar["schema_version"] == 1
     assert sidecar["max_seq_len"] == TINY["max_position_embeddings"]  # RoBERTa's 2 offset positions excluded
     if name == "bert-cls":
         assert sidecar["parity"]["top1"]["decided_flipped"] == 0
-    on_disk = json.loads((tmp_path / f"model.{fmt}.json").read_text())
+    on_disk = json.loads(sidecar_path(artifact).read_text())
     assert on_disk["parity"] == sidecar["parity"] and on_disk["manifest"]["width"] == 0.5
     input_names = {spec["name"] for spec in on_disk["inputs"]}
     expected = {"input_ids", "attention_mask"} | ({"token_type_ids"} if name.startswith("bert") else set())
     assert input_names == expected
     meanings = list(on_disk["output_meaning"].values())
     assert meanings == (["logits"] if name == "bert-cls" else ["last_hidden_state", "pooler_output"])
-    if (fmt, precision) == ("onnx", "int8") and on_disk["quantization"] == "dynamic":
-        assert on_disk["runtime"]["disabled_optimizers"] == ["SkipLayerNormFusion"]
-    if fmt == "tflite":
-        assert on_disk["seq_len"] == TFLITE_SEQ and on_disk["signature_key"] == "serving_default"
-        assert all(spec["shape"] == [1, TFLITE_SEQ] and spec["dtype"] == "int32" for spec in on_disk["inputs"])
-        checked = on_disk["parity"]["inputs"]
-        assert checked["batches"] > 1 and all(shape == [1, TFLITE_SEQ] for shape in checked["shapes"])
-        assert checked["padded_rows"] >= checked["batches"] // 2 and checked["shortest_row"] <= TFLITE_SEQ // 2
-        if precision == "fp32":
-            assert_padding_is_verified(TfliteExporter(), tiny_slices[name], artifact)
-    else:
-        assert on_disk["seq_len"] is None
-        assert all(spec["shape"] == ["batch", "sequence"] and spec["dtype"] == "int64" for spec in on_disk["inputs"])
+    assert on_disk["runtime"].items() >= exporter.runtime_options(precision, on_disk["quantization"]).items()
+
+    options = SessionOptions.recorded(1, on_disk["runtime"], on_disk["signature_key"])
+    session = open_session(artifact, options)
+    assert [spec.to_json() for spec in session.inputs] == on_disk["inputs"]
+    assert [spec.to_json() for spec in session.outputs] == on_disk["outputs"]
+    assert (on_disk["seq_len"], on_disk["batch_size"]) == (fixed, exporter.fixed_batch_size)
+    dims = [dim if isinstance(dim, int) else None for spec in on_disk["inputs"] for dim in spec["shape"]]
+    assert dims == [exporter.fixed_batch_size, fixed] * len(on_disk["inputs"])
+    checked = on_disk["parity"]["inputs"]
+    assert checked["padded_rows"] >= checked["rows"] // 2
+    assert checked["shortest_row"] <= min(shape[1] for shape in checked["shapes"]) // 2
+    if fixed is not None:
+        assert all(shape == [exporter.fixed_batch_size, fixed] for shape in checked["shapes"])
+    if precision == "fp32":
+        assert_padding_is_verified(exporter, tiny_slices[name], session, fixed)
 
 
-def assert_padding_is_verified(exporter, slice_dir, artifact) -> None:
+def ignoring_the_mask(session):
+    """The same session, fed an all-ones mask: padding read as tokens, as a runtime that dropped the mask would."""
+    real_run = session.run
+
+    def run(feeds):
+        return real_run({**feeds, "attention_mask": np.ones_like(feeds["attention_mask"])})
+
+    session.run = run
+    return session
+
+
+def assert_padding_is_verified(exporter, slice_dir, session, seq_len) -> None:
     """The gate runs padded rows: the same artifact fed an all-ones mask (padding read as tokens) fails it."""
-    real_run = exporter.run
-
-    def ignore_mask(path, inputs):
-        return real_run(path, {**inputs, "attention_mask": np.ones_like(inputs["attention_mask"])})
-
-    exporter.run = ignore_mask
     with pytest.raises(ParityGateError, match="max_abs_diff"):
-        verify_artifact(exporter, load_source(slice_dir, None, None), artifact, "fp32", TFLITE_SEQ)
+        verify_artifact(exporter, load_source(slice_dir, None, None), ignoring_the_mask(session), "fp32", seq_len)
 
 
 def test_onnx_metadata_and_dynamic_shapes(tiny_slices, tiny_models, tmp_path):

@@ -24,7 +24,8 @@ from edgebert.export.base import (
     verify_artifact,
 )
 from edgebert.export.onnx import OnnxExporter
-from edgebert.sidecar import read_sidecar, sidecar_path
+from edgebert.runtimes import SessionOptions, open_session
+from edgebert.sidecar import gate_holds, gate_relation, read_sidecar, sidecar_path
 from edgebert.slicing import slice_model
 from tests.conftest import TINY
 
@@ -161,16 +162,17 @@ def test_the_gate_runs_padded_rows_and_records_them(bert_slice, exported):
     assert checked.padded_rows >= checked.rows // 2 and checked.shortest_row < checked.shapes[0][1]
     assert 0.2 < checked.padding_share < 0.8
 
-    exporter = OnnxExporter()
-    real_run = exporter.run
+    session = open_session(exported["fp32"], SessionOptions(threads=1))
+    real_run = session.run
 
-    def ignore_mask(path, inputs):
-        return real_run(path, {**inputs, "attention_mask": np.ones_like(inputs["attention_mask"])})
+    def ignore_mask(feeds):
+        return real_run({**feeds, "attention_mask": np.ones_like(feeds["attention_mask"])})
 
-    exporter.run = ignore_mask
     source = load_source(bert_slice, None, None)
-    with pytest.raises(ParityGateError, match="max_abs_diff"):
-        verify_artifact(exporter, source, exported["fp32"], "fp32", None)
+    verify_artifact(OnnxExporter(), source, session, "fp32", None)  # passes as exported ...
+    session.run = ignore_mask
+    with pytest.raises(ParityGateError, match="max_abs_diff"):  # ... and fails when the mask is ignored
+        verify_artifact(OnnxExporter(), source, session, "fp32", None)
 
 
 def test_onnx_seq_len_is_verified_and_bounded_by_positions(bert_slice, tmp_path, run_cli):
@@ -295,8 +297,26 @@ def test_bench_reads_the_validated_sidecar(exported):
     from edgebert.bench import read_sidecar as bench_read_sidecar
 
     sidecar = bench_read_sidecar(exported["int8"])
-    assert sidecar["precision"] == "int8" and sidecar["max_seq_len"] == POSITIONS
-    assert sidecar["manifest"]["width"] == 0.5
+    assert sidecar.precision == "int8" and sidecar.max_seq_len == POSITIONS
+    assert sidecar.manifest["width"] == 0.5
     bare = exported["int8"].with_name("bare.onnx")
     shutil.copy(exported["int8"], bare)
-    assert bench_read_sidecar(bare) == {}
+    assert bench_read_sidecar(bare) is None
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "bound", "holds"),
+    [
+        ("max_abs_diff", 5e-5, 1e-4, True),
+        ("max_abs_diff", 2e-4, 1e-4, False),
+        ("cosine", 0.9995, 0.999, True),
+        ("cosine", 0.99, 0.999, False),
+        ("max_abs_diff", float("nan"), 1e-4, False),
+        ("cosine", float("nan"), 0.999, False),
+    ],
+)
+def test_the_gates_direction_is_one_rule(metric, value, bound, holds):
+    """An error must stay below its bound, a similarity above it; NaN is within no bound (used by the gate
+    and by `export`'s table, which prints the relation)."""
+    assert gate_holds(metric, value, bound) is holds
+    assert gate_relation(metric) == {"max_abs_diff": "<=", "cosine": ">="}[metric]

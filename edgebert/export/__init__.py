@@ -19,16 +19,18 @@ from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.checkpoint import file_sha256
 from edgebert.errors import EdgebertError, require
-from edgebert.export.base import (
-    PARITY_GATES,
-    PRECISIONS,
-    Exporter,
-    ParityGateError,
-    load_source,
-    verify_artifact,
-)
+from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, verify_artifact
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
+from edgebert.precisions import PRECISIONS
+from edgebert.runtimes import (
+    RuntimeLoadError,
+    Session,
+    SessionOptions,
+    artifact_name,
+    open_session,
+    runtime_for_format,
+)
 from edgebert.sidecar import MAX_SEQ_LEN, SCHEMA_VERSION, Sidecar, replaceable_export, write_sidecar
 from edgebert.sidecar import sidecar_path as sidecar_of
 
@@ -69,7 +71,7 @@ def export_model(
     seq_len = exporter.fixed_seq_len(seq_len) or seq_len  # TFLite's default filled in; ONNX keeps None
     if seq_len is not None and seq_len > source.max_seq_len:
         raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {source.max_seq_len} positions")
-    artifact = Path(out) if out is not None else Path(f"{source.name}.{precision}{exporter.suffix}")
+    artifact = Path(out) if out is not None else Path(artifact_name(source.name, precision, format))
     sidecar_path = sidecar_of(artifact)
 
     with staged_outputs(artifact, sidecar_path, **output) as (staged_artifact, staged_sidecar):
@@ -79,14 +81,16 @@ def export_model(
             work_dir = Path(tempfile.mkdtemp(dir=staged_artifact.parent))  # never the artifact's own name
             exporter.convert(source, staged_artifact, precision, scheme, seq_len, work_dir)
             export_seconds = time.perf_counter() - started
+            options = exporter.runtime_options(precision, scheme)
+            session = open_exported(staged_artifact, format, options)
             try:
-                parity = verify_artifact(exporter, source, staged_artifact, precision, seq_len) if verify else None
+                parity = verify_artifact(exporter, source, session, precision, seq_len) if verify else None
                 break
             except ParityGateError as failure:
                 if attempt + 1 == len(schemes):
                     raise
                 warnings.warn(f"{failure.summary}: retrying with {schemes[attempt + 1]}", stacklevel=2)
-        inputs, outputs = exporter.signature(staged_artifact)
+                del session  # the next scheme rewrites the file
         fixed = exporter.fixed_seq_len(seq_len)
         sidecar = Sidecar(
             schema_version=SCHEMA_VERSION,
@@ -98,17 +102,17 @@ def export_model(
             size_bytes=staged_artifact.stat().st_size,
             sha256=file_sha256(staged_artifact),  # bench refuses a sidecar that does not describe its artifact
             runtime={
-                "name": exporter.runtime,
-                "version": exporter.runtime_version(),
-                **exporter.runtime_options(precision, scheme),
+                "name": session.runtime.name,
+                "version": session.version,
+                **options,
             },
             seq_len=fixed,
-            batch_size=1 if fixed else None,
+            batch_size=exporter.fixed_batch_size,
             max_seq_len=source.max_seq_len,
-            signature_key=exporter.signature_key,
-            inputs=[spec.to_json() for spec in inputs],
-            outputs=[spec.to_json() for spec in outputs],
-            output_meaning=dict(zip([o.name for o in outputs], source.output_names, strict=True)),
+            signature_key=session.details.get("signature_key"),
+            inputs=[spec.to_json() for spec in session.inputs],
+            outputs=[spec.to_json() for spec in session.outputs],
+            output_meaning=dict(zip([o.name for o in session.outputs], source.output_names, strict=True)),
             vocab_size=source.vocab_size,
             pad_token_id=source.pad_token_id,
             export_seconds=round(export_seconds, 2),
@@ -117,3 +121,14 @@ def export_model(
         )
         write_sidecar(staged_sidecar, sidecar)
     return sidecar.model_dump(mode="json") | {"path": str(artifact)}
+
+
+def open_exported(path: Path, format: str, runtime_options: dict[str, Any]) -> Session:
+    """The just-written artifact in its runtime, with the settings its sidecar will record (as `bench` opens it)."""
+    from edgebert.profiles import usable_cores
+
+    runtime = runtime_for_format(format)
+    try:
+        return open_session(path, SessionOptions.recorded(usable_cores(), runtime_options), runtime)
+    except RuntimeLoadError as exc:
+        raise EdgebertError(f"{runtime.name} cannot load the exported model: {exc.reason}") from exc

@@ -1,4 +1,4 @@
-"""What every export shares: source, I/O signature, sample inputs, the parity gate, the sidecar."""
+"""What every export shares: the source, its sample inputs, the exporter protocol and the parity gate."""
 
 from __future__ import annotations
 
@@ -7,19 +7,21 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edgebert.errors import EdgebertError
+from edgebert.inputs import random_tokens, role_arrays
+from edgebert.sidecar import gate_holds, gate_relation
 from edgebert.subnet import subnet_name
 
 if TYPE_CHECKING:
     import torch
 
-PRECISIONS = ("fp32", "fp16", "int8")
+    from edgebert.runtimes import Session
 # (metric, bound): fp32 must match closely; reduced precisions must point the same way.
 PARITY_GATES = {
     "fp32": ("max_abs_diff", 1e-4),
@@ -33,16 +35,9 @@ PARITY_GATES = {
 FLIP_HEADROOM = 2.0
 DEFAULT_SEQ_LEN = 128
 VERIFY_SEED = 1234
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: list[int | str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": self.shape}
+# Share of the positions in the gate's (and the conversion samples') rows that are padding, so
+# what is verified includes masked positions: rows run from the full length down to a fifth of it.
+VERIFY_PADDING_SHARE = 0.4
 
 
 @dataclass
@@ -57,17 +52,17 @@ class ExportSource:
     vocab_size: int
     pad_token_id: int
     max_seq_len: int  # the model's positions: no input may be longer
-    first_token_id: int = field(default=0)  # lowest id used in sample inputs (skips special tokens)
 
 
 class Exporter(Protocol):
-    """One artifact format, registered in `edgebert.export.EXPORTERS` under its `name`."""
+    """One artifact format, registered in `edgebert.export.EXPORTERS` under its `name`.
+
+    The name is a format of the runtime registry (`edgebert.runtimes`), which gives the suffix and
+    opens the artifact for the gate and for `bench`; an exporter only converts.
+    """
 
     name: str
-    suffix: str
-    runtime: str
-    signature_key: str | None  # the signature runtimes must call (TFLite), recorded in the sidecar
-
+    fixed_batch_size: int | None  # the batch every artifact of this format is fixed to; None: dynamic
     required_modules: tuple[str, ...]  # checked before any slow work, for the `pip install` hint
 
     def schemes(self, precision: str) -> list[str]:
@@ -78,15 +73,9 @@ class Exporter(Protocol):
         self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int | None, work_dir: Path
     ) -> None: ...
 
-    def signature(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]: ...
-
-    def run(self, path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
-
     def verify_batches(self, source: ExportSource, seq_len: int | None) -> list[dict[str, np.ndarray]]:
         """Padded batches the gate runs, of shapes not used at conversion (and at `seq_len` when one is given)."""
         ...
-
-    def runtime_version(self) -> str: ...
 
     def fixed_seq_len(self, seq_len: int | None) -> int | None:
         """The artifact's fixed sequence length for a requested one (None: the default), or None if dynamic."""
@@ -112,18 +101,9 @@ def quiet_tools() -> Iterator[None]:
 
 
 def sample_inputs(source: ExportSource, batch: int, seq_len: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
-    """Seeded token ids, right-padded (row r of B keeps seq_len - r*seq_len/(B+1) tokens), in two segments."""
-    rng = np.random.default_rng(seed)
-    low = min(source.first_token_id, source.vocab_size - 1)
-    input_ids = rng.integers(low, source.vocab_size, size=(batch, seq_len), dtype=np.int64)
-    attention_mask = np.ones((batch, seq_len), dtype=np.int64)
-    token_type_ids = np.zeros((batch, seq_len), dtype=np.int64)
-    for row in range(batch):
-        length = max(1, seq_len - (row * seq_len) // (batch + 1))
-        attention_mask[row, length:] = 0
-        input_ids[row, length:] = source.pad_token_id
-        token_type_ids[row, length // 2 : length] = 1
-    arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    """`bench`'s seeded, right-padded token ids (`edgebert.inputs`), in two segments, as int64 by input name."""
+    ids, mask, _ = random_tokens(batch, seq_len, source.vocab_size, source.pad_token_id, VERIFY_PADDING_SHARE, seed)
+    arrays = role_arrays(ids, mask, segments=True)
     return {name: arrays[name] for name in source.input_names}
 
 
@@ -210,8 +190,8 @@ def parity_report(
     ]
     if not failures:
         value = report[metric]
-        if not (value <= bound if metric == "max_abs_diff" else value >= bound):
-            failures.append(f"{metric} {value:.3g} (needs {'<=' if metric == 'max_abs_diff' else '>='} {bound})")
+        if not gate_holds(metric, value, bound):
+            failures.append(f"{metric} {value:.3g} (needs {gate_relation(metric)} {bound})")
         if classifier and reference[0].shape[-1] >= 2:
             report["top1_agreement"], report["top1"] = top1_check(reference[0], actual[0], precision)
             flipped, decided = report["top1"]["decided_flipped"], report["top1"]["decided_rows"]
@@ -259,8 +239,6 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     else:
         outputs = ["last_hidden_state"] + (["pooler_output"] if config.add_pooling_layer else [])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size > 1 else [])
-    # Sample ids above the special tokens: BERT vocabularies keep [PAD]..[MASK] below 1000.
-    first_token_id = 1000 if config.vocab_size > 2000 else config.pad_token_id + 2
     max_seq_len = config.max_position_embeddings - config.position_offset
     return ExportSource(
         sliced_model,
@@ -271,15 +249,16 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
         config.vocab_size,
         config.pad_token_id or 0,
         max_seq_len,
-        first_token_id,
     )
 
 
-def verify_artifact(exporter: Exporter, source: ExportSource, path: Path, precision: str, seq_len: int | None) -> dict:
-    """Run the artifact in its runtime on the exporter's padded batches and compare with PyTorch; raise on failure."""
+def verify_artifact(
+    exporter: Exporter, source: ExportSource, session: Session, precision: str, seq_len: int | None
+) -> dict:
+    """Run the artifact's session on the exporter's padded batches and compare with PyTorch; raise on failure."""
     batches = exporter.verify_batches(source, seq_len)
     references = [torch_outputs(source, batch) for batch in batches]
-    actuals = [exporter.run(path, batch) for batch in batches]
+    actuals = [session.run(batch) for batch in batches]
     report, failures = parity_report(
         [as_rows(parts) for parts in zip(*references, strict=True)],
         [as_rows(parts) for parts in zip(*actuals, strict=True)],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebert.errors import EdgebertError, require
-from edgebert.export.base import VERIFY_SEED, ExportSource, TensorSpec, quiet_tools, sample_inputs
+from edgebert.errors import require
+from edgebert.export.base import VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
 
 OPSET = 17
 # Shapes that differ from the verification batch, so the gate proves the axes really are dynamic
@@ -27,21 +27,11 @@ INT8_SCHEMES = ["dynamic", "blockwise"]
 # (0.25, 0.5) 7.4 -> 5.2 ms); fp32 graphs did not change. The sidecar carries it for `bench` and users.
 INT8_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 BLOCK_SIZE = 128
-ORT_DTYPES = {
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-}
 
 
 class OnnxExporter:
-    name, suffix, runtime, signature_key = "onnx", ".onnx", "onnxruntime", None
+    name, fixed_batch_size = "onnx", None
     required_modules = ("torch", "onnx", "onnxruntime")
-
-    def __init__(self) -> None:
-        self._sessions: dict[Path, object] = {}  # one ORT session per artifact, for signature and gate
-        self._disabled_optimizers: list[str] = []  # the gate runs the artifact as `bench` will
 
     def schemes(self, precision: str) -> list[str]:
         return INT8_SCHEMES if precision == "int8" else [precision]
@@ -61,8 +51,6 @@ class OnnxExporter:
         require("onnx", "ONNX export")
         from edgebert.model import ExportWrapper
 
-        self._sessions.pop(path, None)  # a retry rewrites the same path
-        self._disabled_optimizers = self.runtime_options(precision, scheme).get("disabled_optimizers", [])
         fp32_path = path if precision == "fp32" else work_dir / "fp32.onnx"
         wrapper = ExportWrapper(source.model, source.output_names)
         sample = sample_inputs(source, EXPORT_SHAPE[0], min(EXPORT_SHAPE[1], source.max_seq_len))
@@ -134,17 +122,6 @@ class OnnxExporter:
         entry.key, entry.value = "edgebert", json.dumps(manifest)
         onnx.save(model, str(path))
 
-    def signature(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        session = self._session(path)
-
-        def specs(nodes) -> list[TensorSpec]:
-            return [TensorSpec(n.name, ORT_DTYPES.get(n.type, n.type), list(n.shape)) for n in nodes]
-
-        return specs(session.get_inputs()), specs(session.get_outputs())
-
-    def run(self, path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session(path).run(None, inputs)
-
     def verify_batches(self, source: ExportSource, seq_len: int | None) -> list[dict[str, np.ndarray]]:
         lengths = [min(VERIFY_SHAPE[1], source.max_seq_len)]
         if seq_len is not None and seq_len not in lengths:
@@ -152,22 +129,8 @@ class OnnxExporter:
         batch = VERIFY_SHAPE[0]
         return [sample_inputs(source, batch, length, seed=VERIFY_SEED + 1 + i) for i, length in enumerate(lengths)]
 
-    def runtime_version(self) -> str:
-        return require("onnxruntime", "ONNX verification").__version__
-
     def fixed_seq_len(self, seq_len: int | None) -> int | None:
         return None  # dynamic axes
 
     def runtime_options(self, precision: str, scheme: str) -> dict:
         return {"disabled_optimizers": INT8_DISABLED_OPTIMIZERS} if scheme == "dynamic" else {}
-
-    def _session(self, path: Path):
-        if path not in self._sessions:
-            ort = require("onnxruntime", "ONNX verification")
-            try:
-                self._sessions[path] = ort.InferenceSession(
-                    str(path), providers=["CPUExecutionProvider"], disabled_optimizers=self._disabled_optimizers
-                )
-            except Exception as exc:  # ORT raises its own types for invalid graphs
-                raise EdgebertError(f"ONNX Runtime cannot load the exported model: {str(exc).splitlines()[0]}") from exc
-        return self._sessions[path]

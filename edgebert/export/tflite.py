@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebert.errors import EdgebertError, require
-from edgebert.export.base import DEFAULT_SEQ_LEN, VERIFY_SEED, ExportSource, TensorSpec, quiet_tools, sample_inputs
+from edgebert.errors import require
+from edgebert.export.base import DEFAULT_SEQ_LEN, VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
 
-SIGNATURE_KEY = "serving_default"
 # Rows checked one at a time (the artifact's batch is 1), padded up to the fixed length as a device
-# pads: from the full length down to 2/9 of it (see `sample_inputs`).
+# pads: from the full length down to a fifth of it (see `sample_inputs`).
 VERIFY_SAMPLES = 8
 QUIET_ENV = {
     "LITERT_TORCH_SHOW_PROGRESS": "n",  # progress tree on every convert
@@ -33,11 +32,8 @@ QUIET_ENV = {
 
 
 class TfliteExporter:
-    name, suffix, runtime, signature_key = "tflite", ".tflite", "litert", SIGNATURE_KEY
+    name, fixed_batch_size = "tflite", 1
     required_modules = ("torch", "litert_torch", "ai_edge_quantizer", "ai_edge_litert")
-
-    def __init__(self) -> None:
-        self._interpreters: dict[Path, object] = {}
 
     def schemes(self, precision: str) -> list[str]:
         return {"fp32": ["fp32"], "fp16": ["fp16-weights"], "int8": ["dynamic-range"]}[precision]
@@ -45,23 +41,27 @@ class TfliteExporter:
     def convert(
         self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int | None, work_dir: Path
     ) -> None:
+        """Convert at batch 1 x the fixed length to fp32, then quantize to fp16 or int8 from that file."""
+        fp32_path = path if precision == "fp32" else work_dir / "fp32.tflite"
+        self.to_fp32(source, self.fixed_seq_len(seq_len), fp32_path)
+        if precision != "fp32":
+            self._quantize(fp32_path, path, precision)
+
+    @staticmethod
+    def to_fp32(source: ExportSource, length: int, path: Path) -> None:
+        """litert-torch's conversion: the slow step (seconds even for a tiny model), shared by every precision."""
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
         torch = require("torch", "TFLite export")
         litert_torch = require("litert_torch", "TFLite export")
         from edgebert.model import ExportWrapper
 
-        self._interpreters.pop(path, None)
-        fp32_path = path if precision == "fp32" else work_dir / "fp32.tflite"
-        length = self.fixed_seq_len(seq_len)
         sample = {k: torch.from_numpy(v.astype(np.int32)) for k, v in sample_inputs(source, 1, length).items()}
         with quiet_tools(), torch.no_grad():
             edge_model = litert_torch.convert(
                 ExportWrapper(source.model, source.output_names), sample_kwargs=sample, lightweight_conversion=True
             )
-        edge_model.export(str(fp32_path))
-        if precision != "fp32":
-            self._quantize(fp32_path, path, precision)
+        edge_model.export(str(path))
 
     @staticmethod
     def _quantize(fp32_path: Path, path: Path, precision: str) -> None:
@@ -83,42 +83,10 @@ class TfliteExporter:
         with quiet_tools():  # progress bars and a size summary on stdout
             qt.quantize().export_model(str(path), overwrite=True)
 
-    def _runner(self, path: Path):
-        if path not in self._interpreters:
-            interpreter_module = require("ai_edge_litert.interpreter", "TFLite verification")
-            try:
-                interpreter = interpreter_module.Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-                interpreter.allocate_tensors()
-            except (ValueError, RuntimeError) as exc:
-                raise EdgebertError(f"LiteRT cannot load the exported model: {str(exc).splitlines()[0]}") from exc
-            self._interpreters[path] = interpreter.get_signature_runner(SIGNATURE_KEY)
-        return self._interpreters[path]
-
-    def signature(self, path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        runner = self._runner(path)
-
-        def specs(details: dict) -> list[TensorSpec]:
-            return [TensorSpec(name, np.dtype(d["dtype"]).name, d["shape"].tolist()) for name, d in details.items()]
-
-        inputs, outputs = specs(runner.get_input_details()), specs(runner.get_output_details())
-        outputs.sort(key=lambda spec: int(spec.name.rsplit("_", 1)[-1]))  # output_0, output_1: forward's order
-        return inputs, outputs
-
-    def run(self, path: Path, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        runner = self._runner(path)
-        details = runner.get_input_details()
-        results = runner(**{name: inputs[name].astype(details[name]["dtype"]) for name in details})
-        return [results[name] for name in sorted(results, key=lambda name: int(name.rsplit("_", 1)[-1]))]
-
     def verify_batches(self, source: ExportSource, seq_len: int | None) -> list[dict[str, np.ndarray]]:
         # Fixed shape: rows of another seed than the conversion sample's, each padded to the full length.
         rows = sample_inputs(source, VERIFY_SAMPLES, self.fixed_seq_len(seq_len), seed=VERIFY_SEED + 1)
         return [{name: array[i : i + 1] for name, array in rows.items()} for i in range(VERIFY_SAMPLES)]
-
-    def runtime_version(self) -> str:
-        from importlib.metadata import version
-
-        return version("ai-edge-litert")
 
     def fixed_seq_len(self, seq_len: int | None) -> int | None:
         return DEFAULT_SEQ_LEN if seq_len is None else seq_len

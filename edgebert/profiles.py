@@ -27,7 +27,6 @@ from edgebert.errors import EdgebertError
 from edgebert.manifests import SHOWN_INPUT_CHARS, shown
 from edgebert.sidecar import MAX_SEQ_LEN  # the longest input `export` verifies, so the longest bench runs
 
-RUNTIMES = ("onnxruntime", "litert")
 # SIMD extensions worth knowing for transformer kernels, as /proc/cpuinfo spells them.
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
 ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")

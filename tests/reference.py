@@ -26,6 +26,13 @@ BERT_BASE = Architecture(
     num_labels=2,
 )
 
+# ../shared/dynabert.md, "Sizes (BERT-base, 2 labels)": parameters in millions, {depth: {width: M}}
+DYNABERT_SIZES = {
+    1.0: {1.0: 109.5, 0.75: 88.2, 0.5: 67.0, 0.25: 45.7},
+    0.75: {1.0: 88.2, 0.75: 72.3, 0.5: 56.3, 0.25: 40.4},
+    0.5: {1.0: 67.0, 0.75: 56.3, 0.5: 45.7, 0.25: 35.1},
+}
+
 
 def official_rule(num_layers: int, num_heads: int, ffn: int, width: float, depth: float):
     heads = round(num_heads * width)

@@ -9,16 +9,42 @@ import sys
 import pytest
 
 from edgebert.cli.pick import NOTHING_FITS, parse_candidates, parse_latency, parse_memory
-from edgebert.demo import DEMO_ARCH
 from edgebert.errors import EdgebertError
-from edgebert.subnet import parameter_count, subnetwork
+from tests.reference import DYNABERT_SIZES
 
-# The documented estimate's constants for onnxruntime (edgebert/memory_model.py)
-SESSION, BASELINE, INT8_FACTOR, FP16_FACTOR = 25e6, 82e6, 1.9, 2.3
+CANDIDATES = "0.25:0.5,0.5:0.5,1:1"
+# The documented preference among candidates that fit (no accuracy known): more encoder FLOPs, that is more
+# width and depth, then the precision closest to the fp32 model.
+CONFIG_RANK = {(0.25, 0.5): 0, (0.5, 0.5): 1, (1.0, 1.0): 2}
+FIDELITY = {"int8": 0, "fp16": 1, "fp32": 2}
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
-def _params(width: float, depth: float) -> int:
-    return parameter_count(DEMO_ARCH, subnetwork(DEMO_ARCH, width, depth))
+def table(run_cli, *options: str) -> list[dict]:
+    """Every candidate of the demo model (BERT-base) on raspberry-pi-4, with budgets nothing exceeds."""
+    args = ["pick", "--profile", "raspberry-pi-4", "--candidates", CANDIDATES, "--latency-budget", "1000s"]
+    result = run_cli(*args, "--memory-budget", "1000GB", *options, "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)["candidates"]
+
+
+def expected_choice(rows: list[dict], memory_bytes: float, memory: str = "memory_bytes") -> tuple:
+    """The verdict by hand: of the rows within the budget, the one the documented preference ranks first."""
+    fitting = [row for row in rows if row[memory] <= memory_bytes]
+    assert 0 < len(fitting) < len(rows), "the budget must decide something"
+    best = max(fitting, key=lambda row: (CONFIG_RANK[(row["width"], row["depth"])], FIDELITY[row["precision"]]))
+    return best["width"], best["depth"], best["precision"]
+
+
+def test_estimated_sizes_are_the_dynabert_parameter_counts(run_cli):
+    """Before export, a size is the parameters (the DynaBERT paper's table) times the bytes of one weight."""
+    rows = table(run_cli)
+    assert len(rows) == 9
+    for row in rows:
+        millions = DYNABERT_SIZES[row["depth"]][row["width"]]
+        assert abs(row["size_bytes"] / BYTES_PER_WEIGHT[row["precision"]] / 1e6 - millions) <= 0.05 + 1e-9, row
+        assert row["size_source"] == "estimated"
+        assert row["memory_bytes"] == row["footprint_bytes"] > row["size_bytes"]  # a model holds its weights, at least
 
 
 @pytest.mark.parametrize(
@@ -55,20 +81,17 @@ def test_zero_and_bad_candidates_are_refused(run_cli):
 
 
 def test_budget_selects_the_known_candidate(run_cli):
-    """150 MB of model footprint on onnxruntime: by hand, only int8 (0.25, 0.5) and (0.5, 0.5) fit; the larger wins."""
-    fits = SESSION + INT8_FACTOR * _params(0.5, 0.5)
-    assert fits < 150e6 - 10e6  # room for the activation arena (~5.5 MB at batch 1 x 128)
-    assert SESSION + INT8_FACTOR * _params(1, 1) > 150e6
-    assert SESSION + FP16_FACTOR * 2 * _params(0.25, 0.5) > 150e6
-    args = ["pick", "--profile", "raspberry-pi-4", "--candidates", "0.25:0.5,0.5:0.5,1:1"]
+    """150 MB of model footprint: the candidate the preference ranks first among those within it wins."""
+    rows = table(run_cli)
+    expected = expected_choice(rows, 150e6)
+    args = ["pick", "--profile", "raspberry-pi-4", "--candidates", CANDIDATES]
     result = run_cli(*args, "--memory-budget", "150MB", "--latency-budget", "10s", "--json")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     choice = report["choice"]
-    assert (choice["width"], choice["depth"], choice["precision"]) == (0.5, 0.5, "int8")
-    assert fits <= choice["memory_bytes"] <= fits + 10e6 and choice["memory_source"] == "estimated"
-    assert choice["memory_bytes"] == choice["footprint_bytes"]  # the budget is the model's, not the process's
-    assert choice["baseline_bytes"] == BASELINE and choice["baseline_source"] == "estimated"
+    assert (choice["width"], choice["depth"], choice["precision"]) == expected
+    assert choice["memory_bytes"] == choice["footprint_bytes"] <= 150e6  # the budget is the model's, not the process's
+    assert choice["memory_source"] == choice["baseline_source"] == "estimated"
     assert choice["latency_source"] == "estimate from specs"
     assert report["budgets"] == {
         "memory_bytes": 150_000_000,
@@ -80,22 +103,26 @@ def test_budget_selects_the_known_candidate(run_cli):
     }
     assert report["accuracy"] is None and any("accuracy unknown" in note for note in report["notes"])
     assert any("untrained" in note for note in report["notes"])
-    table = run_cli(*args, "--memory-budget", "150MB")  # the profile's 500 ms latency budget applies
-    assert table.code == 0 and "ship width 0.5 depth 0.5 int8" in table.stdout
-    text = " ".join(table.stdout.split())  # rich wraps at the terminal's width
-    assert "latency p95 <= 500 ms (profile)" in text and "82.0 MB (estimated), not in the budget" in text
+    shown = run_cli(*args, "--memory-budget", "150MB")  # the profile's 500 ms latency budget applies
+    width, depth, precision = expected
+    assert shown.code == 0 and f"ship width {width:g} depth {depth:g} {precision}" in shown.stdout
+    text = " ".join(shown.stdout.split())  # rich wraps at the terminal's width
+    baseline = f"{choice['baseline_bytes'] / 1e6:.1f} MB (estimated), not in the budget"
+    assert "latency p95 <= 500 ms (profile)" in text and baseline in text
 
 
 def test_process_scope_adds_the_runtime_baseline(run_cli):
-    """The same candidates budgeted as a whole process: the 82 MB baseline leaves room for int8 (0.25, 0.5) only."""
-    small, medium = (SESSION + INT8_FACTOR * _params(w, d) + BASELINE for w, d in [(0.25, 0.5), (0.5, 0.5)])
-    assert small + 10e6 < 190e6 < medium
-    args = ["pick", "--profile", "raspberry-pi-4", "--candidates", "0.25:0.5,0.5:0.5,1:1", "--latency-budget", "10s"]
+    """The same candidates budgeted as a whole process: the baseline counts, so a smaller candidate wins."""
+    rows = table(run_cli, "--memory-scope", "process")
+    for row in rows:
+        assert row["memory_bytes"] == row["footprint_bytes"] + row["baseline_bytes"]
+    expected = expected_choice(rows, 190e6)
+    assert expected != expected_choice(rows, 190e6, "footprint_bytes")  # the baseline changes the verdict
+    args = ["pick", "--profile", "raspberry-pi-4", "--candidates", CANDIDATES, "--latency-budget", "10s"]
     result = run_cli(*args, "--memory-budget", "190MB", "--memory-scope", "process", "--json")
     assert result.code == 0, result.stderr
     choice = json.loads(result.stdout)["choice"]
-    assert (choice["width"], choice["depth"], choice["precision"]) == (0.25, 0.5, "int8")
-    assert choice["memory_bytes"] == choice["footprint_bytes"] + choice["baseline_bytes"]
+    assert (choice["width"], choice["depth"], choice["precision"]) == expected
     assert run_cli(*args, "--memory-budget", "190MB", "--memory-scope", "heap").code == 1
 
 

@@ -88,6 +88,16 @@ def test_bench_is_torch_free_and_reports_everything(torch_free_results):
     assert any(f"fixed sequence length of {TFLITE_SEQ}" in w for w in tflite["warnings"])  # ... and says so
 
 
+def test_the_latency_model_reads_the_hidden_size_from_the_manifest(torch_free_results):
+    """A model whose heads x head size is not its hidden size (hidden 32, 2 heads of 8): the shape is the manifest's."""
+    from edgebert.latency_model import measurement_from_result
+
+    result = json.loads(json.dumps(torch_free_results[0]))
+    result["manifest"]["original"]["head_size"] = 8
+    shape = measurement_from_result(result).shape
+    assert (shape.hidden, shape.heads, shape.inner, shape.ffn, shape.layers) == (32, 2, 16, 64, 2)
+
+
 def test_profile_batch_padding_and_seeded_inputs(artifacts):
     profile = load_profile("local").model_copy(update={"batch_size": 4, "seq_len": 32, "padding_share": 0.25})
     result = bench_artifact(artifacts["onnx"], profile, **QUICK)

@@ -49,3 +49,23 @@ def test_suite_on_tiny_model(tiny_models, tmp_path):
     table = (tmp_path / "results" / "latest.md").read_text()
     assert "| width | depth | FLOPs ratio | ONNX fp32 1t | PyTorch DynaBERT 1t |" in table
     assert (tmp_path / "results" / "latest.png").stat().st_size > 0
+
+
+def test_the_pytorch_baseline_keeps_what_dynabert_keeps_off_the_grid(tiny_models):
+    """Width 0.6 of 12 heads of 4 (FFN 96): DynaBERT's round_to_nearest keeps round(7.2) = 7 whole heads,
+    28 query rows and int(7/12 x 96) = 56 FFN neurons; round(out x 0.6) would keep 29 and 58, not whole heads."""
+    pytest.importorskip("transformers")
+    import numpy as np
+
+    from edgebert.subnet import OffGridWarning
+
+    baseline = _suite().DynaBertBaseline(str(tiny_models["bert-cls"]))
+    with pytest.warns(OffGridWarning):
+        baseline.set_subnetwork(0.6, 0.5)
+    layer = baseline.model.bert.encoder.layer[0]
+    assert (layer.attention.self.query.kept, layer.attention.output.dense.kept) == (28, 28)
+    assert (layer.intermediate.dense.kept, layer.output.dense.kept) == (56, 56)
+    assert baseline.model.bert.encoder.kept_layers == (0, 2, 4, 6, 8, 10)
+    ids = np.arange(1, 9, dtype=np.int64)[None, :]
+    logits = baseline.call({"input_ids": ids, "attention_mask": np.ones_like(ids)})()
+    assert tuple(logits.shape) == (1, 3)

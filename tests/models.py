@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from edgebert.subnet import TRAINED_GRID
+
+# Every trained (width, depth) as its own test case, named like a slice (w0.5-d0.75), as timm parametrizes
+EVERY_GRID_POINT = pytest.mark.parametrize(
+    ("width", "depth"), [pytest.param(w, d, id=f"w{w:g}-d{d:g}") for w, d in TRAINED_GRID]
+)
 ENCODER = dict(hidden_size=48, num_hidden_layers=12, num_attention_heads=12, intermediate_size=96)
 # conftest's `tiny_models`: 120 token ids (no real vocabulary), 40 positions
 TINY = dict(vocab_size=120, **ENCODER, max_position_embeddings=40)
@@ -72,3 +80,22 @@ def save_model(model, directory: Path, vocab: list[str], tokenizer_config: str |
     if tokenizer_config is not None:
         (directory / "tokenizer_config.json").write_text(tokenizer_config)
     return directory
+
+
+def padded_batch(kind: str, seq_len: int = 12) -> dict:
+    """Four rows of a tiny model's token ids padded to different lengths, the last on the left (RoBERTa's
+    positions must skip its padding), with two segments where the model has token types (BERT)."""
+    import torch
+
+    pad, first_id = (0, 3) if kind == "bert" else (1, 4)  # ids below first_id are special tokens
+    generator = torch.Generator().manual_seed(7)
+    input_ids = torch.randint(first_id, TINY["vocab_size"], (4, seq_len), generator=generator)
+    spans = [(0, seq_len), (0, seq_len - 4), (0, 5), (seq_len - 7, seq_len)]  # [start, end) of the real tokens
+    attention_mask = torch.zeros(4, seq_len, dtype=torch.long)
+    token_type_ids = torch.zeros(4, seq_len, dtype=torch.long)
+    for row, (start, end) in enumerate(spans):
+        attention_mask[row, start:end] = 1
+        input_ids[row, :start] = input_ids[row, end:] = pad
+        if kind == "bert":
+            token_type_ids[row, (start + end) // 2 : end] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -21,8 +21,8 @@ from edgebert.checkpoint import load_checkpoint
 from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, Architecture, Subnetwork, parameter_count, subnetwork
+from tests.models import padded_batch
 from tests.reference import BERT_BASE
-from tests.test_slice_parity import padded_batch
 
 ROUND_TRIP_TOLERANCE = 1e-6
 SLICE_FILES = ["config.json", "edgebert.json", "model.safetensors", "vocab.txt"]
@@ -109,7 +109,7 @@ def test_round_trip_from_pretrained(run_cli, tiny_models, tmp_path, name, width,
     loaded.eval()
 
     in_memory = slice_checkpoint(load_checkpoint(source), width, depth).model
-    batch = padded_batch(120, with_token_types=kind == "bert", first_id=3 if kind == "bert" else 4)
+    batch = padded_batch(kind)
     with torch.no_grad():
         ours, reference = loaded(**batch), in_memory(**batch)
     if head == "cls":

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import transformers
 
 from edgebert.checkpoint import load_checkpoint
+from edgebert.export import EXPORTERS
 from edgebert.slicing import slice_checkpoint
-from edgebert.subnet import TRAINED_GRID, parameter_count, subnetwork
+from edgebert.subnet import parameter_count, subnetwork
+from tests.models import EVERY_GRID_POINT, padded_batch
 from tests.reference import masked_subnetwork, official_rule
 
 TOLERANCE = 1e-5
-
-
-def padded_batch(vocab_size: int, seq_len: int = 12, with_token_types: bool = True, first_id: int = 3):
-    """Four rows padded to different lengths, the last on the left (RoBERTa's positions must skip its padding),
-    with two segments where the model has token types."""
-    generator = torch.Generator().manual_seed(7)
-    input_ids = torch.randint(first_id, vocab_size, (4, seq_len), generator=generator)
-    spans = [(0, seq_len), (0, seq_len - 4), (0, 5), (seq_len - 7, seq_len)]  # [start, end) of the real tokens
-    attention_mask = torch.zeros(4, seq_len, dtype=torch.long)
-    token_type_ids = torch.zeros(4, seq_len, dtype=torch.long)
-    for row, (start, end) in enumerate(spans):
-        attention_mask[row, start:end] = 1
-        input_ids[row, :start] = input_ids[row, end:] = 0 if first_id == 3 else 1
-        if with_token_types:
-            token_type_ids[row, (start + end) // 2 : end] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
 
 
 def hf_model(directory, classifier: bool):
@@ -50,42 +39,53 @@ def assert_outputs_match(sliced, reference, batch) -> float:
     return diff
 
 
-def check_grid(directory, classifier: bool, batch) -> None:
-    checkpoint = load_checkpoint(directory)
-    full = hf_model(directory, classifier)
-    for width, depth in TRAINED_GRID:
-        sliced = slice_checkpoint(checkpoint, width, depth)
-        heads, neurons, layers = official_rule(
-            checkpoint.arch.num_layers, checkpoint.arch.num_heads, checkpoint.arch.intermediate_size, width, depth
-        )
-        assert sliced.manifest["layers_kept"] == layers
-        assert sliced.manifest["heads_kept"] == heads and sliced.manifest["ffn_neurons_kept"] == neurons
-        # A dense slice: its tensors have the sliced shapes, and count what the cost model says.
-        query = sliced.model.base_model.encoder.layer[0].attention.self.query.weight
-        assert query.shape == (heads * checkpoint.arch.head_size, checkpoint.arch.hidden_size)
-        assert len(sliced.model.base_model.encoder.layer) == len(layers)
-        count = sum(p.numel() for p in sliced.model.parameters())
-        assert count == parameter_count(checkpoint.arch, subnetwork(checkpoint.arch, width, depth))
-        assert_outputs_match(sliced.model, masked_subnetwork(full, width, depth), batch)
+@pytest.fixture(scope="module")
+def loaded():
+    """(checkpoint, full transformers model) of a directory, loaded once per module."""
+    cache: dict[tuple[str, bool], tuple] = {}
+
+    def load(directory, classifier: bool):
+        key = (str(directory), classifier)
+        if key not in cache:
+            cache[key] = load_checkpoint(directory), hf_model(directory, classifier)
+        return cache[key]
+
+    return load
 
 
+def check_point(checkpoint, full, width: float, depth: float, batch) -> None:
+    """The dense slice keeps what the official rule keeps, counts what the cost model says, and computes
+    what the masked full model computes."""
+    sliced = slice_checkpoint(checkpoint, width, depth)
+    arch = checkpoint.arch
+    heads, neurons, layers = official_rule(arch.num_layers, arch.num_heads, arch.intermediate_size, width, depth)
+    assert sliced.manifest["layers_kept"] == layers
+    assert sliced.manifest["heads_kept"] == heads and sliced.manifest["ffn_neurons_kept"] == neurons
+    query = sliced.model.base_model.encoder.layer[0].attention.self.query.weight
+    assert query.shape == (heads * arch.head_size, arch.hidden_size)
+    assert len(sliced.model.base_model.encoder.layer) == len(layers)
+    count = sum(p.numel() for p in sliced.model.parameters())
+    assert count == parameter_count(arch, subnetwork(arch, width, depth))
+    assert_outputs_match(sliced.model, masked_subnetwork(full, width, depth), batch)
+
+
+@EVERY_GRID_POINT
 @pytest.mark.parametrize("name", ["bert-cls", "bert-bare", "roberta-cls", "roberta-bare"])
-def test_grid_parity_tiny(tiny_models, name):
+def test_grid_parity_tiny(tiny_models, loaded, name, width, depth):
     kind, head = name.split("-")
-    batch = padded_batch(120, with_token_types=kind == "bert", first_id=3 if kind == "bert" else 4)
-    check_grid(tiny_models[name], head == "cls", batch)
+    check_point(*loaded(tiny_models[name], head == "cls"), width, depth, padded_batch(kind))
 
 
-def test_grid_parity_legacy_checkpoint(legacy_bert_dir, tiny_models):
+@EVERY_GRID_POINT
+def test_grid_parity_legacy_checkpoint(legacy_bert_dir, tiny_models, width, depth):
     """pytorch_model.bin with gamma/beta names and legacy config keys slices like the modern save."""
     legacy, modern = load_checkpoint(legacy_bert_dir), load_checkpoint(tiny_models["bert-cls"])
     assert legacy.model_type == "bert" and legacy.arch == modern.arch
-    batch = padded_batch(120)
-    for width, depth in TRAINED_GRID:
-        with torch.no_grad():
-            a = slice_checkpoint(legacy, width, depth).model(**batch).logits
-            b = slice_checkpoint(modern, width, depth).model(**batch).logits
-        assert torch.equal(a, b)
+    batch = padded_batch("bert")
+    with torch.no_grad():
+        a = slice_checkpoint(legacy, width, depth).model(**batch).logits
+        b = slice_checkpoint(modern, width, depth).model(**batch).logits
+    assert torch.equal(a, b)
 
 
 @pytest.fixture(scope="module")
@@ -101,27 +101,43 @@ def minilm_batch(minilm_dir):
     return dict(batch)
 
 
-def test_grid_parity_real_minilm_encoder(minilm_dir, minilm_batch):
-    check_grid(minilm_dir, classifier=False, batch=minilm_batch)
+@EVERY_GRID_POINT
+def test_grid_parity_real_minilm_encoder(minilm_dir, minilm_batch, loaded, width, depth):
+    check_point(*loaded(minilm_dir, False), width, depth, minilm_batch)
 
 
-def test_grid_parity_real_minilm_with_classifier(minilm_cls_dir, minilm_batch):
-    check_grid(minilm_cls_dir, classifier=True, batch=minilm_batch)
+@EVERY_GRID_POINT
+def test_grid_parity_real_minilm_with_classifier(minilm_cls_dir, minilm_batch, loaded, width, depth):
+    check_point(*loaded(minilm_cls_dir, True), width, depth, minilm_batch)
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def run_artifact(artifact: Path, feeds: dict) -> np.ndarray:
+    """The artifact's first output, from its runtime called directly (not through edgebert's runtime layer)."""
+    if artifact.suffix == ".onnx":
+        onnxruntime = pytest.importorskip("onnxruntime")
+        session = onnxruntime.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+        dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+        return session.run(None, {i.name: feeds[i.name].astype(dtypes[i.type]) for i in session.get_inputs()})[0]
+    if artifact.suffix == ".tflite":
+        interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+        runner = interpreter.Interpreter(model_path=str(artifact)).get_signature_runner()
+        inputs = {name: feeds[name].astype(d["dtype"]) for name, d in runner.get_input_details().items()}
+        return next(iter(runner(**inputs).values()))
+    raise AssertionError(f"no runner for {artifact.suffix} artifacts here: add one for the new exporter")
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
 def test_roberta_artifact_left_padding_matches_transformers(tiny_models, tmp_path, fmt):
-    """The exported graph derives positions from the non-pad tokens too (cumsum survives both exporters)."""
-    pytest.importorskip("onnxruntime" if fmt == "onnx" else "ai_edge_litert")
-    from edgebert.export import EXPORTERS, export_model
+    """The exported graph derives positions from the non-pad tokens too (cumsum survives every exporter)."""
+    from edgebert.export import export_model
 
     seq_len = 12
     artifact = tmp_path / f"roberta.{fmt}"
     export_model(tiny_models["roberta-cls"], fmt, "fp32", seq_len=seq_len, out=artifact)
-    batch = padded_batch(120, seq_len, with_token_types=False, first_id=4)
+    batch = padded_batch("roberta", seq_len)
     left = {name: batch[name][3:] for name in ("input_ids", "attention_mask")}  # the left-padded row
     assert left["attention_mask"][0, 0] == 0
-    (logits,) = EXPORTERS[fmt]().run(artifact, {name: t.numpy() for name, t in left.items()})
+    logits = run_artifact(artifact, {name: t.numpy() for name, t in left.items()})
     with torch.no_grad():
         expected = hf_model(tiny_models["roberta-cls"], classifier=True)(**left).logits
     assert (torch.from_numpy(logits) - expected).abs().max().item() <= 1e-4

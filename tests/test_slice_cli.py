@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,8 @@ from edgebert.checkpoint import load_checkpoint
 from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, Architecture, Subnetwork, parameter_count, subnetwork
-from tests.models import padded_batch
-from tests.reference import BERT_BASE
+from tests.models import EVERY_GRID_POINT, padded_batch
+from tests.reference import BERT_BASE, DYNABERT_SIZES
 
 ROUND_TRIP_TOLERANCE = 1e-6
 SLICE_FILES = ["config.json", "edgebert.json", "model.safetensors", "vocab.txt"]
@@ -151,17 +150,26 @@ def test_info_json_on_tiny_model(run_cli, tiny_models):
     result = run_cli("info", tiny_models["bert-cls"], "--json")
     assert result.code == 0, result.stderr
     info = json.loads(result.stdout)
-    assert len(info["grid"]) == 12
     assert [(row["width"], row["depth"]) for row in info["grid"]] == list(TRAINED_GRID)
-    checkpoint = load_checkpoint(tiny_models["bert-cls"])
-    for row in info["grid"]:
-        sliced = slice_checkpoint(checkpoint, row["width"], row["depth"]).model
-        assert row["parameters"] == sum(p.numel() for p in sliced.parameters())
-        serialized = save(sliced.state_dict())  # what model.safetensors of this slice holds
-        header = int.from_bytes(serialized[:8], "little")
-        assert row["size_fp32_bytes"] == len(serialized) - 8 - header  # its tensor bytes, header excluded
     assert info["architecture"]["layers"] == 12 and info["task"] == "sequence-classification"
     assert "untrained" not in info
+
+
+@pytest.fixture(scope="module")
+def tiny_info(tiny_models) -> dict:
+    from edgebert.info import grid_info
+
+    return {(row["width"], row["depth"]): row for row in grid_info(tiny_models["bert-cls"])["grid"]}
+
+
+@EVERY_GRID_POINT
+def test_info_row_is_what_the_slice_holds(tiny_models, tiny_info, width, depth):
+    row = tiny_info[(width, depth)]
+    sliced = slice_checkpoint(load_checkpoint(tiny_models["bert-cls"]), width, depth).model
+    assert row["parameters"] == sum(p.numel() for p in sliced.parameters())
+    serialized = save(sliced.state_dict())  # what model.safetensors of this slice holds
+    header = int.from_bytes(serialized[:8], "little")
+    assert row["size_fp32_bytes"] == len(serialized) - 8 - header  # its tensor bytes, header excluded
 
 
 def test_info_table(run_cli, tiny_models):
@@ -170,15 +178,7 @@ def test_info_table(run_cli, tiny_models):
     assert "roberta" in result.stdout and "0-2,4-6,8-10" in result.stdout  # d=0.75 kept layers
 
 
-# ../shared/dynabert.md, "Sizes (BERT-base, 2 labels)", in millions: {depth: {width: M}}
-DYNABERT_SIZES = {
-    1.0: {1.0: 109.5, 0.75: 88.2, 0.5: 67.0, 0.25: 45.7},
-    0.75: {1.0: 88.2, 0.75: 72.3, 0.5: 56.3, 0.25: 40.4},
-    0.5: {1.0: 67.0, 0.75: 56.3, 0.5: 45.7, 0.25: 35.1},
-}
-
-
-@pytest.mark.parametrize(("width", "depth"), TRAINED_GRID)
+@EVERY_GRID_POINT
 def test_bert_base_parameter_counts_match_the_dynabert_table(width, depth):
     count = parameter_count(BERT_BASE, subnetwork(BERT_BASE, width, depth))
     assert abs(count / 1e6 - DYNABERT_SIZES[depth][width]) <= 0.05 + 1e-9, count
@@ -243,23 +243,20 @@ def test_console_script_slices(tiny_models, tmp_path):
 
 
 def test_python_dash_m_runs_the_cli(tmp_path):
+    """A torch-free command's bad input: the entry point, its one line and its exit code, in a second."""
+    missing = tmp_path / "missing.onnx"
     result = subprocess.run(
-        [sys.executable, "-m", "edgebert.cli", "info", str(tmp_path / "missing")],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-m", "edgebert.cli", "bench", str(missing)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+    assert result.stderr == f"error: {missing}: no such file\n"
 
 
-def test_help_is_quick_and_import_is_light():
-    start = time.monotonic()
+def test_help_lists_the_commands_and_import_is_light():
+    """What is imported is asserted, not how long it takes (timings are flaky on a shared machine)."""
     result = subprocess.run(edgebert_command() + ["--help"], capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr
     assert "slice" in result.stdout and "info" in result.stdout
-    assert elapsed < 5, f"edgebert --help took {elapsed:.1f} s"
 
     code = (
         "import sys, edgebert, edgebert.subnet, edgebert.cli; "

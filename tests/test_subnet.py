@@ -8,7 +8,8 @@ import warnings
 import pytest
 
 from edgebert.errors import EdgebertError
-from edgebert.subnet import TRAINED_GRID, OffGridWarning, subnetwork
+from edgebert.subnet import OffGridWarning, subnetwork
+from tests.models import EVERY_GRID_POINT
 from tests.reference import BERT_BASE
 
 
@@ -57,7 +58,7 @@ def test_head_count_rounds_half_to_even():
         assert subnetwork(BERT_BASE, 0.375, 1.0).heads == 4
 
 
-@pytest.mark.parametrize(("width", "depth"), TRAINED_GRID)
+@EVERY_GRID_POINT
 def test_on_grid_does_not_warn(width, depth):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

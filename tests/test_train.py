@@ -25,6 +25,7 @@ from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, subnetwork
 from edgebert.train import LossTerms, Runtime, SilentReporter, TrainConfig, Trainer, read_inputs, train
 from tests.labelled import build_classifier, sentences
+from tests.models import EVERY_GRID_POINT
 from tests.reference import SharedSubnetworks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,21 +58,34 @@ def task(tmp_path_factory):
 # ---- the model -----------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def dynabert(tiny_models):
+    """(checkpoint, DynaBert on it) of a tiny classifier, built once per module."""
+    cache = {}
+
+    def build(kind: str):
+        if kind not in cache:
+            checkpoint = load_checkpoint(tiny_models[kind])
+            cache[kind] = checkpoint, DynaBert.from_checkpoint(checkpoint, Dropout()).eval()
+        return cache[kind]
+
+    return build
+
+
+@EVERY_GRID_POINT
 @pytest.mark.parametrize("kind", ["bert-cls", "roberta-cls"])
-def test_subnetworks_on_views_equal_their_dense_slices(tiny_models, kind):
-    checkpoint = load_checkpoint(tiny_models[kind])
-    model = DynaBert.from_checkpoint(checkpoint, Dropout()).eval()
+def test_subnetworks_on_views_equal_their_dense_slices(dynabert, kind, width, depth):
+    checkpoint, model = dynabert(kind)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 100, (3, 11), generator=generator)
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0  # right padding
     types = torch.zeros_like(ids)
-    for width, depth in TRAINED_GRID:
-        dense = slice_checkpoint(checkpoint, width, depth).model
-        with torch.no_grad():
-            expected = dense(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-            got = model(ids, mask, types, sub=subnetwork(checkpoint.arch, width, depth)).logits
-        assert (got - expected).abs().max() <= 1e-5, (width, depth)
+    dense = slice_checkpoint(checkpoint, width, depth).model
+    with torch.no_grad():
+        expected = dense(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        got = model(ids, mask, types, sub=subnetwork(checkpoint.arch, width, depth)).logits
+    assert (got - expected).abs().max() <= 1e-5
 
 
 # ---- one optimizer step against a hand-written reference -----------------------------------------
@@ -240,13 +254,32 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_resume_after_sigkill_ends_with_the_same_weights(task, tmp_path):
-    common = [task["teacher"], "--train", task["train"], "--dev", task["dev"], "--max-steps", "6"]
-    common += ["--batch-size", "8", "--eval-every", "3", "--save-every", "2", "--json"]
-    finish(cli(*common, "--out", tmp_path / "straight"))
+# The run both tests reproduce: 6 steps per phase, evaluated every 3, resumable every 2.
+RUN = dict(max_steps=6, batch_size=8, eval_every=3, save_every=2)
 
+
+def run_options(task) -> list[str]:
+    """RUN as the CLI spells it, on the task's teacher and data."""
+    options = [task["teacher"], "--train", task["train"], "--dev", task["dev"]]
+    return [str(o) for o in options] + [f"--{key.replace('_', '-')}={value}" for key, value in RUN.items()]
+
+
+@pytest.fixture(scope="module")
+def plain_run(task) -> Path:
+    """The run trained in this process, uninterrupted, on one thread as the CLI runs below
+    (OMP_NUM_THREADS=1): `train` is what the CLI calls, and the same thread count gives the same sums."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(task["teacher"], task["train"], task["dev"], task["root"] / "plain", TrainConfig(**RUN))
+    finally:
+        torch.set_num_threads(threads)
+    return task["root"] / "plain"
+
+
+def test_resume_after_sigkill_ends_with_the_same_weights(task, plain_run, tmp_path):
     interrupted = tmp_path / "interrupted"
-    process = cli(*common, "--out", interrupted)
+    process = cli(*run_options(task), "--json", "--out", interrupted)
     state = interrupted / "checkpoints" / "state.pt"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # kill in the depth phase, mid-way
@@ -258,29 +291,26 @@ def test_resume_after_sigkill_ends_with_the_same_weights(task, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (interrupted / TRAIN_MANIFEST).exists()
-    finish(cli(*common, "--out", interrupted, "--resume"))
-    assert max_diff(weights(tmp_path / "straight"), weights(interrupted)) <= 1e-6
+    finish(cli(*run_options(task), "--json", "--out", interrupted, "--resume"))
+    assert max_diff(weights(plain_run), weights(interrupted)) <= 1e-6
     steps = [(r["phase"], r["step"]) for r in map(json.loads, (interrupted / "metrics.jsonl").read_text().splitlines())]
     assert steps == [("width", 3), ("width", 6), ("depth", 3), ("depth", 6)]  # none lost, none twice
 
 
-def test_two_processes_equal_one(task, tmp_path):
+def test_two_processes_equal_one(task, plain_run, tmp_path):
     """torchrun with 2 CPU processes (gloo), each taking half of every batch: the same weights as 1 process."""
-    common = [task["teacher"], "--train", task["train"], "--dev", task["dev"], "--max-steps", "3"]
-    common += ["--batch-size", "8", "--eval-every", "3", "--phases", "width,depth"]
-    finish(cli(*common, "--out", tmp_path / "one"))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
     done = subprocess.run(
-        [*torchrun, "-m", "edgebert", "train", *map(str, common), "--out", str(tmp_path / "two")],
+        [*torchrun, "-m", "edgebert", "train", *run_options(task), "--out", str(tmp_path / "two")],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert max_diff(weights(tmp_path / "one"), weights(tmp_path / "two")) <= 1e-5
+    assert max_diff(weights(plain_run), weights(tmp_path / "two")) <= 1e-5
     assert training_manifest(tmp_path / "two").world_size == 2
-    assert training_manifest(tmp_path / "one").world_size == 1
+    assert training_manifest(plain_run).world_size == 1
 
 
 # ---- bad input -----------------------------------------------------------------------------------

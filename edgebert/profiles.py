@@ -25,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SHOWN_INPUT_CHARS, shown
+from edgebert.runtimes import RUNTIMES
 from edgebert.sidecar import MAX_SEQ_LEN  # the longest input `export` verifies, so the longest bench runs
 
+RuntimeName = Literal[tuple(RUNTIMES)]  # type: ignore[valid-type]  # a profile names a registered runtime
 # SIMD extensions worth knowing for transformer kernels, as /proc/cpuinfo spells them.
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
 ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
@@ -98,7 +100,7 @@ class Profile(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=100)
     description: str
-    runtime: Literal["onnxruntime", "litert"] = Field(description="the runtime this device uses")
+    runtime: RuntimeName = Field(description="the runtime this device uses")
     threads: Threads
     batch_size: BatchSize = 1
     seq_len: SeqLen = 128

@@ -10,6 +10,7 @@ from edgebert.cli.output import print_notes
 from edgebert.export import FORMATS, PRECISIONS
 from edgebert.notes import Note, warning
 from edgebert.profiles import shipped_dir
+from edgebert.runtimes import SUFFIXES
 
 TRAIN = ["train", ".", "--train", "t.tsv", "--dev", "d.tsv", "--out", "out"]
 SHIPPED = sorted(path.stem for path in shipped_dir().glob("*.yaml"))
@@ -30,6 +31,12 @@ def test_export_help_names_every_format(run_cli, name):
 @pytest.mark.parametrize("name", PRECISIONS)
 def test_export_help_names_every_precision(run_cli, name):
     assert re.search(rf"--precision <str> [^-]*\b{name}\b", help_text(run_cli, "export"))
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_bench_help_names_every_artifact_suffix(run_cli, suffix):
+    described = re.search(r"An exported (.*?) file", help_text(run_cli, "bench")).group(1)
+    assert suffix in described.replace(",", "").split()
 
 
 @pytest.mark.parametrize("command", [("bench",), ("pick",), ("profiles", "show")])

@@ -9,12 +9,13 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ProfileOpt
+from edgebert.cli.options import JsonOpt, ProfileOpt, either
 from edgebert.cli.output import console, megabytes, print_json, print_warning
+from edgebert.runtimes import SUFFIXES
 
 
 def bench_command(
-    artifact: Annotated[Path, typer.Argument(help="An exported .onnx or .tflite file (its .json sidecar is read).")],
+    artifact: Annotated[Path, typer.Argument(help=f"An exported {either(SUFFIXES)} file (its .json sidecar is read).")],
     profile: ProfileOpt = "local",
     runs: Annotated[int | None, typer.Option(min=1, help="Measured runs (default: the profile's).")] = None,
     warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up runs (default: the profile's).")] = None,

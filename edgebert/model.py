@@ -57,6 +57,11 @@ class EdgeBertConfig(PreTrainedConfig):
     add_pooling_layer: bool = True
     source_model_type: str = "bert"
 
+    @property
+    def max_seq_len(self) -> int:
+        """The longest input: RoBERTa's positions start after its pad id, BERT's at 0."""
+        return self.max_position_embeddings - self.position_offset
+
 
 class EdgeBertEmbeddings(nn.Module):
     def __init__(self, config: EdgeBertConfig):

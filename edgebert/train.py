@@ -446,7 +446,9 @@ def read_inputs(
         new_labels = labels_from_data(train) or {}
         num_labels, label2id = max(1, len(new_labels)), new_labels
     tokenizer = load_tokenizer(checkpoint.path, checkpoint.model_type)
-    max_length = min(config.max_length, checkpoint.arch.max_positions - checkpoint.model_config["position_offset"])
+    from edgebert.model import EdgeBertConfig
+
+    max_length = min(config.max_length, EdgeBertConfig(**checkpoint.model_config).max_seq_len)
     train_targets = label_targets(train, num_labels, label2id, checkpoint.path)
     dev_set = _eval_set(dev, tokenizer, checkpoint, label2id, num_labels, max_length)
     eval_set = _eval_set(evaluation, tokenizer, checkpoint, label2id, num_labels, max_length) if evaluation else None

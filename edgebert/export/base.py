@@ -239,7 +239,7 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     else:
         outputs = ["last_hidden_state"] + (["pooler_output"] if config.add_pooling_layer else [])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size > 1 else [])
-    max_seq_len = config.max_position_embeddings - config.position_offset
+    max_seq_len = config.max_seq_len
     return ExportSource(
         sliced_model,
         manifest,

@@ -24,6 +24,7 @@ from edgebert import __version__
 from edgebert.atomic import append_json_list
 from edgebert.errors import EdgebertError
 from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
+from edgebert.manifests import manifest_warnings
 from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes
 from edgebert.profiles import MAX_RUNS, Profile, detect_hardware, usable_cores
 from edgebert.runtimes import (
@@ -83,8 +84,8 @@ def bench_artifact(
         warnings.append(
             f"{settings.threads} threads on {usable_cores()} usable cores: threads compete, latency is inflated"
         )
-    if sidecar is not None and sidecar.manifest.get("untrained"):
-        warnings.append(sidecar.manifest["untrained"])
+    if sidecar is not None:
+        warnings += manifest_warnings(sidecar.manifest)
     # Read before the baseline, so the tokenizer's library and vocabulary do not count as the model's memory.
     text = read_text(text_file, tokenizer_dir or artifact.parent, sidecar) if text_file is not None else None
     plan = InputPlan(settings.batch_size, settings.seq_len, profile.padding_share, seed)

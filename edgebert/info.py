@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgebert.demo import UNTRAINED_NOTE
 from edgebert.precisions import estimated_size_bytes
-from edgebert.slicing import UNTRAINED_NOTE, open_checkpoint
+from edgebert.slicing import open_checkpoint
 from edgebert.subnet import TRAINED_GRID, costs, subnetwork
 
 

@@ -41,6 +41,7 @@ from edgebert.latency_model import (
     measurement_from_result,
 )
 from edgebert.memory_model import MemoryModel, MemoryScope, calibrate_memory
+from edgebert.notes import Note, warning
 from edgebert.precisions import PRECISIONS, estimated_size_bytes
 from edgebert.profiles import Profile
 from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
@@ -158,7 +159,7 @@ def accuracy_lookup(
     notes = []
     if data is None and others:
         notes.append(
-            f"accuracy from {first.data}; the cache also holds results on {', '.join(others)}: choose with --data"
+            Note(f"accuracy from {first.data}; the cache also holds results on {', '.join(others)}: choose with --data")
         )
     return scores, source, notes
 
@@ -226,8 +227,9 @@ def pick(
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules."""
+    from edgebert.demo import UNTRAINED_NOTE
     from edgebert.evaluate import model_key
-    from edgebert.slicing import UNTRAINED_NOTE, not_dynabert_note, open_checkpoint
+    from edgebert.slicing import not_dynabert_note, open_checkpoint
 
     configs = candidates or list(TRAINED_GRID)
     if measure and not profile.is_local:
@@ -252,8 +254,10 @@ def pick(
     scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data)
     if accuracy and accuracy["covered"] < accuracy["candidates"]:
         notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
-            f"eval results cover only {accuracy['covered']} of {accuracy['candidates']} configurations "
-            f"(run `edgebert eval MODEL --data {accuracy['data']} --grid`): accuracy not used"
+            Note(
+                f"eval results cover only {accuracy['covered']} of {accuracy['candidates']} configurations "
+                f"(run `edgebert eval MODEL --data {accuracy['data']} --grid`): accuracy not used"
+            )
         )
         scores, accuracy = {}, None
 
@@ -272,14 +276,18 @@ def pick(
     choice = max((row for row in rows if row.fits), key=_preference, default=None)
     if accuracy is None:
         notes.append(
-            "accuracy unknown (no complete `edgebert eval` results for this model): ranked by encoder FLOPs, "
-            "the largest that fits"
+            warning(
+                "accuracy unknown (no complete `edgebert eval` results for this model): ranked by encoder FLOPs, "
+                "the largest that fits"
+            )
         )
     else:
         notes.append(
-            f"{accuracy['metric']} from the eval cache ({accuracy['data']}, {accuracy['examples']} examples, max "
-            f"length {accuracy['max_length']}; file chosen by {accuracy['chosen_by']}), measured in fp32; fp16/int8 "
-            "artifacts pass a parity gate"
+            Note(
+                f"{accuracy['metric']} from the eval cache ({accuracy['data']}, {accuracy['examples']} examples, "
+                f"max length {accuracy['max_length']}; file chosen by {accuracy['chosen_by']}), measured in fp32; "
+                "fp16/int8 artifacts pass a parity gate"
+            )
         )
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
     warnings = [warning for warning in [leave_one_out_warning(loo)] if warning]

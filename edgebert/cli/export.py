@@ -12,6 +12,7 @@ from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, def
 from edgebert.cli.output import console, err_console, megabytes, print_json, print_notes
 from edgebert.export.base import DEFAULT_SEQ_LEN
 from edgebert.manifests import manifest_warnings
+from edgebert.sidecar import gate_relation
 
 
 def export_command(
@@ -67,7 +68,7 @@ def export_command(
         table.add_row("parity", "[yellow]not verified (--no-verify)[/]")
     else:
         gate = parity["gate"]
-        relation = "<=" if gate["metric"] == "max_abs_diff" else ">="
+        relation = gate_relation(gate["metric"])
         table.add_row("max abs diff", f"{parity['max_abs_diff']:.2e}")
         table.add_row("cosine", f"{parity['cosine']:.6f}")
         if parity["top1"] is not None:

@@ -13,9 +13,12 @@ import typer
 from rich.markup import escape
 
 from edgebert.errors import EdgebertError
-from edgebert.export import FORMATS, PRECISIONS
 from edgebert.memory_model import MemoryScope
+from edgebert.precisions import PRECISIONS
 from edgebert.profiles import shipped_names
+from edgebert.runtimes import RUNTIME_FOR_FORMAT
+
+FORMATS = tuple(RUNTIME_FOR_FORMAT)  # the formats `export` writes: each has its runtime (edgebert.runtimes)
 
 
 def either(names: Iterable[str]) -> str:

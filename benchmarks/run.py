@@ -566,7 +566,8 @@ def summarize(rows: list[dict], harness: list[dict], settings: dict) -> list[dic
 
 
 def environment(load_before: tuple, runtimes: dict, baseline: dict | None) -> dict:
-    from edgebert.profiles import detect_hardware, usable_cores
+    from edgebert.process import usable_cores
+    from edgebert.profiles import detect_hardware
 
     def version(name: str) -> str | None:
         from importlib.metadata import PackageNotFoundError

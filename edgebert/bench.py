@@ -25,8 +25,8 @@ from edgebert.atomic import append_json_list
 from edgebert.errors import EdgebertError
 from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
 from edgebert.manifests import manifest_warnings
-from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes
-from edgebert.profiles import MAX_RUNS, Profile, detect_hardware, usable_cores
+from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes, usable_cores
+from edgebert.profiles import MAX_RUNS, Profile, detect_hardware
 from edgebert.runtimes import (
     SPIN_CONFIG_KEY,
     SUFFIXES,

@@ -221,7 +221,3 @@ def training_manifest(model_dir: Path) -> TrainManifest | None:
 
     path = model_file(model_dir, TRAIN_MANIFEST)
     return read_manifest(path, TrainManifest) if path is not None else None
-
-
-def subnet_key(width: float, depth: float) -> str:
-    return f"w{width:g}-d{depth:g}"

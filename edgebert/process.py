@@ -71,3 +71,11 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity), not every core of the box."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

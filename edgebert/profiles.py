@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SHOWN_INPUT_CHARS, shown
+from edgebert.process import usable_cores
 from edgebert.runtimes import RUNTIMES
 from edgebert.sidecar import MAX_SEQ_LEN  # the longest input `export` verifies, so the longest bench runs
 
@@ -146,14 +147,6 @@ class Profile(BaseModel):
             return RunSettings.model_validate(values)
         except ValidationError as exc:
             raise ProfileError([_describe(error, "bench settings") for error in exc.errors()]) from exc
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (respects taskset/cgroup affinity), not every core of the box."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 SHIPPED_DIR = "device_profiles"  # package data beside this module; a module and a folder may not share a name

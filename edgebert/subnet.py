@@ -63,9 +63,14 @@ def check_fractions(width: float, depth: float) -> tuple[float, float]:
     return _check_fraction("width", width), _check_fraction("depth", depth)
 
 
+def subnet_key(width: float, depth: float) -> str:
+    """`w0.5-d0.75`: one sub-network, as a key (training metrics) and in names (`subnet_name`)."""
+    return f"w{width:g}-d{depth:g}"
+
+
 def subnet_name(stem: str, width: float, depth: float) -> str:
     """`stem-w0.5-d0.75`: how slices, artifacts and cache entries of one sub-network are named."""
-    return f"{stem}-w{width:g}-d{depth:g}"
+    return f"{stem}-{subnet_key(width, depth)}"
 
 
 def subnetwork(arch: Architecture, width: float, depth: float) -> Subnetwork:

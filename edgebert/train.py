@@ -64,9 +64,8 @@ from edgebert.manifests import (
     RewireManifest,
     TrainManifest,
     read_json,
-    subnet_key,
 )
-from edgebert.subnet import TRAINED_DEPTHS, TRAINED_GRID, TRAINED_WIDTHS, Subnetwork, costs, subnetwork
+from edgebert.subnet import TRAINED_DEPTHS, TRAINED_GRID, TRAINED_WIDTHS, Subnetwork, costs, subnet_key, subnetwork
 
 if TYPE_CHECKING:
     import numpy as np

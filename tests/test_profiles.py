@@ -56,7 +56,7 @@ def test_the_wheel_ships_every_profile_in_the_repo_and_the_cli_lists_them(run_cl
 
 
 def test_local_threads_auto_means_usable_cores():
-    from edgebert.profiles import usable_cores
+    from edgebert.process import usable_cores
 
     assert load_profile("local").threads == usable_cores()
 

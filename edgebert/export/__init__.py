@@ -125,7 +125,7 @@ def export_model(
 
 def open_exported(path: Path, format: str, runtime_options: dict[str, Any]) -> Session:
     """The just-written artifact in its runtime, with the settings its sidecar will record (as `bench` opens it)."""
-    from edgebert.profiles import usable_cores
+    from edgebert.process import usable_cores
 
     runtime = runtime_for_format(format)
     try:

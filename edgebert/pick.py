@@ -48,6 +48,7 @@ from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
 from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnet_name, subnetwork
 
 if TYPE_CHECKING:
+    from edgebert.checkpoint import Checkpoint
     from edgebert.evaluate import ModelKey
 
 RUNTIME_PRECISIONS = dict.fromkeys(RUNTIMES, PRECISIONS)  # every runtime runs all `export` writes
@@ -226,9 +227,13 @@ def pick(
     export_dir: Path | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Rank every candidate on `profile` and choose one; see the module docstring for the rules."""
+    """Rank every candidate on `profile` and choose one; see the module docstring for the rules.
+
+    The stages: measurements (calibration files, `--measure`), the models fitted to them, accuracy
+    from the eval cache, candidates with their costs, budgets and frontier, the choice, and the
+    export, after which the written artifact is checked against the budgets again.
+    """
     from edgebert.demo import UNTRAINED_NOTE
-    from edgebert.evaluate import model_key
     from edgebert.slicing import not_dynabert_note, open_checkpoint
 
     configs = candidates or list(TRAINED_GRID)
@@ -242,30 +247,15 @@ def pick(
     progress("loading the model")
     checkpoint = open_checkpoint(model)
     precisions = RUNTIME_PRECISIONS[profile.runtime]
-    measured: dict[tuple[float, float, str], Measurement] = {}
-    if measure:
-        chosen = [(w, d, p) for p in precisions for w, d in spread(configs, checkpoint.arch, MEASURE_PER_PRECISION)]
-        with tempfile.TemporaryDirectory(prefix="edgebert-pick-") as work_dir:
-            local = measure_locally(checkpoint.path, profile, chosen, Path(work_dir), progress)
-        measured = {(m.width, m.depth, m.precision): m for m in local}
-        measurements += local
+    measured = measure_here(checkpoint, profile, configs, precisions, progress) if measure else {}
+    measurements += measured.values()
     latency_model = calibrate(profile, measurements, precisions)
     memory_model = calibrate_memory(profile.runtime, measurements)
-    scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data)
-    if accuracy and accuracy["covered"] < accuracy["candidates"]:
-        notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
-            Note(
-                f"eval results cover only {accuracy['covered']} of {accuracy['candidates']} configurations "
-                f"(run `edgebert eval MODEL --data {accuracy['data']} --grid`): accuracy not used"
-            )
-        )
-        scores, accuracy = {}, None
+    scores, accuracy, notes = accuracy_for(checkpoint, configs, data)
 
     rows = []
     for width, depth in configs:
-        sub = subnetwork(checkpoint.arch, width, depth)
-        cost = costs(checkpoint.arch, sub)
-        shape = Shape.of(checkpoint.arch, sub, profile.batch_size, profile.seq_len)
+        shape, cost = _shape_and_cost(checkpoint.arch, profile, width, depth)
         for precision in precisions:
             measurement = measured.get((width, depth, precision))
             row = _candidate(profile, latency_model, memory_model, shape, cost, precision, measurement, limits)
@@ -274,21 +264,6 @@ def pick(
     apply_budgets(rows, limits)
     mark_pareto(rows, by_accuracy=accuracy is not None)
     choice = max((row for row in rows if row.fits), key=_preference, default=None)
-    if accuracy is None:
-        notes.append(
-            warning(
-                "accuracy unknown (no complete `edgebert eval` results for this model): ranked by encoder FLOPs, "
-                "the largest that fits"
-            )
-        )
-    else:
-        notes.append(
-            Note(
-                f"{accuracy['metric']} from the eval cache ({accuracy['data']}, {accuracy['examples']} examples, "
-                f"max length {accuracy['max_length']}; file chosen by {accuracy['chosen_by']}), measured in fp32; "
-                "fp16/int8 artifacts pass a parity gate"
-            )
-        )
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
     warnings = [warning for warning in [leave_one_out_warning(loo)] if warning]
     if checkpoint.is_demo:
@@ -299,16 +274,7 @@ def pick(
     if choice is not None and export_dir is not None:
         progress(f"exporting {choice.name}")
         exported = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir)
-        if choice.size_source == "exported" and choice.footprint_source != "measured":
-            shape = Shape.of(
-                checkpoint.arch,
-                subnetwork(checkpoint.arch, choice.width, choice.depth),
-                profile.batch_size,
-                profile.seq_len,
-            )
-            footprint, source = memory_model.footprint(profile.runtime, choice.precision, shape, choice.size_bytes)
-            choice.set_footprint(footprint, source, limits["memory_scope"])
-        apply_budgets([choice], limits)
+        recheck_exported(choice, checkpoint.arch, profile, memory_model, limits)
     return {
         "model": str(checkpoint.path),
         "model_sha256": checkpoint.weights_sha256,
@@ -330,6 +296,69 @@ def pick(
         "warnings": warnings,
         "export": exported,
     }
+
+
+def measure_here(
+    checkpoint: Checkpoint,
+    profile: Profile,
+    configs: list[tuple[float, float]],
+    precisions: Sequence[str],
+    progress: Callable[[str], None],
+) -> dict[tuple[float, float, str], Measurement]:
+    """`--measure`: export and bench a spread of the candidates on this machine, by (width, depth, precision)."""
+    chosen = [(w, d, p) for p in precisions for w, d in spread(configs, checkpoint.arch, MEASURE_PER_PRECISION)]
+    with tempfile.TemporaryDirectory(prefix="edgebert-pick-") as work_dir:
+        local = measure_locally(checkpoint.path, profile, chosen, Path(work_dir), progress)
+    return {(m.width, m.depth, m.precision): m for m in local}
+
+
+def accuracy_for(
+    checkpoint: Checkpoint, configs: list[tuple[float, float]], data: Path | None
+) -> tuple[dict[tuple[float, float], float], dict[str, Any] | None, list[str]]:
+    """Scores from the eval cache when they cover every candidate (else none: ranking by FLOPs), and the notes."""
+    from edgebert.evaluate import model_key
+
+    scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data)
+    if accuracy and accuracy["covered"] < accuracy["candidates"]:
+        notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
+            Note(
+                f"eval results cover only {accuracy['covered']} of {accuracy['candidates']} configurations "
+                f"(run `edgebert eval MODEL --data {accuracy['data']} --grid`): accuracy not used"
+            )
+        )
+        scores, accuracy = {}, None
+    if accuracy is None:
+        notes.append(
+            warning(
+                "accuracy unknown (no complete `edgebert eval` results for this model): ranked by encoder FLOPs, "
+                "the largest that fits"
+            )
+        )
+    else:
+        notes.append(
+            Note(
+                f"{accuracy['metric']} from the eval cache ({accuracy['data']}, {accuracy['examples']} examples, "
+                f"max length {accuracy['max_length']}; file chosen by {accuracy['chosen_by']}), measured in fp32; "
+                "fp16/int8 artifacts pass a parity gate"
+            )
+        )
+    return scores, accuracy, notes
+
+
+def recheck_exported(
+    choice: Candidate, arch: Architecture, profile: Profile, memory_model: MemoryModel, limits: dict[str, Any]
+) -> None:
+    """The written artifact's real size replaces the estimate; the budgets are checked again on it."""
+    if choice.size_source == "exported" and choice.footprint_source != "measured":
+        shape, _ = _shape_and_cost(arch, profile, choice.width, choice.depth)
+        footprint, source = memory_model.footprint(profile.runtime, choice.precision, shape, choice.size_bytes)
+        choice.set_footprint(footprint, source, limits["memory_scope"])
+    apply_budgets([choice], limits)
+
+
+def _shape_and_cost(arch: Architecture, profile: Profile, width: float, depth: float) -> tuple[Shape, dict[str, Any]]:
+    sub = subnetwork(arch, width, depth)
+    return Shape.of(arch, sub, profile.batch_size, profile.seq_len), costs(arch, sub)
 
 
 def _candidate(

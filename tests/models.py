@@ -1,4 +1,5 @@
-"""The one tiny-model builder of the tests: BERT-base's 12 layers and 12 heads, hidden size 48.
+"""The one tiny-model builder of the tests (BERT-base's 12 layers and 12 heads, hidden size 48), the padded
+batches they are fed, and the trained grid as test cases.
 
 12 layers and 12 heads make every grid point keep the same heads and layers as on BERT-base; a
 hidden size of 48 makes the whole grid run in seconds. Weights are random everywhere (biases and

@@ -268,7 +268,7 @@ def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, di
         raise EdgebertError(f"{config_file}: {validation_line(exc)}") from exc
 
 
-def _config_file(path: Path) -> Path:
+def checkpoint_config_file(path: Path) -> Path:
     """config.json of a checkpoint directory; one line saying what is missing otherwise."""
     if not path.exists():
         raise EdgebertError(f"model path {path} does not exist")
@@ -282,7 +282,7 @@ def _config_file(path: Path) -> Path:
 
 def read_config(path: Path) -> CheckpointConfig:
     """A checkpoint's config.json, validated: commands call it to fail fast, before the slow weight load."""
-    config, _ = validate_config(_config_file(Path(path)), CheckpointConfig)
+    config, _ = validate_config(checkpoint_config_file(Path(path)), CheckpointConfig)
     return config
 
 
@@ -486,7 +486,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     header, or (pytorch_model.bin) after a load its own file size bounds.
     """
     path = Path(path)
-    config_file = _config_file(path)
+    config_file = checkpoint_config_file(path)
     config, raw_config = validate_config(config_file, CheckpointConfig)
     tokenizer_files(path)  # a link out of the directory fails now, not after the slow load
     weights_file = _weights_file(path)

@@ -12,6 +12,7 @@ from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import (
     TOKENIZER_FILES,
     Checkpoint,
+    checkpoint_config_file,
     copy_tokenizer_files,
     load_checkpoint,
     model_state,
@@ -166,6 +167,8 @@ def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Pa
 
 def open_checkpoint(model: str | Path | None) -> Checkpoint:
     """The checkpoint at `model`, or the built-in demo model when `model` is None."""
+    if model is not None:
+        checkpoint_config_file(Path(model))  # a wrong path is refused before torch and transformers load (seconds)
     require_reading_modules()
     if model is None:
         from edgebert.demo import demo_checkpoint_dir

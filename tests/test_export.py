@@ -20,7 +20,7 @@ from edgebert.precisions import PRECISIONS
 from edgebert.runtimes import SessionOptions, artifact_name, open_session
 from edgebert.sidecar import gate_holds, sidecar_path
 from edgebert.slicing import slice_model
-from tests.conftest import TINY
+from tests.models import TINY
 
 FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
 

@@ -27,7 +27,7 @@ from edgebert.export.onnx import OnnxExporter
 from edgebert.runtimes import SessionOptions, open_session
 from edgebert.sidecar import gate_holds, gate_relation, read_sidecar, sidecar_path
 from edgebert.slicing import slice_model
-from tests.conftest import TINY
+from tests.models import TINY
 
 POSITIONS = TINY["max_position_embeddings"]  # the tiny BERT's positions, set by the fixture, not by edgebert
 

@@ -214,6 +214,13 @@ def directory_lock(directory: Path) -> Iterator[None]:
             os.close(fd)  # closing releases the flock
 
 
+def replace_file(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)`, fsync, then one rename onto `path` (edgebert's own files: checkpoints, run records)."""
+    with staged_outputs(Path(path), force=True, replaceable=_regular_file) as (staged,):
+        write(staged)
+        _fsync(staged)
+
+
 def append_json_list(path: Path, item: Any, what: str = "results") -> int:
     """Append `item` to the JSON list in `path` (created if absent), serialised and atomic; return the new length."""
     path = Path(path)
@@ -221,9 +228,7 @@ def append_json_list(path: Path, item: Any, what: str = "results") -> int:
     with directory_lock(path.parent):
         items = read_json_list(path, what)
         items.append(item)
-        with staged_outputs(path, force=True, replaceable=_regular_file) as (staged,):
-            staged.write_text(json.dumps(items, indent=2) + "\n", encoding="utf-8")
-            _fsync(staged)
+        replace_file(path, lambda staged: staged.write_text(json.dumps(items, indent=2) + "\n", encoding="utf-8"))
     return len(items)
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgebert import __version__
-from edgebert.atomic import staged_outputs
+from edgebert.atomic import replace_file, staged_outputs
 from edgebert.checkpoint import Checkpoint, load_checkpoint, read_config
 from edgebert.data import (
     MAX_LENGTH,
@@ -296,18 +296,6 @@ class RunFiles:
         return (self.out / TRAIN_MANIFEST).is_file() or self.spec.is_file()
 
 
-def atomic_write(path: Path, write) -> None:
-    """`write(tmp_path)`, fsync, then one rename: a crash leaves the old file or the new one, whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -328,7 +316,7 @@ def truncate_metrics(path: Path, resume_state: dict | None) -> None:
         for line in path.read_text(encoding="utf-8").splitlines()
         if (json.loads(line)["phase_index"], json.loads(line)["step"]) <= last
     ]
-    atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8"))
+    replace_file(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8"))
 
 
 # ---- the trainer ------------------------------------------------------------------------------------
@@ -755,7 +743,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         state = {n: t.detach().cpu().contiguous() for n, t in model.net.state_dict().items()}
-        atomic_write(self.files.best(phase), lambda tmp: save_file(state, str(tmp)))
+        replace_file(self.files.best(phase), lambda tmp: save_file(state, str(tmp)))
 
     def _gather_rng(self) -> list:
         import torch
@@ -789,7 +777,7 @@ class Trainer:
                 "elapsed": self._elapsed(),
                 "records": [r.model_dump() for r in self.records],
             }
-            atomic_write(self.files.state, lambda tmp: torch.save(state, tmp))
+            replace_file(self.files.state, lambda tmp: torch.save(state, tmp))
         self.runtime.barrier()
 
     def _save_phase_done(self, next_index: int) -> None:
@@ -804,7 +792,7 @@ class Trainer:
                 "elapsed": self._elapsed(),
                 "done": True,
             }
-            atomic_write(self.files.state, lambda tmp: torch.save(state, tmp))
+            replace_file(self.files.state, lambda tmp: torch.save(state, tmp))
 
     # -- the end
 
@@ -958,7 +946,7 @@ def train(
     if runtime.is_main:
         resume_state = _prepare_out(files, spec, force, resume)
         files.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(files.spec, lambda tmp: tmp.write_text(json.dumps(spec, indent=2), encoding="utf-8"))
+        replace_file(files.spec, lambda tmp: tmp.write_text(json.dumps(spec, indent=2), encoding="utf-8"))
         truncate_metrics(files.metrics, resume_state)
     runtime.barrier()
     if not runtime.is_main and resume and files.state.is_file():

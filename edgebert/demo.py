@@ -6,6 +6,11 @@ carried by slice manifests, sidecars, `info`, `eval`, `pick` and `bench`). Every
 demo lives here: the marker its config.json carries, its recipe, and its cache. The cached
 directory is stamped with a digest of the recipe (seed, initialisation, config, vocabulary,
 parameter names and shapes), so a changed recipe regenerates it instead of serving old weights.
+
+Its tokenizer is a generated WordPiece vocabulary (BERT's special ids, single characters and
+their `##` continuations, fillers), not BERT's: every word becomes characters. It is a real,
+loadable tokenizer (tokenizer.json, tokenizer_config.json naming its special tokens), so
+`AutoTokenizer`, `pipeline(...)` and every bundle work end to end on the demo.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ DEMO_NAME = "demo-bert-base"
 DEMO_SEED = 20200404
 INIT_STD = 0.02  # N(0, INIT_STD) for every weight and bias; LayerNorm scales 1, shifts 0
 STAMP_FILE = "edgebert-demo.json"
-TOKENIZER_CONFIG = {"do_lower_case": True}
+TOKENIZER_CONFIG = {"do_lower_case": True}  # the demo's own choice; `demo_tokenizer_config` completes it
+TOKENIZER_NOTE = "generated WordPiece vocabulary (single characters), not BERT's: the demo's tokens mean nothing"
 DEMO_ARCH = Architecture(
     num_layers=12,
     num_heads=12,
@@ -84,6 +90,13 @@ def demo_config() -> dict:
     }
 
 
+def demo_tokenizer_config() -> dict:
+    """BERT's uncased tokenizer settings over the generated vocabulary, saying that it is generated."""
+    from edgebert.bundle import tokenizer_config
+
+    return tokenizer_config(TOKENIZER_CONFIG, "bert", DEMO_ARCH.max_positions) | {"edgebert_note": TOKENIZER_NOTE}
+
+
 def demo_vocab() -> list[str]:
     """A BERT-uncased-like vocabulary: the usual special ids, single characters, then fillers."""
     characters = [chr(c) for c in range(33, 127) if not chr(c).isupper()]
@@ -127,7 +140,7 @@ def recipe_sha256() -> str:
         "init_std": INIT_STD,
         "config": demo_config(),
         "vocab": demo_vocab(),
-        "tokenizer_config": TOKENIZER_CONFIG,
+        "tokenizer_config": demo_tokenizer_config(),
         "shapes": expected_shapes(DEMO_ARCH),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
@@ -144,6 +157,15 @@ def _is_current(directory: Path, recipe: str) -> bool:
         return False
 
 
+def write_tokenizer_files(directory: Path) -> None:
+    """tokenizer_config.json and tokenizer.json (built with `tokenizers`) over the vocab.txt in `directory`."""
+    from edgebert.bundle import wordpiece_tokenizer
+
+    settings = demo_tokenizer_config()
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    wordpiece_tokenizer(directory / "vocab.txt", settings).save(str(directory / "tokenizer.json"))
+
+
 def demo_checkpoint_dir() -> Path:
     """The demo checkpoint directory, generated (atomically) on first use and whenever its recipe changed."""
     target = cache_dir() / DEMO_NAME
@@ -156,7 +178,7 @@ def demo_checkpoint_dir() -> Path:
         staging.mkdir()
         (staging / "config.json").write_text(json.dumps(demo_config(), indent=2) + "\n")
         (staging / "vocab.txt").write_text("\n".join(demo_vocab()) + "\n")
-        (staging / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG) + "\n")
+        write_tokenizer_files(staging)
         save_file(demo_weights(), str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / STAMP_FILE).write_text(DemoStamp(recipe_sha256=recipe).model_dump_json(indent=2) + "\n")
     return target

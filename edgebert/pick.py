@@ -456,13 +456,17 @@ def _memory_noun(limits: dict[str, Any]) -> str:
 
 
 def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path) -> dict[str, Any]:
-    """Write the chosen artifact (with its parity gate); the choice takes the artifact's real size."""
+    """Write the chosen artifact (with its parity gate; ONNX as a bundle, as `export` does); it sizes the choice."""
+    from edgebert.bundle import default_bundle_name, is_bundle_output
     from edgebert.export import export_model
 
     export_dir.mkdir(parents=True, exist_ok=True)
-    out = export_dir / artifact_name(subnet_name(stem, choice.width, choice.depth), choice.precision, choice.format)
+    name = subnet_name(stem, choice.width, choice.depth)
+    bundled = is_bundle_output(choice.format, None)
+    out = export_dir / (default_bundle_name(name) if bundled else artifact_name(name, choice.precision, choice.format))
     sidecar = export_model(
         model, choice.format, choice.precision, width=choice.width, depth=choice.depth, seq_len=profile.seq_len, out=out
     )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
-    return {"path": sidecar["path"], "size_bytes": sidecar["size_bytes"], "parity": sidecar["parity"]}
+    written = {"path": sidecar["path"], "size_bytes": sidecar["size_bytes"], "parity": sidecar["parity"]}
+    return written | ({"bundle": sidecar["bundle"]} if "bundle" in sidecar else {})

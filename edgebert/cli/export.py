@@ -29,9 +29,16 @@ def export_command(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help=f"Artifact path {default_is('<model>-w<W>-d<D>.<precision>.<ext>')}.")
+        Path | None,
+        typer.Option(
+            help="ONNX: a bundle folder (config, tokenizer, onnx/<file>) "
+            f"{default_is('<model>-w<W>-d<D>-onnx')}, or one file when it ends in .onnx; TFLite: the artifact "
+            f"{default_is('<model>-w<W>-d<D>.<precision>.tflite')}."
+        ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing artifact.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing artifact (in a bundle: that precision).")
+    ] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity gate (not recommended).")] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -54,7 +61,10 @@ def export_command(
         print_json(sidecar)
         return
     manifest = sidecar["manifest"]
-    table = Table(title=f"Wrote {sidecar['path']} (+ .json sidecar)", show_header=False, title_justify="left")
+    written = f"{sidecar['path']} (+ .json sidecar)"
+    if "bundle" in sidecar:
+        written = f"bundle {sidecar['bundle']}: {written}, config and tokenizer"
+    table = Table(title=f"Wrote {written}", show_header=False, title_justify="left")
     table.add_row("sub-network", f"width {manifest['width']:g} x depth {manifest['depth']:g}")
     table.add_row("format / precision", f"{sidecar['format']} {sidecar['precision']}")
     table.add_row("size", megabytes(sidecar["size_bytes"]))

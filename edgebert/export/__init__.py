@@ -17,6 +17,13 @@ from typing import Any
 
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
+from edgebert.bundle import (
+    bundle_artifact,
+    check_bundle_target,
+    default_bundle_name,
+    is_bundle_output,
+    staged_bundle,
+)
 from edgebert.checkpoint import file_sha256
 from edgebert.errors import EdgebertError, require
 from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, verify_artifact
@@ -52,6 +59,9 @@ def export_model(
 ) -> dict[str, Any]:
     """Export, verify in the target runtime, then write `<artifact>` and `<artifact>.json`; return the sidecar.
 
+    ONNX goes into a bundle folder (`edgebert.bundle`: config, tokenizer, `onnx/<precision file>`)
+    unless `out` names a single `.onnx` file; the bundle's default name is `<model>-w<W>-d<D>-onnx`.
+
     `seq_len` is TFLite's fixed length (default 128); ONNX's axes are dynamic, and a given
     `seq_len` is verified as well. Either way it may not exceed the model's positions.
     """
@@ -61,9 +71,14 @@ def export_model(
         raise EdgebertError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if seq_len is not None and not 1 <= seq_len <= MAX_SEQ_LEN:
         raise EdgebertError(f"--seq-len must be between 1 and {MAX_SEQ_LEN}, got {seq_len}")
-    output = {"force": force, "replaceable": replaceable_export, "protect": [Path(model)] if model is not None else []}
-    if out is not None:
-        refuse_existing(Path(out), sidecar_of(Path(out)), **output)  # before the slow part
+    protect = [Path(model)] if model is not None else []
+    output = {"force": force, "replaceable": replaceable_export, "protect": protect}
+    bundled = is_bundle_output(format, Path(out) if out is not None else None)
+    if out is not None:  # before the slow part
+        if bundled:
+            check_bundle_target(Path(out), precision, force, protect)
+        else:
+            refuse_existing(Path(out), sidecar_of(Path(out)), **output)
     exporter = EXPORTERS[format]()
     for module in exporter.required_modules:
         require(module, f"{format} export")
@@ -71,15 +86,20 @@ def export_model(
     seq_len = exporter.fixed_seq_len(seq_len) or seq_len  # TFLite's default filled in; ONNX keeps None
     if seq_len is not None and seq_len > source.max_seq_len:
         raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {source.max_seq_len} positions")
-    artifact = Path(out) if out is not None else Path(artifact_name(source.name, precision, format))
-    sidecar_path = sidecar_of(artifact)
+    if bundled:
+        bundle = Path(out) if out is not None else Path(default_bundle_name(source.name))
+        artifact = bundle_artifact(bundle, precision)
+        staging = staged_bundle(bundle, precision, source, tokenizer_source(model), force, protect)
+    else:
+        artifact = Path(out) if out is not None else Path(artifact_name(source.name, precision, format))
+        staging = staged_outputs(artifact, sidecar_of(artifact), **output)
 
-    with staged_outputs(artifact, sidecar_path, **output) as (staged_artifact, staged_sidecar):
+    with staging as (staged_artifact, staged_sidecar):
         schemes = exporter.schemes(precision)
         for attempt, scheme in enumerate(schemes):
             started = time.perf_counter()
-            work_dir = Path(tempfile.mkdtemp(dir=staged_artifact.parent))  # never the artifact's own name
-            exporter.convert(source, staged_artifact, precision, scheme, seq_len, work_dir)
+            with tempfile.TemporaryDirectory(dir=staged_artifact.parent) as work_dir:  # gone before the renames
+                exporter.convert(source, staged_artifact, precision, scheme, seq_len, Path(work_dir))
             export_seconds = time.perf_counter() - started
             options = exporter.runtime_options(precision, scheme)
             session = open_exported(staged_artifact, format, options)
@@ -120,7 +140,17 @@ def export_model(
             parity=parity,
         )
         write_sidecar(staged_sidecar, sidecar)
-    return sidecar.model_dump(mode="json") | {"path": str(artifact)}
+    written = {"path": str(artifact)} | ({"bundle": str(bundle)} if bundled else {})
+    return sidecar.model_dump(mode="json") | written
+
+
+def tokenizer_source(model: str | Path | None) -> Path:
+    """Where the exported model's tokenizer files are: the slice or checkpoint directory, or the demo's."""
+    if model is not None:
+        return Path(model)
+    from edgebert.demo import demo_checkpoint_dir
+
+    return demo_checkpoint_dir()
 
 
 def open_exported(path: Path, format: str, runtime_options: dict[str, Any]) -> Session:

@@ -1,0 +1,163 @@
+"""The ONNX bundle (edgebert.bundle): the folder transformers.js and Optimum load, checked with the Python clients.
+
+The references are independent of the bundle: token ids from transformers' pure-Python
+BertTokenizer over the source's vocab.txt, logits from the PyTorch slice, labels from the
+source checkpoint's config.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgebert.bundle import BUNDLE_FILE, ONNX_FILES
+from edgebert.errors import EdgebertError
+from edgebert.export import export_model
+from edgebert.sidecar import read_sidecar
+from tests.labelled import VOCAB, tokenizer_for
+
+TEXTS = ["w1 w2 w3 w4 w5", "W7 w8", "w9 unknownword w10 w11", "w12"]  # mixed case and an out-of-vocabulary word
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(labelled_classifier, tmp_path_factory) -> Path:
+    """The labelled classifier at width 0.5, depth 0.5, exported to a fresh fp32 bundle (never modified)."""
+    bundle = tmp_path_factory.mktemp("bundles") / "classifier-onnx"
+    export_model(labelled_classifier, "onnx", "fp32", width=0.5, depth=0.5, out=bundle)
+    return bundle
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bundle_layout_and_client_config(fp32_bundle, labelled_classifier):
+    from transformers import AutoConfig, AutoTokenizer
+
+    names = {str(p.relative_to(fp32_bundle)) for p in fp32_bundle.rglob("*")}
+    assert names == {
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        BUNDLE_FILE,
+        "onnx",
+        "onnx/model.onnx",
+        "onnx/model.onnx.json",
+    }
+    source = json.loads((labelled_classifier / "config.json").read_text())
+    config = AutoConfig.from_pretrained(fp32_bundle)
+    assert config.model_type == "bert" and config.architectures == ["BertForSequenceClassification"]
+    assert config.id2label == {int(k): v for k, v in source["id2label"].items()} == {0: "neg", 1: "pos"}
+    assert json.loads((fp32_bundle / "tokenizer_config.json").read_text())["pad_token"] == "[PAD]"
+    tokenizer = AutoTokenizer.from_pretrained(fp32_bundle)
+    assert tokenizer(TEXTS[:2], padding=True)["input_ids"] == tokenizer_for(VOCAB)(TEXTS[:2], padding=True)["input_ids"]
+    assert read_sidecar(fp32_bundle / "onnx" / "model.onnx").precision == "fp32"  # the sha256 check passes
+    real = json.loads((fp32_bundle / BUNDLE_FILE).read_text())
+    assert (real["manifest"]["width"], real["manifest"]["depth"]) == (0.5, 0.5)
+
+
+def test_bundle_runs_in_onnxruntime_with_its_own_tokenizer(fp32_bundle, labelled_classifier, tmp_path):
+    import onnxruntime as ort
+    import torch
+    from tokenizers import Tokenizer
+
+    from edgebert.slicing import load_slice, slice_model
+
+    tokenizer = Tokenizer.from_file(str(fp32_bundle / "tokenizer.json"))
+    pad = json.loads((fp32_bundle / "tokenizer_config.json").read_text())["pad_token"]
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad)
+    encoded = tokenizer.encode_batch(TEXTS)
+    ids = np.array([e.ids for e in encoded], dtype=np.int64)
+    reference_ids = tokenizer_for(VOCAB)(TEXTS, padding=True)["input_ids"]
+    assert ids.tolist() == reference_ids and (ids == VOCAB.index("[UNK]")).sum() == 1
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
+    }
+    session = ort.InferenceSession(str(fp32_bundle / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    (logits,) = session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})
+
+    sliced = load_slice(slice_model(labelled_classifier, 0.5, 0.5, out=tmp_path / "slice")[0]).model.eval()
+    with torch.no_grad():
+        expected = sliced(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    assert logits.shape == (len(TEXTS), 2)
+
+
+def test_int8_joins_an_fp32_bundle_and_force_rules(fp32_bundle, labelled_classifier, tmp_path, run_cli):
+    bundle = tmp_path / "b"
+    shutil.copytree(fp32_bundle, bundle)
+    fp32 = digest(bundle / "onnx" / ONNX_FILES["fp32"])
+    config = digest(bundle / "config.json")
+    args = ["export", labelled_classifier, "--width", "0.5", "--depth", "0.5", "--out", bundle]
+    added = run_cli(*args, "--precision", "int8", "--json")
+    assert added.code == 0, added.stderr
+    assert json.loads(added.stdout)["bundle"] == str(bundle)
+    int8 = bundle / "onnx" / ONNX_FILES["int8"]
+    assert read_sidecar(int8).precision == "int8" and read_sidecar(bundle / "onnx" / "model.onnx").precision == "fp32"
+    assert digest(bundle / "onnx" / ONNX_FILES["fp32"]) == fp32 and digest(bundle / "config.json") == config
+
+    again = run_cli(*args, "--precision", "int8")  # an existing precision: only with --force
+    assert again.code != 0 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    replaced = run_cli(*args, "--precision", "int8", "--force", "--json")
+    assert replaced.code == 0, replaced.stderr
+    assert read_sidecar(int8).sha256 == json.loads(replaced.stdout)["sha256"]
+
+    whole = ["--width", "1", "--depth", "1", "--precision", "fp16"]
+    other = run_cli("export", labelled_classifier, *whole, "--out", bundle)
+    assert other.code != 0 and "another sub-network" in other.stderr  # never two models in one bundle
+    (bundle / "onnx" / "notes.txt").write_text("mine")  # not edgebert's: never replaced, even with --force
+    refused = run_cli(*args, "--precision", "fp16", "--force")
+    assert refused.code != 0 and "does not write" in refused.stderr
+    assert (bundle / "onnx" / "notes.txt").read_text() == "mine" and not (bundle / "onnx" / ONNX_FILES["fp16"]).exists()
+
+
+def test_a_directory_edgebert_did_not_write_is_not_a_bundle(labelled_classifier, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    with pytest.raises(EdgebertError, match="not a bundle edgebert wrote"):
+        export_model(labelled_classifier, "onnx", "fp32", width=0.5, depth=0.5, out=foreign, force=True)
+    assert [p.name for p in foreign.iterdir()] == ["config.json"]
+
+
+@pytest.mark.parametrize("name", ["roberta-cls", "roberta-bare"])
+def test_roberta_bundle_config(tiny_models, tmp_path, name):
+    from transformers import AutoConfig
+
+    bundle = tmp_path / "b"
+    export_model(tiny_models[name], "onnx", "fp32", width=0.5, depth=0.5, out=bundle)
+    source = json.loads((tiny_models[name] / "config.json").read_text())
+    config = AutoConfig.from_pretrained(bundle)
+    assert config.model_type == "roberta"
+    if name == "roberta-cls":
+        assert config.architectures == ["RobertaForSequenceClassification"]
+        assert config.id2label == {int(k): v for k, v in source["id2label"].items()} and len(config.id2label) == 3
+    else:
+        assert config.architectures == ["RobertaModel"]
+        assert "id2label" not in json.loads((bundle / "config.json").read_text())
+    settings = json.loads((bundle / "tokenizer_config.json").read_text())
+    assert settings["pad_token"] == "<pad>" and settings["tokenizer_class"] == "RobertaTokenizer"
+
+
+def test_the_demo_tokenizer_loads_and_tokenizes(tmp_path):
+    """Item 4: the demo's generated WordPiece vocabulary as a tokenizer AutoTokenizer loads (without its weights)."""
+    from transformers import AutoTokenizer
+
+    from edgebert import demo
+
+    vocab = demo.demo_vocab()
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    demo.write_tokenizer_files(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("Hi, ok")["input_ids"])
+    assert tokens == ["[CLS]", "h", "##i", ",", "o", "##k", "[SEP]"]  # uncased, one character per piece
+    assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == 0
+    assert "generated" in json.loads((tmp_path / "tokenizer_config.json").read_text())["edgebert_note"]

@@ -105,7 +105,7 @@ def bundle_artifact(bundle: Path, precision: str) -> Path:
 def replaceable_bundle(path: Path) -> str | None:
     """What `--force` may replace: a directory holding only what edgebert writes into a bundle."""
     if not path.is_dir() or not (path / BUNDLE_FILE).is_file():
-        return f"has no {BUNDLE_FILE}, so it is not a bundle edgebert wrote"
+        return f"has no edgebert sidecar ({BUNDLE_FILE}), so it is not a bundle edgebert wrote"
     artifacts = {name for file in ONNX_FILES.values() for name in (file, sidecar_path(Path(file)).name)}
     foreign = [p.name for p in path.iterdir() if p.is_symlink() or not (p.name in TOP_FILES and p.is_file())]
     onnx = path / ONNX_DIR
@@ -122,9 +122,9 @@ def check_bundle_target(bundle: Path, precision: str, force: bool, protect: Iter
     if not os.path.lexists(bundle):
         refuse_existing(bundle, protect=protect)  # a bundle may not land inside the source model
         return
-    why_not = replaceable_bundle(bundle) if not bundle.is_symlink() else "is a symbolic link"
-    if why_not:
-        raise EdgebertError(f"{bundle} {why_not}: refusing to write into it")
+    # Even to add a file: not the source model, not a link, nothing edgebert did not write (force=True: no
+    # "already exists" for the bundle itself; its files are checked next).
+    refuse_existing(bundle, force=True, replaceable=replaceable_bundle, protect=protect)
     artifact = bundle_artifact(bundle, precision)
     refuse_existing(artifact, sidecar_path(artifact), force=force, replaceable=replaceable_export, protect=protect)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgebert import __version__
-from edgebert.atomic import refuse_existing, staged_outputs
+from edgebert.atomic import STAGING_NAME, refuse_existing, staged_outputs
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_json, read_manifest
 from edgebert.sidecar import replaceable_export, sidecar_path
@@ -103,18 +103,26 @@ def bundle_artifact(bundle: Path, precision: str) -> Path:
 
 
 def replaceable_bundle(path: Path) -> str | None:
-    """What `--force` may replace: a directory holding only what edgebert writes into a bundle."""
+    """What `--force` may replace: a directory holding only what edgebert writes into a bundle.
+
+    Staging directories in onnx/ are another export adding its precision (or a killed one's
+    leftover, which the next writer there removes): not foreign.
+    """
     if not path.is_dir() or not (path / BUNDLE_FILE).is_file():
         return f"has no edgebert sidecar ({BUNDLE_FILE}), so it is not a bundle edgebert wrote"
     artifacts = {name for file in ONNX_FILES.values() for name in (file, sidecar_path(Path(file)).name)}
-    foreign = [p.name for p in path.iterdir() if p.is_symlink() or not (p.name in TOP_FILES and p.is_file())]
+    foreign = [p.name for p in path.iterdir() if not owned(p, TOP_FILES)]
     onnx = path / ONNX_DIR
     if ONNX_DIR in foreign and onnx.is_dir() and not onnx.is_symlink():
         foreign.remove(ONNX_DIR)
-        foreign += [p.name for p in onnx.iterdir() if p.is_symlink() or not (p.name in artifacts and p.is_file())]
+        foreign += [p.name for p in onnx.iterdir() if not (owned(p, artifacts) or STAGING_NAME.search(p.name))]
     if foreign:
         return f"holds {len(foreign)} file(s) edgebert does not write ({', '.join(sorted(foreign)[:3])})"
     return None
+
+
+def owned(path: Path, names: Iterable[str]) -> bool:
+    return path.name in names and path.is_file() and not path.is_symlink()
 
 
 def check_bundle_target(bundle: Path, precision: str, force: bool, protect: Iterable[Path]) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgebert.atomic import STAGING_MARKER
 from edgebert.bundle import BUNDLE_FILE, ONNX_FILES
 from edgebert.errors import EdgebertError
 from edgebert.export import export_model
@@ -97,8 +100,12 @@ def test_int8_joins_an_fp32_bundle_and_force_rules(fp32_bundle, labelled_classif
     fp32 = digest(bundle / "onnx" / ONNX_FILES["fp32"])
     config = digest(bundle / "config.json")
     args = ["export", labelled_classifier, "--width", "0.5", "--depth", "0.5", "--out", bundle]
+    busy = bundle / "onnx" / f".model_fp16.onnx.{os.getpid()}-concurrent.partial"  # a live export adding fp16
+    busy.mkdir()
+    (busy / STAGING_MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     added = run_cli(*args, "--precision", "int8", "--json")
     assert added.code == 0, added.stderr
+    assert busy.is_dir()  # neither in the way nor removed
     assert json.loads(added.stdout)["bundle"] == str(bundle)
     int8 = bundle / "onnx" / ONNX_FILES["int8"]
     assert read_sidecar(int8).precision == "int8" and read_sidecar(bundle / "onnx" / "model.onnx").precision == "fp32"

@@ -15,6 +15,7 @@ through a link leading out of the directory. The same holds for slice directorie
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import re
 import shutil
@@ -277,6 +278,11 @@ def checkpoint_config_file(path: Path) -> Path:
     found = model_file(path, CONFIG_FILE)
     if found is None:
         raise EdgebertError(f"{path} has no {CONFIG_FILE}: not a HuggingFace model directory")
+    if model_file(path, SLICE_MANIFEST) is not None:  # its sub-networks are not the original's: not exact
+        raise EdgebertError(
+            f"{path} is a slice edgebert wrote, not a full checkpoint: slice the original model instead "
+            f"(its path is source.path in {path / SLICE_MANIFEST})"
+        )
     return found
 
 
@@ -293,6 +299,22 @@ def _model_type(config: CheckpointConfig, keys: list[str]) -> str:
     names = " ".join(config.architectures or []).lower()
     prefixes = {key.split(".")[0] for key in keys}
     return "roberta" if "roberta" in names or "roberta" in prefixes else "bert"
+
+
+def give_normal_mode(path: Path) -> None:
+    """0666 for a file, less the umask (0644 usually): writers such as safetensors (0600) and the TFLite
+    quantizer pick their own modes, and a model handed to others or a service must be readable like any file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    """model.safetensors as `save_pretrained` writes it, with a normal file mode."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata={"format": "pt"})
+    give_normal_mode(path)
 
 
 # --- weights --------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ EXTRA_FOR_MODULE = {
     "ai_edge_litert": "litert",
     "matplotlib": "plot",
 }
+# Extras that install others (pyproject.toml's `edgebert[slice,ort]` lines), so one hint can cover a whole command.
+EXTRA_INCLUDES = {"onnx": ("slice", "ort"), "tflite": ("slice", "litert"), "dev": ("slice", "onnx", "tflite", "plot")}
 
 
 class EdgebertError(Exception):
@@ -35,11 +37,35 @@ class MissingDependencyError(EdgebertError):
 
 def require(module: str, purpose: str) -> ModuleType:
     """Import an optional heavy module, or fail with the `pip install` line that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        extra = EXTRA_FOR_MODULE.get(module.split(".")[0], "dev")
+    return require_all([module], purpose)[0]
+
+
+def require_all(modules: list[str] | tuple[str, ...], purpose: str) -> list[ModuleType]:
+    """Import every module a command needs; if any is missing, name the one extra that installs them all.
+
+    Checking one module at a time would hint `[slice]` for torch, and only on the next run `[onnx]`.
+    """
+    imported, missing = [], []
+    for module in modules:
+        try:
+            imported.append(importlib.import_module(module))
+        except ImportError as exc:
+            missing.append((module.split(".")[0], exc))
+    if missing:
+        names = ", ".join(name for name, _ in missing)
         raise MissingDependencyError(
-            f"{purpose} needs {module.split('.')[0]}, which is not installed: "
-            f"run `pip install 'edgebert[{extra}]'` ({exc})"
-        ) from exc
+            f"{purpose} needs {names}, not installed: run `pip install 'edgebert[{covering_extra(modules)}]'` "
+            f"({missing[0][1]})"
+        ) from missing[0][1]
+    return imported
+
+
+def covering_extra(modules: list[str] | tuple[str, ...]) -> str:
+    """The smallest extra that installs every one of `modules` (an extra covers itself and what it includes)."""
+    wanted = {EXTRA_FOR_MODULE.get(module.split(".")[0], "dev") for module in modules}
+
+    def covers(extra: str) -> set[str]:
+        return {extra}.union(*(covers(inner) for inner in EXTRA_INCLUDES.get(extra, ())))
+
+    candidates = sorted({*EXTRA_FOR_MODULE.values(), *EXTRA_INCLUDES}, key=lambda extra: len(covers(extra)))
+    return next(extra for extra in candidates if wanted <= covers(extra))

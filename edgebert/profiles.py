@@ -56,6 +56,46 @@ MinTime = Annotated[
 ]
 
 
+# Units of the budgets, one parser for `pick`'s options and a profile's fields.
+MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+TIME_UNITS = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*$", re.IGNORECASE)
+
+
+def parse_quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
+    """'60MB' with MEMORY_UNITS -> 60e6; a bare number, an unknown unit or zero is refused with one line."""
+    match = _QUANTITY.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in units:
+        raise EdgebertError(
+            f"cannot read {what} {shown(text)}: give a number and a unit ({', '.join(units)}), e.g. {example}"
+        )
+    value = float(match.group(1)) * units[unit]
+    if value <= 0:
+        raise EdgebertError(f"{what} {shown(text)} must be more than zero")
+    return value
+
+
+def parse_memory(text: str) -> int:
+    """'60MB' -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
+    return int(parse_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"))
+
+
+def parse_latency(text: str) -> float:
+    """'40ms' -> 40.0 ms; also s and us."""
+    return parse_quantity(text, TIME_UNITS, "latency budget", "40ms or 0.2s")
+
+
+def _with_unit(value: Any, parse: Any, scale: float) -> Any:
+    """A profile budget written with a unit ('512MB', '40ms'), in the field's own unit; a bare number is left as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value) / scale
+    except EdgebertError as exc:  # pydantic reports ValueErrors with the file and field
+        raise ValueError(str(exc)) from exc
+
+
 class ProfileError(EdgebertError):
     """An invalid profile file; `problems` holds one line per problem, the message joins them with '; '."""
 
@@ -123,6 +163,16 @@ class Profile(BaseModel):
     )
     latency_budget_ms: PositiveFloat | None = None
     hardware: Hardware
+
+    @field_validator("memory_budget_mb", mode="before")
+    @classmethod
+    def _memory_unit(cls, value: Any) -> Any:
+        return _with_unit(value, parse_memory, 1e6)
+
+    @field_validator("latency_budget_ms", mode="before")
+    @classmethod
+    def _latency_unit(cls, value: Any) -> Any:
+        return _with_unit(value, parse_latency, 1.0)
 
     @field_validator("threads", mode="before")
     @classmethod

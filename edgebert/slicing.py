@@ -18,8 +18,9 @@ from edgebert.checkpoint import (
     model_state,
     read_slice,
     require_reading_modules,
+    write_safetensors,
 )
-from edgebert.demo import UNTRAINED_NOTE
+from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE
 from edgebert.errors import EdgebertError
 from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
@@ -161,8 +162,9 @@ def load_slice(path: Path) -> SlicedModel:
     return SlicedModel(model, manifest.as_dict())
 
 
-def default_output_dir(checkpoint: Checkpoint, width: float, depth: float) -> Path:
-    return Path(subnet_name(checkpoint.path.resolve().name, width, depth))
+def default_output_dir(model: str | Path | None, width: float, depth: float) -> Path:
+    """`<model>-w<W>-d<D>` in the current directory: known from the path alone, so checked before the slow load."""
+    return Path(subnet_name(Path(model).resolve().name if model is not None else DEMO_NAME, width, depth))
 
 
 def open_checkpoint(model: str | Path | None) -> Checkpoint:
@@ -187,11 +189,10 @@ def slice_model(
     """Write the (width, depth) sub-network of `model` as a dense model directory; return it and its manifest."""
     check_fractions(width, depth)  # fail before the slow load
     sources = [Path(model)] if model is not None else []
-    if out is not None:
-        refuse_existing(Path(out), force=force, replaceable=replaceable_slice, protect=sources)
+    out_dir = Path(out) if out is not None else default_output_dir(model, width, depth)
+    refuse_existing(out_dir, force=force, replaceable=replaceable_slice, protect=sources)
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
-    out_dir = Path(out) if out is not None else default_output_dir(checkpoint, width, depth)
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
         save_model(sliced.model, staging)
         copy_tokenizer_files(checkpoint, staging)
@@ -203,12 +204,10 @@ def slice_model(
 
 def save_model(model: torch.nn.Module, directory: Path) -> None:
     """config.json + model.safetensors, as `save_pretrained` writes them, without its progress bars."""
-    from safetensors.torch import save_file
-
     directory.mkdir()
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(directory)
-    save_file(model.state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(model.state_dict(), directory / "model.safetensors")
 
 
 def _json(data: Any) -> str:

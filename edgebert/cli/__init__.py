@@ -10,9 +10,11 @@ import logging
 import os
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
+from edgebert import __version__
 from edgebert.cli import bench as bench_commands
 from edgebert.cli import evaluate as eval_commands
 from edgebert.cli import export as export_commands
@@ -20,6 +22,7 @@ from edgebert.cli import pick as pick_commands
 from edgebert.cli import profiles as profiles_commands
 from edgebert.cli import slice as slice_commands
 from edgebert.cli import train as train_commands
+from edgebert.cli.options import HELP_OPTIONS, Group, use_edgebert_classes
 from edgebert.cli.output import print_error, print_warning
 from edgebert.errors import EdgebertError
 
@@ -33,7 +36,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
+    context_settings={"help_option_names": HELP_OPTIONS},  # subcommands inherit it
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"edgebert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Options of edgebert itself; Typer(help=...) above is what help shows."""
+
+
 slice_commands.register(app)
 export_commands.register(app)
 pick_commands.register(app)
@@ -41,6 +63,7 @@ bench_commands.register(app)
 eval_commands.register(app)
 profiles_commands.register(app)
 train_commands.register(app)
+use_edgebert_classes(app)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -82,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         print_error("an input file is nested too deeply to read: check the JSON or YAML files given")
         sys.exit(1)
     except typer.TyperException as exc:  # bad options or arguments
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed: what there is was asked (Typer's test)
+            sys.exit(0)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         print_error(message.splitlines()[0] if message else type(exc).__name__)
         sys.exit(getattr(exc, "exit_code", 2))

@@ -11,6 +11,7 @@ from typing import Annotated, get_args
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from edgebert.errors import EdgebertError
 from edgebert.memory_model import MemoryScope
@@ -32,11 +33,46 @@ def default_is(text: str) -> str:
     return escape(f"[default: {text}]")
 
 
+def lowercase(value: str | None) -> str | None:
+    """A choice option's callback: names are lower case, and `ONNX` or `INT8` means the same thing."""
+    return None if value is None else value.lower()
+
+
 def check_choice(what: str, value: str, allowed: Iterable[str]) -> None:
     """One line naming the allowed values, which come from the type the library declares (a Literal's args)."""
     allowed = tuple(allowed)
     if value not in allowed:
         raise EdgebertError(f"unknown {what} {value!r}: choose {either(allowed)}")
+
+
+def untyped_flags(params: list) -> list:
+    """A flag takes no value, so its help shows no type (Typer labels every flag `<bool>`)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every edgebert command: flags without a `<bool>` type in help."""
+
+    def get_params(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        return untyped_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """Every edgebert command group: flags without a `<bool>` type in help."""
+
+    def get_params(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        return untyped_flags(super().get_params(ctx))
+
+
+def use_edgebert_classes(app: typer.Typer) -> None:
+    """Give every command of `app` and of its groups `Command` in one place (groups are made with cls=Group)."""
+    for command in app.registered_commands:
+        command.cls = Command
+    for group in app.registered_groups:
+        use_edgebert_classes(group.typer_instance)
 
 
 MEMORY_SCOPES: tuple[str, ...] = get_args(MemoryScope)
@@ -49,5 +85,6 @@ ModelArg = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP)]
 ProfileArg = Annotated[str, typer.Argument(help=PROFILE_HELP)]
-FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.")]
-PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.")]
+FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.", callback=lowercase)]
+PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.", callback=lowercase)]
+HELP_OPTIONS = ["-h", "--help"]

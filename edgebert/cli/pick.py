@@ -7,7 +7,6 @@ Units are read here (one small parser) and the library gets bytes and millisecon
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,41 +14,15 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice, default_is
+from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice, default_is, lowercase
 from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
 from edgebert.export import PRECISIONS
+from edgebert.profiles import parse_latency, parse_memory
 from edgebert.subnet import check_fractions
 
 NOTHING_FITS = 3  # exit code: nothing fits the budgets (1 is an error, 2 a usage error)
 SOURCE_MARKS = {"measured": "m", "predicted": "p", "derived": "d", "estimated": "e", "estimate from specs": "s"}
-MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-TIME_UNITS = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*$", re.IGNORECASE)
-
-
-def parse_quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
-    """'60MB' with MEMORY_UNITS -> 60e6; a bare number, an unknown unit or zero is refused with one line."""
-    match = _QUANTITY.match(str(text))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in units:
-        raise EdgebertError(
-            f"cannot read {what} {text!r}: give a number and a unit ({', '.join(units)}), e.g. {example}"
-        )
-    value = float(match.group(1)) * units[unit]
-    if value <= 0:
-        raise EdgebertError(f"{what} {text!r} must be more than zero")
-    return value
-
-
-def parse_memory(text: str) -> int:
-    """'60MB' -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
-    return int(parse_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"))
-
-
-def parse_latency(text: str) -> float:
-    """'40ms' -> 40.0 ms; also s and us."""
-    return parse_quantity(text, TIME_UNITS, "latency budget", "40ms or 0.2s")
 
 
 def parse_candidates(text: str) -> list[tuple[float, float]]:
@@ -78,7 +51,8 @@ def pick_command(
         typer.Option(
             help="What the memory budget covers: 'model' (what loading and running the model adds) or 'process' "
             "(model + the runtime's baseline: Python, numpy, the runtime) "
-            + default_is("the profile's memory_budget_scope, model unless set")
+            + default_is("the profile's memory_budget_scope, model unless set"),
+            callback=lowercase,
         ),
     ] = None,
     latency_budget: Annotated[
@@ -166,6 +140,7 @@ def print_report(report: dict[str, Any]) -> None:
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,  # one space between columns: ten of them fit 80 columns with accuracy shown
     )
     memory_column = "proc MB" if budgets["memory_scope"] == "process" else "model MB"
     columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["acc"] if accuracy else [])

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ProfileArg
+from edgebert.cli.options import Group, JsonOpt, ProfileArg
 from edgebert.cli.output import console, print_error, print_json
 
-profiles_app = typer.Typer(help="List, show and validate device profiles.", no_args_is_help=True)
+profiles_app = typer.Typer(help="List, show and validate device profiles.", no_args_is_help=True, cls=Group)
 
 
 @profiles_app.command("list")
@@ -54,6 +53,8 @@ def show_command(name: ProfileArg, json: JsonOpt = False) -> None:
         return
     hardware = data.pop("hardware")
     table = Table(title=f"profile {data['name']}", show_header=False, title_justify="left")
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")  # long URLs wrap rather than end in an ellipsis
     for key, value in [*data.items(), *((f"hardware.{k}", v) for k, v in hardware.items())]:
         if value not in (None, []):
             table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
@@ -62,18 +63,19 @@ def show_command(name: ProfileArg, json: JsonOpt = False) -> None:
 
 @profiles_app.command("validate")
 def validate_command(
-    files: Annotated[list[Path], typer.Argument(help="Profile YAML files to check.")], json: JsonOpt = False
+    profiles: Annotated[list[str], typer.Argument(help="Profile YAML files or shipped profile names to check.")],
+    json: JsonOpt = False,
 ) -> None:
-    """Check profile files; every problem gets its own line naming file, field and what was expected."""
+    """Check profiles (files or names, as `show` takes them); each problem gets a line naming file and field."""
     from edgebert.errors import EdgebertError
     from edgebert.profiles import load_profile
 
     report = {}
-    for path in files:
+    for profile in profiles:
         try:
-            report[str(path)] = {"valid": True, "name": load_profile(path).name, "problems": []}
+            report[profile] = {"valid": True, "name": load_profile(profile).name, "problems": []}
         except EdgebertError as exc:  # a ProfileError lists each problem; a missing file is one
-            report[str(path)] = {"valid": False, "problems": getattr(exc, "problems", [str(exc)])}
+            report[profile] = {"valid": False, "problems": getattr(exc, "problems", [str(exc)])}
     if json:
         print_json(report)
     else:

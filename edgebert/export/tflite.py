@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebert.checkpoint import give_normal_mode
 from edgebert.errors import require
 from edgebert.export.base import DEFAULT_SEQ_LEN, VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
 
@@ -29,6 +30,10 @@ QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
 }
+# Set on import, before the TFLite export's modules load TensorFlow's C++ libraries (they read it once, then
+# log absl/oneDNN/flatbuffer lines on every export); a value the user set is kept.
+for _key, _value in QUIET_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 
 class TfliteExporter:
@@ -46,12 +51,11 @@ class TfliteExporter:
         self.to_fp32(source, self.fixed_seq_len(seq_len), fp32_path)
         if precision != "fp32":
             self._quantize(fp32_path, path, precision)
+        give_normal_mode(path)  # the converter and the quantizer pick their own modes
 
     @staticmethod
     def to_fp32(source: ExportSource, length: int, path: Path) -> None:
         """litert-torch's conversion: the slow step (seconds even for a tiny model), shared by every precision."""
-        for key, value in QUIET_ENV.items():
-            os.environ.setdefault(key, value)
         torch = require("torch", "TFLite export")
         litert_torch = require("litert_torch", "TFLite export")
         from edgebert.model import ExportWrapper

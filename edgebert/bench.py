@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
 from edgebert.atomic import append_json_list
+from edgebert.bundle import tokenizer_dir_of
 from edgebert.errors import EdgebertError
 from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
 from edgebert.manifests import manifest_warnings
@@ -87,7 +88,7 @@ def bench_artifact(
     if sidecar is not None:
         warnings += manifest_warnings(sidecar.manifest)
     # Read before the baseline, so the tokenizer's library and vocabulary do not count as the model's memory.
-    text = read_text(text_file, tokenizer_dir or artifact.parent, sidecar) if text_file is not None else None
+    text = read_text(text_file, tokenizer_dir or tokenizer_dir_of(artifact), sidecar) if text_file is not None else None
     plan = InputPlan(settings.batch_size, settings.seq_len, profile.padding_share, seed)
 
     with pinned(profile.cpu_affinity):

@@ -93,6 +93,14 @@ def is_bundle_output(format: str, out: Path | None) -> bool:
     return format == "onnx" and (out is None or out.suffix != ".onnx")
 
 
+def tokenizer_dir_of(artifact: Path) -> Path:
+    """Where an artifact's tokenizer files are: its bundle's top folder for `onnx/*.onnx`, else beside it."""
+    folder = artifact.parent
+    if folder.name == ONNX_DIR and (folder.parent / BUNDLE_FILE).is_file():
+        return folder.parent
+    return folder
+
+
 def default_bundle_name(stem: str) -> str:
     """`<model>-w0.5-d0.5-onnx`: never the slice directory's own name."""
     return f"{stem}-onnx"

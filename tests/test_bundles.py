@@ -168,3 +168,14 @@ def test_the_demo_tokenizer_loads_and_tokenizes(tmp_path):
     assert tokens == ["[CLS]", "h", "##i", ",", "o", "##k", "[SEP]"]  # uncased, one character per piece
     assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == 0
     assert "generated" in json.loads((tmp_path / "tokenizer_config.json").read_text())["edgebert_note"]
+
+
+def test_bench_text_finds_the_bundles_tokenizer(fp32_bundle, labelled_classifier, tmp_path):
+    from edgebert.bench import bench_artifact
+    from edgebert.profiles import load_profile
+    from tests.labelled import sentences
+
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"{first} {second}\n" for first, second in sentences(4)))
+    result = bench_artifact(fp32_bundle / "onnx" / "model.onnx", load_profile("local"), runs=3, text_file=text)
+    assert result["inputs"]["batches"] == 4 and result["inputs"]["padding_share"] == 0.0

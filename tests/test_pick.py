@@ -171,7 +171,7 @@ def test_accuracy_decides_and_the_export_fits(labelled_classifier, tmp_path, run
     assert choice["precision"] == "fp32"  # equal accuracy at every precision: the closest to the evaluated model
     assert report["accuracy"]["metric"] == "accuracy"
 
-    artifact = out / "classifier-w0.5-d0.5.fp32.onnx"
+    artifact = out / "classifier-w0.5-d0.5-onnx" / "onnx" / "model.onnx"
     assert report["export"]["path"] == str(artifact) and report["export"]["parity"]["gate"]["passed"]
     assert artifact.stat().st_size == choice["size_bytes"] and choice["size_source"] == "exported"
     bench = [sys.executable, "-m", "edgebert", "bench", artifact, "--runs", "5", "--warmup", "1", "--min-time", "0"]

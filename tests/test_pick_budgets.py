@@ -48,7 +48,7 @@ def test_export_is_rechecked_against_the_artifact_written(labelled_classifier, t
     exported = run_cli(*args, "--memory-budget", "1GB", "--export", out)
     assert exported.code == 0, exported.stderr
     written = json.loads(exported.stdout)["choice"]
-    artifact = out / "classifier-w1-d1.fp32.onnx"
+    artifact = out / "classifier-w1-d1-onnx" / "onnx" / "model.onnx"
     assert written["size_bytes"] == artifact.stat().st_size != choice["size_bytes"]  # the graph is not just weights
     assert written["memory_bytes"] != choice["memory_bytes"]  # the footprint follows the real size
     low, high = sorted([choice["memory_bytes"], written["memory_bytes"]])

@@ -81,7 +81,9 @@ def test_pick_table_with_accuracy_reads_at_80_columns(labelled_classifier, tmp_p
     data = tmp_path / "dev.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"tok{i} tok{i + 1}\t{i % 2}\n" for i in range(8)))
     for width, depth in ((0.5, 0.5), (1, 1)):
-        assert run_cli("eval", labelled_classifier, "--data", data, "--width", width, "--depth", depth).code == 0
+        evaluated = run_cli("eval", labelled_classifier, "--data", data, "--width", width, "--depth", depth)
+        assert evaluated.code == 0, evaluated.stderr
+        readable_at_80(evaluated.stdout)
     args = ["pick", labelled_classifier, "--candidates", "0.5:0.5,1:1", "--memory-budget", "1KB"]
     result = run_cli(*args)  # 1 KB: nothing fits, so the widest verdict cell is shown
     assert result.code == 3, result.stderr
@@ -117,12 +119,15 @@ def test_tables_read_at_80_columns(run_cli, command, tiny_models):
     readable_at_80(result.stdout)
 
 
-def test_slice_and_export_tables_read_at_80_columns(run_cli, tiny_models, tmp_path):
+def test_slice_export_and_bench_tables_read_at_80_columns(run_cli, tiny_models, tmp_path):
     sliced = run_cli("slice", tiny_models["bert-cls"], "--width", "0.5", "--out", tmp_path / "s")
     assert sliced.code == 0, sliced.stderr
     exported = run_cli("export", tmp_path / "s", "--format", "ONNX", "--out", tmp_path / "m.onnx")
     assert exported.code == 0, exported.stderr
-    for result in (sliced, exported):
+    bench = ["--seq-len", "16", "--runs", "3", "--warmup", "1", "--min-time", "0"]
+    benched = run_cli("bench", tmp_path / "m.onnx", *bench)
+    assert benched.code == 0, benched.stderr
+    for result in (sliced, exported, benched):
         readable_at_80(result.stdout)
 
 

@@ -14,7 +14,7 @@ import torch
 from edgebert.errors import EdgebertError
 from edgebert.export import EXPORTERS, PARITY_GATES, export_model
 from edgebert.export.base import ParityGateError, load_source, verify_artifact
-from edgebert.export.onnx import OnnxExporter
+from edgebert.export.onnx import INT8_SCHEMES, OnnxExporter
 from edgebert.export.tflite import TfliteExporter
 from edgebert.precisions import PRECISIONS
 from edgebert.runtimes import SessionOptions, artifact_name, open_session
@@ -147,14 +147,19 @@ def test_export_slices_a_checkpoint_in_memory(tiny_models, tmp_path):
 
 def test_minilm_int8_onnx_keeps_real_embeddings(minilm_dir, tmp_path):
     """Real weights, real sentences: int8 embeddings point the same way as fp32 PyTorch; file <= 0.3 x fp32."""
+    import warnings
+
     import onnxruntime as ort
     import transformers
 
     fp32 = export_model(minilm_dir, "onnx", "fp32", out=tmp_path / "fp32.onnx")
-    # MiniLM's outlier features defeat per-tensor activation scales: the gate sends it to blockwise int8.
-    with pytest.warns(UserWarning, match=r"parity gate failed for onnx int8: cosine .* retrying with blockwise"):
+    # MiniLM's outlier features defeat per-tensor activation scales in the FFN down-projections; the
+    # default scheme quantizes those blockwise, so the first attempt passes (no fallback warning).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         int8 = export_model(minilm_dir, "onnx", "int8", out=tmp_path / "int8.onnx")
-    assert int8["quantization"] == "blockwise" and int8["parity"]["gate"]["passed"]
+    assert not [w for w in caught if "parity gate failed" in str(w.message)]
+    assert int8["quantization"] == "mixed" and int8["parity"]["gate"]["passed"]
     assert int8["size_bytes"] <= 0.3 * fp32["size_bytes"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
     sentences = ["A Raspberry Pi runs this model.", "The weather is lovely today.", "Sliced BERT, exact logits."]
@@ -168,6 +173,24 @@ def test_minilm_int8_onnx_keeps_real_embeddings(minilm_dir, tmp_path):
     ours, theirs = (hidden * mask).sum(1) / mask.sum(1), (expected * mask).sum(1) / mask.sum(1)  # mean pooling
     cosine = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     assert cosine.min() >= 0.99, cosine
+
+
+def test_mixed_int8_is_blockwise_exactly_in_the_ffn_down_projections(tiny_models, tmp_path):
+    """ "mixed" int8: one blockwise MatMul per kept layer, shaped [intermediate, hidden] of the slice (the FFN's
+    down-projection); every other weight MatMul dynamic int8. Width 0.25 keeps the FFN as wide as the hidden
+    size here, so a rule by shape could not tell the down-projection from the up-projection."""
+    width, depth = 0.25, 0.5
+    sidecar = export_model(tiny_models["bert-cls"], "onnx", "int8", width=width, depth=depth, out=tmp_path / "m.onnx")
+    assert sidecar["quantization"] == INT8_SCHEMES[0] == "mixed" and sidecar["parity"]["gate"]["passed"]
+    layers = int(TINY["num_hidden_layers"] * depth)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    blockwise = [node for node in graph.node if node.op_type == "MatMulNBits"]
+    shapes = [{a.name: a.i for a in node.attribute if a.name in ("K", "N")} for node in blockwise]
+    assert shapes == [{"K": int(TINY["intermediate_size"] * width), "N": TINY["hidden_size"]}] * layers
+    dynamic = [node for node in graph.node if node.op_type in ("DynamicQuantizeMatMul", "MatMulInteger")]
+    assert len(dynamic) == 5 * layers + 2  # Q, K, V, attention output, FFN up; the pooler and the classifier
+    weights = {tensor.name for tensor in graph.initializer}
+    assert not [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
 def test_broken_artifact_is_refused_and_nothing_is_left(tiny_slices, tmp_path, monkeypatch):

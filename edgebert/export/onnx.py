@@ -1,30 +1,41 @@
-"""ONNX export: dynamic batch and sequence axes, run by ONNX Runtime; fp16 and dynamic int8 variants."""
+"""ONNX export: dynamic batch and sequence axes, run by ONNX Runtime; fp16 and int8 variants."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgebert.errors import require
 from edgebert.export.base import VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
 
+if TYPE_CHECKING:
+    import onnx
+
 OPSET = 17
 # Shapes that differ from the verification batch, so the gate proves the axes really are dynamic
 # (both are cut to the model's positions). An explicit --seq-len is verified as well.
 EXPORT_SHAPE = (2, 16)
 VERIFY_SHAPE = (8, 37)
-# int8 by ONNX Runtime, fastest first. "dynamic": int8 weights per output channel, activations
-# quantized per tensor at run time: 2.4x faster than fp32 on BERT-base here, but a per-tensor
-# activation scale is crushed by outlier features, which real checkpoints have (all-MiniLM-L6-v2:
-# cosine 0.986 on random tokens). "blockwise": MatMulNBits, 8-bit weights and activations
-# quantized per block of 128 (cosine 0.9975 there), 1.5x faster than fp32. The gate decides.
-INT8_SCHEMES = ["dynamic", "blockwise"]
+# int8 by ONNX Runtime, best first; the gate decides. "mixed": every MatMul dynamic (int8 weights per
+# output channel, activations quantized per tensor at run time) except the FFN down-projections, which
+# are blockwise. A per-tensor activation scale is crushed by outlier features, which real checkpoints
+# have, and most of all in the down-projection's input (the GELU output, 4x wider than the hidden
+# size): on all-MiniLM-L6-v2, blockwise for those 6 of 36 MatMuls lifts the gate's cosine from 0.985
+# ("dynamic": all MatMuls dynamic) to 0.993 at 2x fp32's speed, while blockwise for the 18 Q/K/V,
+# 6 attention-output or 6 FFN-up MatMuls lifts it by < 0.004, and leaving any single MatMul in fp32
+# by < 0.005. "blockwise": MatMulNBits, 8-bit weights and activations quantized per block of 128
+# everywhere (cosine 0.997 on MiniLM), 1.4x fp32: the fallback. "dynamic" is no export's choice (where
+# "mixed" fails it fails too); benchmarks/int8_onnx.py measures all three side by side.
+INT8_SCHEMES = ["mixed", "blockwise"]
+INT8_QUANTIZERS = ("mixed", "dynamic", "blockwise")
 # ORT fuses Add + LayerNormalization into SkipLayerNormalization at session creation. After dynamic
 # quantization that fused kernel is the slow part: it took 31 % of the (0.25, 0.5) slice's time, and
 # leaving the fusion out made int8 slices 10-30 % faster at one thread (BERT-base 40.3 -> 36.3 ms,
-# (0.25, 0.5) 7.4 -> 5.2 ms); fp32 graphs did not change. The sidecar carries it for `bench` and users.
+# (0.25, 0.5) 7.4 -> 5.2 ms; "mixed" MiniLM 21.3 -> 14.1 ms); fp32 graphs did not change. The
+# sidecar carries it for `bench` and users.
 INT8_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 BLOCK_SIZE = 128
 
@@ -86,26 +97,28 @@ class OnnxExporter:
 
     @staticmethod
     def _to_int8(fp32_path: Path, path: Path, work_dir: Path, scheme: str) -> None:
-        """int8 weights for every MatMul and the embedding Gathers, by one of INT8_SCHEMES."""
+        """int8 weights for every MatMul and the embedding Gathers, by one of INT8_QUANTIZERS."""
         quantization = require("onnxruntime.quantization", "ONNX int8 quantization")
+        onnx = require("onnx", "ONNX int8 quantization")
         gathers_from = fp32_path
         with quiet_tools():  # ORT advises pre-processing; its shape inference gains nothing on these graphs
-            if scheme == "blockwise":
+            if scheme in ("blockwise", "mixed"):
                 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-                onnx = require("onnx", "ONNX int8 quantization")
+                model = onnx.load(str(fp32_path))
                 blockwise = MatMulNBitsQuantizer(
-                    onnx.load(str(fp32_path)),
+                    model,
                     bits=8,
                     block_size=BLOCK_SIZE,
                     is_symmetric=True,
                     accuracy_level=4,  # int8 compute on blockwise-quantized activations
+                    nodes_to_exclude=_not_ffn_down(model) if scheme == "mixed" else None,
                     op_types_to_quantize=("MatMul",),
                 )
                 blockwise.process()
                 gathers_from = work_dir / "blockwise.onnx"
                 blockwise.model.save_model_to_file(str(gathers_from), use_external_data_format=False)
-            quantization.quantize_dynamic(
+            quantization.quantize_dynamic(  # MatMulNBits nodes are not MatMuls: only what is left is quantized
                 str(gathers_from),
                 str(path),
                 weight_type=quantization.QuantType.QInt8,
@@ -133,4 +146,16 @@ class OnnxExporter:
         return None  # dynamic axes
 
     def runtime_options(self, precision: str, scheme: str) -> dict:
-        return {"disabled_optimizers": INT8_DISABLED_OPTIMIZERS} if scheme == "dynamic" else {}
+        return {"disabled_optimizers": INT8_DISABLED_OPTIMIZERS} if scheme in ("dynamic", "mixed") else {}
+
+
+def _not_ffn_down(model: onnx.ModelProto) -> list[str]:
+    """Every MatMul but the FFN down-projections, those fed by a node of a layer's `intermediate` module (the
+    activation after the FFN's first MatMul; edgebert's model keeps transformers' module names). By role,
+    not by shape: at width 0.25 the FFN is no wider than the hidden size."""
+    producers = {output: node.name for node in model.graph.node for output in node.output}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul" and "/intermediate/" not in producers.get(node.input[0], "")
+    ]

@@ -172,13 +172,13 @@ def demo_checkpoint_dir() -> Path:
     recipe = recipe_sha256()
     if _is_current(target, recipe):
         return target
-    from safetensors.torch import save_file
+    from edgebert.checkpoint import write_safetensors
 
     with staged_outputs(target, force=True) as (staging,):
         staging.mkdir()
         (staging / "config.json").write_text(json.dumps(demo_config(), indent=2) + "\n")
         (staging / "vocab.txt").write_text("\n".join(demo_vocab()) + "\n")
         write_tokenizer_files(staging)
-        save_file(demo_weights(), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        write_safetensors(demo_weights(), staging / "model.safetensors")
         (staging / STAMP_FILE).write_text(DemoStamp(recipe_sha256=recipe).model_dump_json(indent=2) + "\n")
     return target

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, model_state, stock_state
+from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, model_state, stock_state, write_safetensors
 from edgebert.errors import EdgebertError
 from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
 from edgebert.subnet import Architecture, Subnetwork, full_network
@@ -160,8 +160,6 @@ def save_checkpoint(
     config.json is the source's, with the stock class, model_type and the model's labels, so
     stock transformers, `slice`, `eval`, `export` and `pick` all load it.
     """
-    from safetensors.torch import save_file
-
     directory.mkdir()
     config = dict(source.config)  # as read and validated (never through a link out of the model directory)
     model_config = model.net.config
@@ -175,7 +173,7 @@ def save_checkpoint(
         config["problem_type"] = "regression"
     config.pop("num_labels", None)  # implied by id2label
     state = {name: t.contiguous() for name, t in stock_state(model.canonical_state(), source.model_type).items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    write_safetensors(state, directory / "model.safetensors")
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     copy_tokenizer_files(source, directory)
     for name, text in (extra_files or {}).items():

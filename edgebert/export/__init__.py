@@ -25,7 +25,7 @@ from edgebert.bundle import (
     staged_bundle,
 )
 from edgebert.checkpoint import file_sha256
-from edgebert.errors import EdgebertError, require
+from edgebert.errors import EdgebertError, require_all
 from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, verify_artifact
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
@@ -80,8 +80,7 @@ def export_model(
         else:
             refuse_existing(Path(out), sidecar_of(Path(out)), **output)
     exporter = EXPORTERS[format]()
-    for module in exporter.required_modules:
-        require(module, f"{format} export")
+    require_all(exporter.required_modules, f"{format} export")  # one hint naming the extra that has them all
     source = load_source(model, width, depth)
     seq_len = exporter.fixed_seq_len(seq_len) or seq_len  # TFLite's default filled in; ONNX keeps None
     if seq_len is not None and seq_len > source.max_seq_len:

@@ -154,6 +154,24 @@ def test_default_output_of_slice_is_checked_before_loading(run_cli, tiny_models,
     assert loaded == []
 
 
+@pytest.mark.parametrize(
+    ("format", "existing"), [("onnx", "bert-cls-w0.5-d1-onnx"), ("tflite", "bert-cls-w0.5-d1.fp32.tflite")]
+)
+def test_default_output_of_export_is_checked_before_loading(
+    run_cli, tiny_models, tmp_path, monkeypatch, format, existing
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / existing).mkdir()
+    (tmp_path / existing / "mine.txt").write_text("mine")
+    loaded = []
+    import edgebert.export as export
+
+    monkeypatch.setattr(export, "load_source", lambda *args: loaded.append(args))
+    result = run_cli("export", tiny_models["bert-cls"], "--width", "0.5", "--format", format)
+    assert_one_line_error(result, existing)
+    assert loaded == [] and (tmp_path / existing / "mine.txt").read_text() == "mine"
+
+
 def test_slicing_a_slice_is_refused_with_the_way_out(run_cli, tiny_models, tmp_path):
     assert run_cli("slice", tiny_models["bert-cls"], "--width", "0.5", "--out", tmp_path / "s").code == 0
     result = run_cli("slice", tmp_path / "s", "--width", "0.5", "--out", tmp_path / "again")

@@ -26,7 +26,7 @@ from edgebert.bundle import (
 )
 from edgebert.checkpoint import file_sha256
 from edgebert.errors import EdgebertError, require_all
-from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, verify_artifact
+from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, source_name, verify_artifact
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
 from edgebert.precisions import PRECISIONS
@@ -74,11 +74,13 @@ def export_model(
     protect = [Path(model)] if model is not None else []
     output = {"force": force, "replaceable": replaceable_export, "protect": protect}
     bundled = is_bundle_output(format, Path(out) if out is not None else None)
-    if out is not None:  # before the slow part
-        if bundled:
-            check_bundle_target(Path(out), precision, force, protect)
-        else:
-            refuse_existing(Path(out), sidecar_of(Path(out)), **output)
+    name = source_name(model, width, depth)  # default names known from the path: refused before the slow part
+    if bundled:
+        bundle = Path(out) if out is not None else Path(default_bundle_name(name))
+        check_bundle_target(bundle, precision, force, protect)
+    else:
+        artifact = Path(out) if out is not None else Path(artifact_name(name, precision, format))
+        refuse_existing(artifact, sidecar_of(artifact), **output)
     exporter = EXPORTERS[format]()
     require_all(exporter.required_modules, f"{format} export")  # one hint naming the extra that has them all
     source = load_source(model, width, depth)
@@ -86,11 +88,9 @@ def export_model(
     if seq_len is not None and seq_len > source.max_seq_len:
         raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {source.max_seq_len} positions")
     if bundled:
-        bundle = Path(out) if out is not None else Path(default_bundle_name(source.name))
         artifact = bundle_artifact(bundle, precision)
         staging = staged_bundle(bundle, precision, source, tokenizer_source(model), force, protect)
     else:
-        artifact = Path(out) if out is not None else Path(artifact_name(source.name, precision, format))
         staging = staged_outputs(artifact, sidecar_of(artifact), **output)
 
     with staging as (staged_artifact, staged_sidecar):

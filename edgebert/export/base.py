@@ -16,7 +16,6 @@ import numpy as np
 from edgebert.errors import EdgebertError
 from edgebert.inputs import random_tokens, role_arrays
 from edgebert.sidecar import gate_holds, gate_relation
-from edgebert.subnet import subnet_name
 
 if TYPE_CHECKING:
     import torch
@@ -218,6 +217,16 @@ def checked_inputs(batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     }
 
 
+def source_name(model: str | Path | None, width: float | None, depth: float | None) -> str:
+    """The stem of default output names, from the path alone: existing outputs are refused before the slow load."""
+    from edgebert.slicing import MANIFEST_FILE, default_output_dir
+
+    path = Path(model) if model is not None else None
+    if path is not None and (path / MANIFEST_FILE).is_file():
+        return path.resolve().name
+    return default_output_dir(model, 1.0 if width is None else width, 1.0 if depth is None else depth).name
+
+
 def load_source(model: str | Path | None, width: float | None, depth: float | None) -> ExportSource:
     """A slice directory as written by `edgebert slice`, or any checkpoint sliced in memory."""
     from edgebert.slicing import MANIFEST_FILE, load_slice, open_checkpoint, slice_checkpoint
@@ -226,11 +235,11 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     if path is not None and (path / MANIFEST_FILE).is_file():
         if width is not None or depth is not None:
             raise EdgebertError(f"{path} is already a slice: --width/--depth apply to a full checkpoint")
-        sliced, name = load_slice(path), path.resolve().name
+        sliced = load_slice(path)
     else:
         checkpoint = open_checkpoint(path)
         sliced = slice_checkpoint(checkpoint, 1.0 if width is None else width, 1.0 if depth is None else depth)
-        name = subnet_name(checkpoint.path.resolve().name, sliced.manifest["width"], sliced.manifest["depth"])
+    name = source_name(model, width, depth)
     sliced_model, manifest = sliced.model, sliced.manifest
     config = sliced_model.config
     classifier = manifest["task"] == "sequence-classification"

@@ -111,7 +111,7 @@ class Sidecar(_Record):
     edgebert_version: str
     format: Format
     precision: Precision
-    quantization: str  # the scheme that passed the gate, e.g. "dynamic" or "blockwise"
+    quantization: str  # the scheme that passed the gate, e.g. "mixed" or "blockwise"
     artifact: str  # file name when written; the pair may be renamed together
     size_bytes: int = Field(ge=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Literal
 
 from edgebert.latency_model import FIT_MIN_POINTS, Measurement, Shape, nnls
 
-MemoryScope = Literal["model", "process"]
 # Process RSS with the runtime imported, before any model loads (bench's `rss_before_load_bytes`). Measured on
 # x86-64 Linux, Python 3.11, onnxruntime 1.2x: 67 MB in the dev venv; a fresh CI venv's imports took 15 MB more
 # (commit bff5974), so the estimate is 82 MB. LiteRT's import is unmeasured: assumed 10 MB less than ORT's.

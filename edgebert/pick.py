@@ -40,10 +40,10 @@ from edgebert.latency_model import (
     load_calibration,
     measurement_from_result,
 )
-from edgebert.memory_model import MemoryModel, MemoryScope, calibrate_memory
+from edgebert.memory_model import MemoryModel, calibrate_memory
 from edgebert.notes import Note, warning
 from edgebert.precisions import PRECISIONS, estimated_size_bytes
-from edgebert.profiles import Profile
+from edgebert.profiles import MemoryScope, Profile
 from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
 from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnet_name, subnetwork
 

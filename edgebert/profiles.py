@@ -34,6 +34,9 @@ RuntimeName = Literal[tuple(RUNTIMES)]  # type: ignore[valid-type]  # a profile 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile")
 ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
 
+# What a memory budget limits: the model's own footprint, or the whole process (pick's --memory-scope).
+MemoryScope = Literal["model", "process"]
+
 # Upper bounds of every count a benchmark runs with, from a profile or from bench's own arguments.
 MAX_THREADS = 256
 MAX_BATCH_SIZE = 256
@@ -156,7 +159,7 @@ class Profile(BaseModel):
         "slow when other processes share the cores (set false on a shared machine)",
     )
     memory_budget_mb: PositiveFloat | None = None
-    memory_budget_scope: Literal["model", "process"] = Field(
+    memory_budget_scope: MemoryScope = Field(
         "model",
         description="what memory_budget_mb limits: the model's own footprint (what loading and running it adds "
         "to the process), or the whole process (the runtime's baseline included); as `pick --memory-scope`",

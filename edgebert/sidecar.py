@@ -29,6 +29,7 @@ Format = Literal[tuple(RUNTIME_FOR_FORMAT)]  # type: ignore[valid-type]  # the r
 RuntimeName = Literal[tuple(RUNTIME_FOR_FORMAT.values())]  # type: ignore[valid-type]
 GateMetric = Literal[tuple(GATE_RELATIONS)]  # type: ignore[valid-type]
 # The embedded slice manifest nests two levels; this bounds what later code may recurse into.
+DEFAULT_SEQ_LEN = 128  # TFLite's fixed length unless `export --seq-len` says otherwise
 MAX_SEQ_LEN = 8192  # the longest input `export` verifies
 MAX_POSITIONS = 1 << 20  # bounds a model's recorded positions
 MAX_VOCAB = (1 << 31) - 1  # token ids are int32 in TFLite artifacts

@@ -10,9 +10,8 @@ from rich.table import Table
 
 from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, default_is
 from edgebert.cli.output import console, err_console, megabytes, print_json, print_notes
-from edgebert.export.base import DEFAULT_SEQ_LEN
 from edgebert.manifests import manifest_warnings
-from edgebert.sidecar import gate_relation
+from edgebert.sidecar import DEFAULT_SEQ_LEN, gate_relation
 
 
 def export_command(

@@ -14,9 +14,8 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from edgebert.errors import EdgebertError
-from edgebert.memory_model import MemoryScope
 from edgebert.precisions import PRECISIONS
-from edgebert.profiles import shipped_names
+from edgebert.profiles import MemoryScope, shipped_names
 from edgebert.runtimes import RUNTIME_FOR_FORMAT
 
 FORMATS = tuple(RUNTIME_FOR_FORMAT)  # the formats `export` writes: each has its runtime (edgebert.runtimes)

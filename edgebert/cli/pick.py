@@ -17,7 +17,7 @@ from rich.table import Table
 from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice, default_is, lowercase
 from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
-from edgebert.export import PRECISIONS
+from edgebert.precisions import PRECISIONS
 from edgebert.profiles import parse_latency, parse_memory
 from edgebert.subnet import check_fractions
 

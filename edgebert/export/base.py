@@ -32,7 +32,6 @@ PARITY_GATES = {
 # both int8 schemes: every flip in an export that passed its cosine bound had a margin <= 1.1 x the
 # typical row's tolerated error (see flip_margin), most <= 0.8 x; flips above 2 x are not noise.
 FLIP_HEADROOM = 2.0
-DEFAULT_SEQ_LEN = 128
 VERIFY_SEED = 1234
 # Share of the positions in the gate's (and the conversion samples') rows that are padding, so
 # what is verified includes masked positions: rows run from the full length down to a fifth of it.

@@ -19,7 +19,8 @@ import numpy as np
 
 from edgebert.checkpoint import give_normal_mode
 from edgebert.errors import require
-from edgebert.export.base import DEFAULT_SEQ_LEN, VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
+from edgebert.export.base import VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
+from edgebert.sidecar import DEFAULT_SEQ_LEN
 
 # Rows checked one at a time (the artifact's batch is 1), padded up to the fixed length as a device
 # pads: from the full length down to a fifth of it (see `sample_inputs`).

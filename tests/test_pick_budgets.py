@@ -27,20 +27,15 @@ def test_frontier_without_measurements_is_int8_only(run_cli):
     assert not by_config[(1.0, 1.0)]["fp32"]["pareto"]
 
 
+def local_pick(model, candidates: str, *options: str) -> list:
+    """`edgebert pick MODEL` on the local profile for these candidates, as JSON; more options may follow."""
+    return ["pick", model, "--profile", "local", "--candidates", candidates, *options, "--json"]
+
+
 def test_export_is_rechecked_against_the_artifact_written(labelled_classifier, tmp_path, run_cli, monkeypatch):
     """A budget between the estimated and the real artifact's footprint: the verdict says the export does not fit."""
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
-    args = [
-        "pick",
-        labelled_classifier,
-        "--profile",
-        "local",
-        "--candidates",
-        "1:1",
-        "--latency-budget",
-        "10s",
-        "--json",
-    ]
+    args = local_pick(labelled_classifier, "1:1", "--latency-budget", "10s")
     estimate = json.loads(run_cli(*args, "--memory-budget", "1GB").stdout)
     choice = estimate["choice"]
     assert (choice["precision"], choice["size_source"]) == ("fp32", "estimated")
@@ -77,32 +72,12 @@ def test_data_chooses_the_eval_file_and_the_default_is_named(labelled_classifier
     for config in ("0.5:0.5", "1:1"):
         width, depth = config.split(":")
         assert run_cli("eval", labelled_classifier, "--data", large, "--width", width, "--depth", depth).code == 0
-    both = [
-        "pick",
-        labelled_classifier,
-        "--profile",
-        "local",
-        "--candidates",
-        "0.5:0.5,1:1",
-        "--memory-budget",
-        "1GB",
-        "--json",
-    ]
+    both = local_pick(labelled_classifier, "0.5:0.5,1:1", "--memory-budget", "1GB")
     default = json.loads(run_cli(*both).stdout)
     assert default["accuracy"]["data"] == str(large.resolve())  # it covers both candidates, small.tsv one
     assert default["accuracy"]["chosen_by"] == "most configurations covered"
     assert any(str(small.resolve()) in note and "--data" in note for note in default["notes"])
-    args = [
-        "pick",
-        labelled_classifier,
-        "--profile",
-        "local",
-        "--candidates",
-        "1:1",
-        "--memory-budget",
-        "1GB",
-        "--json",
-    ]
+    args = local_pick(labelled_classifier, "1:1", "--memory-budget", "1GB")
     chosen = json.loads(run_cli(*args, "--data", small).stdout)
     assert chosen["accuracy"]["data"] == str(small.resolve()) and chosen["accuracy"]["chosen_by"] == "--data"
     missing = run_cli(*args, "--data", tmp_path / "nope.tsv")

@@ -13,6 +13,10 @@ so a missing one gives the `pip install` line.
 from __future__ import annotations
 
 import functools
+import os
+import re
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +37,8 @@ ORT_DTYPES = {"float": "float32", "double": "float64"}
 # ORT's intra-op workers spin-wait between parallel sections unless told not to (a profile's `spin_wait`).
 SPIN_CONFIG_KEY = "session.intra_op.allow_spinning"
 SHORT_REASON = 300  # characters of a runtime's own error message quoted in ours
+# LiteRT's C++ logger announces its default delegate on every interpreter: noise on every bench and export.
+LITERT_NOISE = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,8 @@ class LiteRT(Runtime):
     def open(self, module: Any, artifact: Path, options: SessionOptions) -> Session:
         with runtime_rejects(artifact, self.name):
             interpreter = module.Interpreter(model_path=str(artifact), num_threads=options.threads)
-            interpreter.allocate_tensors()  # applies the default XNNPACK delegate
+            with native_stderr_without(LITERT_NOISE):
+                interpreter.allocate_tensors()  # applies the default XNNPACK delegate
             signatures = interpreter.get_signature_list()
         key = options.signature_key or (next(iter(signatures)) if len(signatures) == 1 else None)
         if key not in signatures:
@@ -225,6 +232,30 @@ class LiteRT(Runtime):
         import ai_edge_litert
 
         return getattr(ai_edge_litert, "__version__", None) or dist_version("ai-edge-litert") or "unknown"
+
+
+@contextmanager
+def native_stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
+    """Drop a native library's known chatter from file descriptor 2, below Python's `sys.stderr`; pass the rest on."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not noise.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (OnnxRuntime(), LiteRT())}

@@ -266,7 +266,8 @@ def test_the_console_script_prints_help_without_error():
 
 
 def test_tflite_export_has_a_normal_mode_and_no_tensorflow_log_lines(tiny_models, tmp_path):
-    """A fresh process, as a user runs it: TensorFlow's C++ logging is configured once, when it loads."""
+    """A fresh process, as a user runs it: TensorFlow's C++ logging is configured once, when it loads, and
+    LiteRT's announces its XNNPACK delegate each time the gate opens the file."""
     out = tmp_path / "m.tflite"
     command = [sys.executable, "-m", "edgebert", "export", tiny_models["bert-bare"], "--width", "0.5"]
     command += ["--format", "tflite", "--precision", "int8", "--seq-len", "16", "--out", out]
@@ -279,6 +280,17 @@ def test_tflite_export_has_a_normal_mode_and_no_tensorflow_log_lines(tiny_models
         preexec_fn=lambda: os.umask(0o027),
     )
     assert done.returncode == 0, done.stderr
-    tensorflow_lines = [line for line in done.stderr.splitlines() if re.match(r"(I|W)\d{4} |WARNING: All log", line)]
+    tensorflow_lines = [
+        line for line in done.stderr.splitlines() if re.match(r"(I|W)\d{4} |WARNING: All log|INFO: ", line)
+    ]
     assert tensorflow_lines == []
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_native_stderr_filter_drops_only_the_noise(capfd):
+    """What a C++ library writes to descriptor 2: the known line goes, anything else reaches the user."""
+    from edgebert.runtimes import LITERT_NOISE, native_stderr_without
+
+    with native_stderr_without(LITERT_NOISE):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: op not found\n")
+    assert capfd.readouterr().err == "ERROR: op not found\n"

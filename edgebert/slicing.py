@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
-from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
+from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.checkpoint import (
+    ST_MODULES_FILE,
     TOKENIZER_FILES,
     Checkpoint,
     checkpoint_config_file,
+    copy_model_files,
     copy_tokenizer_files,
     load_checkpoint,
     model_state,
     read_slice,
     require_reading_modules,
+    sentence_transformers_files,
     write_safetensors,
 )
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE
@@ -34,8 +39,46 @@ if TYPE_CHECKING:
 
 # The files of a model directory edgebert writes (a slice, a rewired checkpoint), besides its manifest.
 MODEL_DIR_FILES = ("config.json", "model.safetensors", *TOKENIZER_FILES)
-# `--force` replaces a directory holding only what `slice_model` writes.
-replaceable_slice = owned_directory(MANIFEST_FILE, MODEL_DIR_FILES, "slice")
+# Folder names that say nothing about the model: a default output is named after a folder above.
+GENERIC_FOLDER = re.compile(
+    r"models?|checkpoints?|weights|snapshots?|final|best|latest|outputs?|(?=.*\d)[0-9a-f]{7,64}",  # a commit hash
+    re.IGNORECASE,
+)
+
+
+def replaceable_slice(path: Path) -> str | None:
+    """Why `--force` may not replace `path`, or None: it holds only what `slice_model` writes.
+
+    That is the model files and manifest, and for a sentence-transformers slice the files and
+    module folders its modules.json names (read as a source is, links refused): a foreign file,
+    a link or an unnamed folder makes it someone else's directory.
+    """
+    if not path.is_dir():
+        return "is not a directory"
+    if not (path / MANIFEST_FILE).is_file():
+        return f"has no {MANIFEST_FILE}, so it is not a slice edgebert wrote"
+    try:
+        kept = {MANIFEST_FILE, *MODEL_DIR_FILES, *sentence_transformers_files(path)}
+    except EdgebertError as exc:
+        return f"has a {ST_MODULES_FILE} edgebert would not write ({exc})"
+    folders = {name.split("/")[0] for name in kept if "/" in name}
+
+    def written(entry: Path) -> bool:
+        name = entry.relative_to(path).as_posix()
+        if name in folders:
+            return _real_dir(entry)
+        return name in kept and entry.is_file() and not entry.is_symlink()
+
+    entries = [*path.iterdir()]
+    entries += [entry for folder in folders if _real_dir(path / folder) for entry in (path / folder).iterdir()]
+    foreign = sorted(entry.relative_to(path).as_posix() for entry in entries if not written(entry))
+    if foreign:
+        return f"holds {len(foreign)} file(s) edgebert does not write ({', '.join(foreign[:3])})"
+    return None
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def slice_state(state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork) -> dict[str, torch.Tensor]:
@@ -164,7 +207,23 @@ def load_slice(path: Path) -> SlicedModel:
 
 def default_output_dir(model: str | Path | None, width: float, depth: float) -> Path:
     """`<model>-w<W>-d<D>` in the current directory: known from the path alone, so checked before the slow load."""
-    return Path(subnet_name(Path(model).resolve().name if model is not None else DEMO_NAME, width, depth))
+    return Path(subnet_name(model_name(Path(model)) if model is not None else DEMO_NAME, width, depth))
+
+
+def model_name(path: Path) -> str:
+    """The name a user knows the model at `path` by, from the path alone (it runs before the slow load).
+
+    A Hugging Face cache snapshot (`models--ORG--NAME/snapshots/REV`) is NAME; a folder whose
+    name says nothing (`model`, `checkpoint`, a commit hash, see GENERIC_FOLDER) takes the name of
+    the first folder above it that does; any other folder is its own name.
+    """
+    path = Path(os.path.abspath(path))  # `.` and `..` resolved, links not: a link's own name is the user's choice
+    for folder in (path, *path.parents):
+        if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+            return folder.parent.parent.name.split("--")[-1]
+        if folder.name and not GENERIC_FOLDER.fullmatch(folder.name):
+            return folder.name
+    return path.name or "model"
 
 
 def open_checkpoint(model: str | Path | None) -> Checkpoint:
@@ -191,11 +250,13 @@ def slice_model(
     sources = [Path(model)] if model is not None else []
     out_dir = Path(out) if out is not None else default_output_dir(model, width, depth)
     refuse_existing(out_dir, force=force, replaceable=replaceable_slice, protect=sources)
+    kept_files = sentence_transformers_files(Path(model)) if model is not None else []
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
         save_model(sliced.model, staging)
         copy_tokenizer_files(checkpoint, staging)
+        copy_model_files(checkpoint.path, kept_files, staging)  # sentence-transformers' modules: still valid
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
         manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
         (staging / MANIFEST_FILE).write_text(_json(manifest))

@@ -50,6 +50,7 @@ class ExportSource:
     vocab_size: int
     pad_token_id: int
     max_seq_len: int  # the model's positions: no input may be longer
+    tokenizer_dir: Path | None = None  # where its tokenizer files are (TFLite embeds the vocabulary for MediaPipe)
 
 
 class Exporter(Protocol):
@@ -228,6 +229,7 @@ def source_name(model: str | Path | None, width: float | None, depth: float | No
 
 def load_source(model: str | Path | None, width: float | None, depth: float | None) -> ExportSource:
     """A slice directory as written by `edgebert slice`, or any checkpoint sliced in memory."""
+    from edgebert.export import tokenizer_source
     from edgebert.slicing import MANIFEST_FILE, load_slice, open_checkpoint, slice_checkpoint
 
     path = Path(model) if model is not None else None
@@ -257,6 +259,7 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
         config.vocab_size,
         config.pad_token_id or 0,
         max_seq_len,
+        tokenizer_source(model),
     )
 
 

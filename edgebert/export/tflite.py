@@ -7,12 +7,16 @@ Findings that shaped this module (litert-torch 0.10, ai-edge-litert 2.3, ai-edge
   give int32 inputs without the converter's int64 downcast warning; outputs are output_0, ...;
 - litert-torch's own PT2E int8 route produced files the interpreter refused, while
   ai-edge-quantizer's dynamic-range recipe on the fp32 file works and also quantizes the
-  embedding lookup (BERT-base 437 MB -> 111 MB); fp16 is weight-only float casting.
+  embedding lookup (BERT-base 437 MB -> 111 MB); fp16 is weight-only float casting;
+- MediaPipe Tasks (TextClassifier, TextEmbedder) runs the file only with tokenizer metadata
+  (`edgebert.export.tflite_metadata`), written last, so every precision carries it and the gate and
+  the sidecar's sha256 see the final file.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +56,7 @@ class TfliteExporter:
         self.to_fp32(source, self.fixed_seq_len(seq_len), fp32_path)
         if precision != "fp32":
             self._quantize(fp32_path, path, precision)
+        self.describe(source, path)
         give_normal_mode(path)  # the converter and the quantizer pick their own modes
 
     @staticmethod
@@ -67,6 +72,18 @@ class TfliteExporter:
                 ExportWrapper(source.model, source.output_names), sample_kwargs=sample, lightweight_conversion=True
             )
         edge_model.export(str(path))
+
+    @staticmethod
+    def describe(source: ExportSource, path: Path) -> None:
+        """Embed what MediaPipe Tasks needs to run the file, or say why it cannot (the file still runs in LiteRT)."""
+        from edgebert.export.tflite_metadata import NotForMediaPipe, text_metadata, write_metadata
+
+        try:
+            metadata = text_metadata(source)
+        except NotForMediaPipe as reason:
+            warnings.warn(f"no MediaPipe metadata: {reason}; the .tflite runs in LiteRT only", stacklevel=3)
+            return
+        write_metadata(path, metadata)
 
     @staticmethod
     def _quantize(fp32_path: Path, path: Path, precision: str) -> None:

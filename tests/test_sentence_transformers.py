@@ -80,9 +80,8 @@ def test_slice_keeps_the_modules_it_names(run_cli, source, tmp_path) -> None:
     kept = [*ST_FILES, "2_Dense/config.json", "2_Dense/model.safetensors"]
     for name in kept:
         assert (out / name).read_bytes() == (source / name).read_bytes(), name
-    assert set(files_under(out)) == {"config.json", "model.safetensors", "edgebert.json", "vocab.txt", *kept} | {
-        "tokenizer_config.json"
-    }
+    model_files = ["config.json", "model.safetensors", "edgebert.json", "vocab.txt", "tokenizer_config.json"]
+    assert files_under(out) == sorted([*model_files, *kept])
     assert not (out / "3_Normalize").exists()  # Normalize saves nothing
 
     from edgebert.checkpoint import read_slice
@@ -125,6 +124,37 @@ def test_a_module_folder_linked_out_of_the_model_is_refused(run_cli, source, tmp
     assert list(work.iterdir()) == []
 
 
+def test_a_hub_cache_snapshot_slices_with_its_modules(run_cli, st_model, tmp_path, monkeypatch) -> None:
+    """The hub cache links every file of `snapshots/REV/`, module folders' too, into `blobs/`: those links are fine."""
+    repo = tmp_path / "hub" / "models--someone--tiny-st"
+    snapshot = repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    for index, name in enumerate(files_under(st_model)):
+        blob = repo / "blobs" / f"blob{index}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(st_model / name, blob)
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).symlink_to(Path("../" * (name.count("/") + 2)) / "blobs" / blob.name)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("slice", snapshot, "--width", "0.5", "--depth", "0.5")
+    assert result.code == 0, result.stderr
+    out = tmp_path / "tiny-st-w0.5-d0.5"  # named after the repository, not the snapshot's commit
+    for name in ST_FILES:
+        assert (out / name).read_bytes() == (st_model / name).read_bytes()
+        assert not (out / name).is_symlink()
+
+
+def test_oversized_module_files_are_refused_before_loading(run_cli, source, work) -> None:
+    from edgebert.checkpoint import MAX_ST_MODULE_BYTES
+
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    write_json(source / "modules.json", [*MODULES[:2], dense])
+    (source / "2_Dense").mkdir()
+    with (source / "2_Dense" / "model.safetensors").open("wb") as f:
+        f.truncate(MAX_ST_MODULE_BYTES + 1)  # sparse: no disk used
+    assert_one_line_error(slice_to(run_cli, source, work / "out"), "too large to copy")
+    assert list(work.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("modules", "fragment"),
     [
@@ -147,22 +177,35 @@ def test_modules_a_slice_cannot_keep_are_refused_before_loading(run_cli, source,
     assert list(work.iterdir()) == []
 
 
-def test_force_replaces_a_sentence_transformers_slice_but_not_foreign_files(run_cli, source, tmp_path) -> None:
+def test_force_replaces_a_sentence_transformers_slice(run_cli, source, tmp_path) -> None:
     out = tmp_path / "out"
     assert slice_to(run_cli, source, out).code == 0
+    (out / "1_Pooling" / "config.json").write_text("{}")
     replaced = slice_to(run_cli, source, out, "--force")
     assert replaced.code == 0, replaced.stderr
-    assert (out / "1_Pooling" / "config.json").is_file()
+    assert (out / "1_Pooling" / "config.json").read_bytes() == (source / "1_Pooling" / "config.json").read_bytes()
 
-    for foreign, fragment in [("1_Pooling/notes.txt", "1_Pooling/notes.txt"), ("extra/x.txt", "extra")]:
-        (out / foreign).parent.mkdir(exist_ok=True)
-        (out / foreign).write_text("the user's")
-        assert_one_line_error(slice_to(run_cli, source, out, "--force"), f"edgebert does not write ({fragment}")
-        assert (out / foreign).read_text() == "the user's"
-        (out / foreign).unlink()
-        if (out / foreign).parent.name == "extra":
-            (out / foreign).parent.rmdir()
 
+@pytest.mark.parametrize(
+    ("foreign", "fragment"),
+    [
+        ("1_Pooling/notes.txt", "edgebert does not write (1_Pooling/notes.txt)"),
+        ("extra/x.txt", "edgebert does not write (extra)"),
+        ("notes.txt", "edgebert does not write (notes.txt)"),
+    ],
+)
+def test_force_refuses_a_slice_holding_foreign_files(run_cli, source, tmp_path, foreign, fragment) -> None:
+    out = tmp_path / "out"
+    assert slice_to(run_cli, source, out).code == 0
+    (out / foreign).parent.mkdir(exist_ok=True)
+    (out / foreign).write_text("the user's")
+    assert_one_line_error(slice_to(run_cli, source, out, "--force"), fragment)
+    assert (out / foreign).read_text() == "the user's"
+
+
+def test_force_refuses_a_slice_whose_modules_lead_out(run_cli, source, tmp_path) -> None:
+    out = tmp_path / "out"
+    assert slice_to(run_cli, source, out).code == 0
     write_json(out / "modules.json", [MODULES[0], {**MODULES[1], "path": "../elsewhere"}])
     assert_one_line_error(slice_to(run_cli, source, out, "--force"), "modules.json edgebert would not write")
 
@@ -170,12 +213,13 @@ def test_force_replaces_a_sentence_transformers_slice_but_not_foreign_files(run_
 # --- with sentence-transformers: the slice loads and encodes as edgebert's model + the pooling ------
 
 
-def mean_pooled(model, tokenizer_kwargs: dict):
+def mean_pooled(model):
     """`model`'s last_hidden_state on SENTENCES, then a masked mean over the real tokens and an L2 norm."""
     import numpy as np
     import torch
 
-    batch = tokenizer_for(VOCAB)(SENTENCES, padding=True, return_tensors="pt", **tokenizer_kwargs)
+    tokenizer = tokenizer_for(VOCAB)
+    batch = tokenizer(SENTENCES, padding=True, truncation=True, max_length=MAX_SEQ_LENGTH, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state.double().numpy()  # (B, S, D)
     mask = batch["attention_mask"].double().numpy()[:, :, None]
@@ -198,8 +242,7 @@ def test_sentence_transformer_loads_the_slice(run_cli, st_model, tmp_path, width
     assert model.max_seq_length == MAX_SEQ_LENGTH
     embeddings = model.encode(SENTENCES, convert_to_numpy=True)
     assert embeddings.shape == (len(SENTENCES), HIDDEN)
-    truncated = {"truncation": True, "max_length": MAX_SEQ_LENGTH}
-    np.testing.assert_allclose(embeddings, mean_pooled(load_slice(out).model, truncated), atol=1e-5)
+    np.testing.assert_allclose(embeddings, mean_pooled(load_slice(out).model), atol=1e-5)
     original = st.SentenceTransformer(str(st_model), device="cpu").encode(SENTENCES, convert_to_numpy=True)
     if (width, depth) == (1.0, 1.0):  # the whole model: what sentence-transformers computes on the original
         np.testing.assert_allclose(embeddings, original, atol=1e-5)

@@ -12,6 +12,12 @@ entry; associated files are an uncompressed zip appended to the model, as MediaP
 MetadataPopulator writes them. Plain LiteRT ignores both. MediaPipe's writer is not used: its
 wheel lacks a module it imports, and the package must export without mediapipe; this is the
 same format from `flatbuffers` and LiteRT's own schema.
+
+A classifier's output stays its logits, as in PyTorch and the ONNX export: the parity gate's
+flip analysis is on logits, and MediaPipe's ranking and top-k are the same under softmax. MediaPipe
+reports them as scores, so its score_threshold is in logits; the tensor's metadata says so.
+MediaPipe's BertTokenizer keeps accents that Hugging Face's uncased one strips ("amélie" tokenizes
+apart: benchmarks/results/mediapipe.md), the one difference seen on SST-2 sentences.
 """
 
 from __future__ import annotations
@@ -87,10 +93,11 @@ def text_metadata(source: ExportSource) -> TextModelMetadata:
     MediaPipe's BERT preprocessing lowercases the text, adds [CLS] and [SEP], looks WordPiece
     tokens up by their line in vocab.txt and pads with id 0; a model it would feed wrong ids is refused.
     """
+    if source.model.config.source_model_type == "roberta":
+        raise NotForMediaPipe("RoBERTa's byte-level BPE tokenizer is not one MediaPipe's text tasks can run")
     if source.input_names != list(BERT_INPUT_NAMES):
         raise NotForMediaPipe(
-            "MediaPipe's text tasks take a BERT model (ids, mask and segment ids) with a WordPiece vocabulary; "
-            f"this one takes {', '.join(source.input_names)} (RoBERTa: byte-level BPE, which MediaPipe cannot run)"
+            f"MediaPipe's BERT models take ids, mask and segment ids; this one takes {', '.join(source.input_names)}"
         )
     directory = source.tokenizer_dir
     vocab_path = model_file(directory, VOCAB_FILE) if directory is not None else None

@@ -60,6 +60,9 @@ SPECIAL_TOKENS = {  # tokenizer_config.json's defaults when the source's names n
     },
 }
 TOKENIZER_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer"}
+# transformers 5 saves a generic fast tokenizer as "TokenizersBackend", a class transformers 4 (Optimum's) lacks;
+# PreTrainedTokenizerFast is the same tokenizer.json in both (same ids, measured on 4.57 and 5.24).
+PORTABLE_CLASS = {"TokenizersBackend": "PreTrainedTokenizerFast"}
 CONFIG_KEYS = (  # the standard BERT/RoBERTa keys a bundle's config.json carries from the slice
     "vocab_size",
     "hidden_size",
@@ -222,7 +225,8 @@ def write_tokenizer(source_dir: Path, directory: Path, model_type: str, max_len:
 
     files = {path.name: path for path in tokenizer_files(source_dir)}  # links out of the model refused
     given = read_json(files["tokenizer_config.json"]) if "tokenizer_config.json" in files else {}
-    settings = tokenizer_config(given if isinstance(given, dict) else {}, model_type, max_len)
+    lowercase = lowercases(read_json(files["tokenizer.json"])) if "tokenizer.json" in files else True
+    settings = tokenizer_config(given if isinstance(given, dict) else {}, model_type, max_len, lowercase)
     if "tokenizer.json" in files:
         shutil.copyfile(files["tokenizer.json"], directory / "tokenizer.json")
     elif "vocab.txt" in files:
@@ -232,14 +236,34 @@ def write_tokenizer(source_dir: Path, directory: Path, model_type: str, max_len:
     write_json(directory / "tokenizer_config.json", settings)
 
 
-def tokenizer_config(given: dict[str, Any], model_type: str, max_len: int) -> dict[str, Any]:
-    """The source's tokenizer settings, completed: class, special tokens (pad_token above all), length."""
+def tokenizer_config(given: dict[str, Any], model_type: str, max_len: int, lowercase: bool = True) -> dict[str, Any]:
+    """The source's tokenizer settings, completed: class, special tokens (pad_token above all), length.
+
+    `lowercase` is what the bundle's tokenizer.json does: clients apply `do_lower_case` on top of
+    it, so a cased tokenizer.json must not be given a default of true. The source's own
+    `model_max_length` is kept when it is shorter than the model's positions.
+    """
     tokens = {key: token_text(given.get(key)) or default for key, default in SPECIAL_TOKENS[model_type].items()}
     settings = {key: value for key, value in given.items() if key in ("do_lower_case", "tokenizer_class")}
+    if settings.get("tokenizer_class") in PORTABLE_CLASS:
+        settings["tokenizer_class"] = PORTABLE_CLASS[settings["tokenizer_class"]]
     settings.setdefault("tokenizer_class", TOKENIZER_CLASS[model_type])
     if model_type == "bert":
-        settings.setdefault("do_lower_case", True)
-    return settings | tokens | {"model_max_length": max_len}
+        settings.setdefault("do_lower_case", lowercase)
+    limit = given.get("model_max_length")
+    length = limit if type(limit) is int and 0 < limit < max_len else max_len
+    return settings | tokens | {"model_max_length": length}
+
+
+def lowercases(tokenizer: Any) -> bool:
+    """Whether a tokenizer.json's normalizer lowercases (BertNormalizer's flag, a Lowercase step, in a Sequence)."""
+    normalizer = tokenizer.get("normalizer") if isinstance(tokenizer, dict) else None
+    if not isinstance(normalizer, dict):
+        return False
+    kind = normalizer.get("type")
+    if kind == "Sequence":
+        return any(lowercases({"normalizer": step}) for step in normalizer.get("normalizers") or [])
+    return kind == "Lowercase" or (kind == "BertNormalizer" and normalizer.get("lowercase") is True)
 
 
 def token_text(value: Any) -> str | None:

@@ -179,3 +179,53 @@ def test_bench_text_finds_the_bundles_tokenizer(fp32_bundle, labelled_classifier
     text.write_text("".join(f"{first} {second}\n" for first, second in sentences(4)))
     result = bench_artifact(fp32_bundle / "onnx" / "model.onnx", load_profile("local"), runs=3, text_file=text)
     assert result["inputs"]["batches"] == 4 and result["inputs"]["padding_share"] == 0.0
+
+
+def cased_source(directory: Path, tokenizer_config: dict) -> Path:
+    """A tokenizer directory whose tokenizer.json keeps case, with the given tokenizer_config.json."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Hello", "hello", "World", "world"]
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    directory.mkdir()
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("given", "expected_class"),
+    [
+        ({}, "BertTokenizer"),
+        ({"tokenizer_class": "TokenizersBackend"}, "PreTrainedTokenizerFast"),  # what transformers 5 saves
+        ({"tokenizer_class": "BertTokenizer"}, "BertTokenizer"),
+    ],
+)
+def test_a_cased_tokenizer_stays_cased_in_the_bundle(tmp_path, given, expected_class):
+    """Clients lowercase on `do_lower_case` whatever tokenizer.json says: a cased source must not get true."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from edgebert.bundle import write_tokenizer
+
+    source = cased_source(tmp_path / "source", given)
+    (tmp_path / "bundle").mkdir()
+    write_tokenizer(source, tmp_path / "bundle", "bert", 512)
+    settings = json.loads((tmp_path / "bundle" / "tokenizer_config.json").read_text())
+    assert settings["tokenizer_class"] == expected_class
+    expected = Tokenizer.from_file(str(source / "tokenizer.json")).encode("Hello world").ids  # the source's own ids
+    assert expected == [5, 8]
+    assert AutoTokenizer.from_pretrained(tmp_path / "bundle")("Hello world", add_special_tokens=False)["input_ids"] == [
+        5,
+        8,
+    ]
+
+
+@pytest.mark.parametrize(("given", "kept"), [(100, 100), (512, 512), (10**30, 512), (0, 512), ("100", 512)])
+def test_the_sources_shorter_max_length_is_kept(given, kept):
+    """A tokenizer capped below the model's positions keeps its cap (else clients truncate later than the source)."""
+    from edgebert.bundle import tokenizer_config
+
+    assert tokenizer_config({"model_max_length": given}, "bert", 512)["model_max_length"] == kept

@@ -30,11 +30,12 @@ TEXTS = ["w1 w2 w3", "W4 w5 w6 w7 w8 w9 w10", "w11 unknownword w12"]  # MediaPip
 
 @pytest.fixture(scope="module")
 def exports(labelled_classifier, tiny_models, tmp_path_factory) -> dict:
-    """{kind: (tflite path, sidecar)}: the labelled classifier (fp32, int8), a bare encoder, a RoBERTa encoder."""
+    """{kind: (tflite path, sidecar)}: the labelled classifier (every precision), a bare encoder, a RoBERTa encoder."""
     root = tmp_path_factory.mktemp("mediapipe")
     encoder = build_classifier(root / "encoder", num_labels=None)
     jobs = {
         "cls": (labelled_classifier, "fp32"),
+        "cls-fp16": (labelled_classifier, "fp16"),
         "cls-int8": (labelled_classifier, "int8"),
         "enc": (encoder, "fp32"),
     }
@@ -104,7 +105,7 @@ def read_metadata(path) -> tuple[bytes, list[str], list[str], dict[int, str]]:
     return buffer, inputs, outputs, entries
 
 
-@pytest.mark.parametrize("kind", ["cls", "cls-int8", "enc"])
+@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "enc"])
 def test_metadata_names_the_inputs_tokenizer_and_labels_mediapipe_reads(exports, labelled_classifier, kind):
     path, sidecar = exports[kind]
     buffer, inputs, outputs, _ = read_metadata(path)
@@ -134,7 +135,7 @@ def test_metadata_names_the_inputs_tokenizer_and_labels_mediapipe_reads(exports,
     assert names == (["labels.txt", "vocab.txt"] if kind.startswith("cls") else ["vocab.txt"])
 
 
-@pytest.mark.parametrize("kind", ["cls", "cls-int8", "enc", "roberta"])
+@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "enc", "roberta"])
 def test_litert_runs_the_file_as_its_sidecar_describes(exports, kind):
     path, sidecar = exports[kind]
     assert sidecar["parity"]["gate"]["passed"]  # the gate ran on the file with its metadata
@@ -183,7 +184,7 @@ def litert_outputs(path, sidecar, text: str) -> list[np.ndarray]:
     return session.run({name: encoded[name].astype(np.int32) for name in encoded})
 
 
-@pytest.mark.parametrize("kind", ["cls", "cls-int8"])
+@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8"])
 def test_mediapipe_text_classifier_runs_the_export(exports, kind):
     text = pytest.importorskip("mediapipe.tasks.python.text")
     from mediapipe.tasks.python.core.base_options import BaseOptions

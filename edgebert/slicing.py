@@ -27,7 +27,7 @@ from edgebert.checkpoint import (
 )
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE
 from edgebert.errors import EdgebertError
-from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest
+from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest, read_json
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
 from edgebert.notes import Note, warning
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
@@ -256,11 +256,28 @@ def slice_model(
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
         save_model(sliced.model, staging)
         copy_tokenizer_files(checkpoint, staging)
+        name_tokenizer_class(staging, checkpoint.model_type)
         copy_model_files(checkpoint.path, kept_files, staging)  # sentence-transformers' modules: still valid
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
         manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
         (staging / MANIFEST_FILE).write_text(_json(manifest))
     return out_dir, manifest
+
+
+def name_tokenizer_class(directory: Path, model_type: str) -> None:
+    """Write the tokenizer's class into a slice's tokenizer_config.json when the source left it to its model_type.
+
+    A slice's config.json says model_type "edgebert", which AutoTokenizer (and sentence-transformers
+    through it) cannot map to a tokenizer, while the source's "bert" or "roberta" could.
+    """
+    from edgebert.bundle import TOKENIZER_CLASS
+
+    if not any((directory / name).is_file() for name in ("vocab.txt", "vocab.json", "tokenizer.json")):
+        return
+    config_file = directory / "tokenizer_config.json"
+    settings = read_json(config_file) if config_file.is_file() else {}
+    if isinstance(settings, dict) and not settings.get("tokenizer_class"):
+        config_file.write_text(_json(settings | {"tokenizer_class": TOKENIZER_CLASS[model_type]}))
 
 
 def save_model(model: torch.nn.Module, directory: Path) -> None:

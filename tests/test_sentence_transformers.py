@@ -248,3 +248,19 @@ def test_sentence_transformer_loads_the_slice(run_cli, st_model, tmp_path, width
         np.testing.assert_allclose(embeddings, original, atol=1e-5)
     else:  # a sub-network: not the original's embeddings (else nothing was sliced)
         assert np.abs(embeddings - original).max() > 1e-2
+
+
+@pytest.mark.parametrize("tokenizer_config", [None, {"do_lower_case": True}])
+def test_a_slice_names_the_tokenizer_class_its_source_left_to_model_type(run_cli, source, tmp_path, tokenizer_config):
+    """The slice's model_type "edgebert" maps to no tokenizer: AutoTokenizer must still load it, as on the source."""
+    from transformers import AutoTokenizer
+
+    if tokenizer_config is None:
+        (source / "tokenizer_config.json").unlink()
+    else:
+        write_json(source / "tokenizer_config.json", tokenizer_config)
+    assert slice_to(run_cli, source, tmp_path / "slice").code == 0
+    expected = AutoTokenizer.from_pretrained(source)(SENTENCES)["input_ids"]  # model_type bert names the class
+    assert AutoTokenizer.from_pretrained(tmp_path / "slice")(SENTENCES)["input_ids"] == expected
+    settings = json.loads((tmp_path / "slice" / "tokenizer_config.json").read_text())
+    assert settings == (tokenizer_config or {}) | {"tokenizer_class": "BertTokenizer"}

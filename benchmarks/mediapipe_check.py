@@ -13,9 +13,9 @@ train_sst2/dynabert) and all-MiniLM-L6-v2 as an encoder (fp32, int8). MediaPipe 
 sentence; the reference is edgebert's PyTorch model (`torch_outputs`, the gate's reference) on the
 model's own Hugging Face tokenizer at 128 tokens, and LiteRT on those same ids separates the
 artifact's error from tokenization differences. Classifiers: top-1 agreement and max abs diff
-of the scores (the logits). Encoders: TextEmbedder's first embedding (the flattened
-last_hidden_state) against PyTorch's, and the masked mean over its real tokens (the
-sentence-transformers embedding) by cosine. Writes benchmarks/results/mediapipe.{json,md}.
+of the scores (the logits). Encoders: TextEmbedder's first embedding (the file's
+sentence_embedding output, mean-pooled over the real tokens as sentence-transformers does) against
+PyTorch's, by cosine. Writes benchmarks/results/mediapipe.{json,md}.
 """
 
 from __future__ import annotations
@@ -46,27 +46,26 @@ def cases() -> list[dict]:
     ]
 
 
-def references(case: dict, sentences: list[str]) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]], list]:
-    """PyTorch's and LiteRT's outputs per sentence on the model's own tokenizer, and the attention masks."""
+def references(case: dict, sentences: list[str]) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """PyTorch's and LiteRT's outputs per sentence on the model's own tokenizer."""
     import transformers
 
     from edgebert.export.base import load_source, torch_outputs
     from edgebert.runtimes import SessionOptions, open_session
     from edgebert.sidecar import read_sidecar
 
-    source = load_source(case["model"], case["width"], case["depth"])
+    source = load_source(case["model"], case["width"], case["depth"], sentence_embedding=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(source.tokenizer_dir)
     sidecar = read_sidecar(case["path"])
     options = SessionOptions.recorded(1, sidecar.runtime.model_dump(), sidecar.signature_key)
     session = open_session(case["path"], options)
-    torch_rows, litert_rows, masks = [], [], []
+    torch_rows, litert_rows = [], []
     for sentence in sentences:
         encoded = tokenizer(sentence, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="np")
         feeds = {name: encoded[name] for name in source.input_names}
         torch_rows.append(torch_outputs(source, feeds))
         litert_rows.append(session.run(feeds))
-        masks.append(encoded["attention_mask"][0])
-    return torch_rows, litert_rows, masks
+    return torch_rows, litert_rows
 
 
 def classifier_figures(path: Path, sentences: list[str], torch_rows, litert_rows) -> dict:
@@ -95,31 +94,23 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def encoder_figures(path: Path, sentences: list[str], torch_rows, litert_rows, masks) -> dict:
+def encoder_figures(path: Path, sentences: list[str], torch_rows, litert_rows) -> dict:
     from mediapipe.tasks.python.core.base_options import BaseOptions
     from mediapipe.tasks.python.text import TextEmbedder, TextEmbedderOptions
 
     options = TextEmbedderOptions(base_options=BaseOptions(model_asset_path=str(path)))
     with TextEmbedder.create_from_options(options) as embedder:
-        flat = np.stack([embedder.embed(sentence).embeddings[0].embedding for sentence in sentences])
-    reference = np.stack([row[0][0] for row in torch_rows])  # [n, 128, H]
-    litert = np.stack([row[0][0] for row in litert_rows])
-    mask = np.stack(masks)[..., None].astype(np.float64)
-
-    def pooled(hidden: np.ndarray) -> np.ndarray:
-        return (hidden * mask).sum(1) / mask.sum(1)
-
-    mediapipe = flat.reshape(reference.shape)
-    apart = cosines(flat, litert.reshape(len(flat), -1)) < 0.9999  # same file, other ids: MediaPipe's tokens differ
+        mediapipe = np.stack([embedder.embed(sentence).embeddings[0].embedding for sentence in sentences])
+    reference = np.concatenate([row[0] for row in torch_rows])  # sentence_embedding, [n, H]
+    litert = np.concatenate([row[0] for row in litert_rows])
+    apart = cosines(mediapipe, litert) < 0.9999  # same file, other ids: MediaPipe's tokens differ
+    against = cosines(mediapipe, reference)
     return {
         "tokenized_differently": [s for s, differs in zip(sentences, apart, strict=True) if differs],
-        "mediapipe_flat_cosine_min": float(cosines(flat, reference.reshape(len(flat), -1)).min()),
-        "mediapipe_mean_pooled_cosine_min": float(cosines(pooled(mediapipe), pooled(reference)).min()),
-        "mediapipe_mean_pooled_cosine_mean": float(cosines(pooled(mediapipe), pooled(reference)).mean()),
-        "mediapipe_mean_pooled_cosine_min_same_tokens": float(
-            cosines(pooled(mediapipe), pooled(reference))[~apart].min()
-        ),
-        "litert_mean_pooled_cosine_min": float(cosines(pooled(litert), pooled(reference)).min()),
+        "mediapipe_cosine_min": float(against.min()),
+        "mediapipe_cosine_mean": float(against.mean()),
+        "mediapipe_cosine_min_same_tokens": float(against[~apart].min()),
+        "litert_cosine_min": float(cosines(litert, reference).min()),
     }
 
 
@@ -140,12 +131,12 @@ def main(argv: list[str] | None = None) -> None:
         sidecar = export_model(
             case["model"], "tflite", case["precision"], case["width"], case["depth"], out=case["path"], force=True
         )
-        torch_rows, litert_rows, masks = references(case, sentences)
+        torch_rows, litert_rows = references(case, sentences)
         classifier = list(sidecar["output_meaning"].values()) == ["logits"]
         figures = (
             classifier_figures(case["path"], sentences, torch_rows, litert_rows)
             if classifier
-            else encoder_figures(case["path"], sentences, torch_rows, litert_rows, masks)
+            else encoder_figures(case["path"], sentences, torch_rows, litert_rows)
         )
         row = {"model": case["name"], "precision": case["precision"], "task": "classifier" if classifier else "encoder"}
         row |= {"size_mb": round(sidecar["size_bytes"] / 1e6, 1), "gate": sidecar["parity"]["gate"], **figures}
@@ -177,12 +168,11 @@ def markdown(result: dict) -> str:
             litert = f"top-1 {row['litert_top1_agreement']:.0%}, max abs {row['litert_max_abs_diff']:.2g}"
         else:
             mediapipe = (
-                f"mean-pooled cosine min {row['mediapipe_mean_pooled_cosine_min']:.4f}, mean "
-                f"{row['mediapipe_mean_pooled_cosine_mean']:.4f} "
-                f"(min {row['mediapipe_mean_pooled_cosine_min_same_tokens']:.4f} on the same tokens; "
-                f"flattened hidden states {row['mediapipe_flat_cosine_min']:.4f})"
+                f"sentence_embedding cosine min {row['mediapipe_cosine_min']:.4f}, mean "
+                f"{row['mediapipe_cosine_mean']:.4f} "
+                f"(min {row['mediapipe_cosine_min_same_tokens']:.4f} on the same tokens)"
             )
-            litert = f"mean-pooled cosine min {row['litert_mean_pooled_cosine_min']:.4f}"
+            litert = f"cosine min {row['litert_cosine_min']:.4f}"
         apart = len(row["tokenized_differently"])
         cells = [row["model"], row["precision"], row["task"], row["size_mb"], mediapipe, litert, apart]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")

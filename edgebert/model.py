@@ -238,7 +238,11 @@ class EdgeBertForSequenceClassification(EdgeBertPreTrainedModel):
 
 
 class ExportWrapper(nn.Module):
-    """Plain tensors in, a tuple of the named outputs out: the form exporters trace."""
+    """Plain tensors in, a tuple of the named outputs out: the form exporters trace (and the gate's reference).
+
+    `sentence_embedding` is the mean of the real tokens' hidden states (sentence-transformers'
+    mean pooling), so a runtime that takes one vector per text gets the model's sentence embedding.
+    """
 
     def __init__(self, model: EdgeBertPreTrainedModel, output_names: list[str]):
         super().__init__()
@@ -247,7 +251,12 @@ class ExportWrapper(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> tuple[torch.Tensor, ...]:
         outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return tuple(getattr(outputs, name) for name in self.output_names)
+        named = {name: getattr(outputs, name) for name in self.output_names if name != "sentence_embedding"}
+        if "sentence_embedding" in self.output_names:
+            mask = attention_mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)  # (B, S, 1)
+            total = (outputs.last_hidden_state * mask).sum(1)  # (B, D)
+            named["sentence_embedding"] = total / mask.sum(1).clamp(min=1.0)
+        return tuple(named[name] for name in self.output_names)
 
 
 def register_with_transformers() -> None:

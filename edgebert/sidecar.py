@@ -123,7 +123,7 @@ class Sidecar(_Record):
     signature_key: str | None = None  # TFLite
     inputs: list[TensorRecord] = Field(min_length=1)
     outputs: list[TensorRecord] = Field(min_length=1)
-    output_meaning: dict[str, Literal["logits", "last_hidden_state", "pooler_output"]]
+    output_meaning: dict[str, Literal["logits", "sentence_embedding", "last_hidden_state", "pooler_output"]]
     vocab_size: int = Field(ge=2, le=MAX_VOCAB)
     pad_token_id: int = Field(ge=0)
     export_seconds: float = Field(ge=0)

@@ -84,7 +84,8 @@ def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflit
     expected = {"input_ids", "attention_mask"} | ({"token_type_ids"} if name.startswith("bert") else set())
     assert input_names == expected
     meanings = list(on_disk["output_meaning"].values())
-    assert meanings == (["logits"] if name == "bert-cls" else ["last_hidden_state", "pooler_output"])
+    pooled = ["sentence_embedding"] if exporter.sentence_embedding else []
+    assert meanings == (["logits"] if name == "bert-cls" else [*pooled, "last_hidden_state", "pooler_output"])
     assert on_disk["runtime"].items() >= exporter.runtime_options(precision, on_disk["quantization"]).items()
 
     options = SessionOptions.recorded(1, on_disk["runtime"], on_disk["signature_key"])
@@ -117,7 +118,8 @@ def ignoring_the_mask(session):
 def assert_padding_is_verified(exporter, slice_dir, session, seq_len) -> None:
     """The gate runs padded rows: the same artifact fed an all-ones mask (padding read as tokens) fails it."""
     with pytest.raises(ParityGateError, match="max_abs_diff"):
-        verify_artifact(exporter, load_source(slice_dir, None, None), ignoring_the_mask(session), "fp32", seq_len)
+        source = load_source(slice_dir, None, None, exporter.sentence_embedding)
+        verify_artifact(exporter, source, ignoring_the_mask(session), "fp32", seq_len)
 
 
 def test_onnx_metadata_and_dynamic_shapes(tiny_slices, tiny_models, tmp_path):

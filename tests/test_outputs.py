@@ -140,7 +140,7 @@ def test_concurrent_slices_to_one_out_exactly_one_wins(project, tmp_path, warm):
     assert outcomes.count("ok") == 1, outcomes
     assert all("exists" in o or "appeared while" in o for o in outcomes if o != "ok"), outcomes
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "edgebert.json", "vocab.txt"]
+        ["config.json", "model.safetensors", "edgebert.json", "vocab.txt", "tokenizer_config.json"]
     )
 
 

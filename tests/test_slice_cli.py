@@ -24,7 +24,7 @@ from tests.models import EVERY_GRID_POINT, padded_batch
 from tests.reference import BERT_BASE, DYNABERT_SIZES
 
 ROUND_TRIP_TOLERANCE = 1e-6
-SLICE_FILES = ["config.json", "edgebert.json", "model.safetensors", "vocab.txt"]
+SLICE_FILES = ["config.json", "edgebert.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
 
 
 def slice_cli(run_cli, model, width, depth, out, *options):

@@ -4,7 +4,8 @@ Without mediapipe, the metadata is read back with a reader written here from met
 field order, against the names MediaPipe's BertPreprocessorCalculator looks up ("ids", "mask",
 "segment_ids"); the associated files with `zipfile`. With mediapipe importable (it co-installs
 with the test environment: see benchmarks/mediapipe_check.py), TextClassifier and TextEmbedder run
-the files and must give LiteRT's outputs on the same text.
+the files and must give LiteRT's outputs on the same text; the encoder's first output, the one
+vector TextEmbedder users take, is transformers' hidden states mean-pooled over the real tokens.
 """
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ TEXTS = ["w1 w2 w3", "W4 w5 w6 w7 w8 w9 w10", "w11 unknownword w12"]  # MediaPip
 
 
 @pytest.fixture(scope="module")
-def exports(labelled_classifier, tiny_models, tmp_path_factory) -> dict:
+def encoder_dir(tmp_path_factory):
+    """tests.labelled's BERT with its real vocabulary, as a bare encoder checkpoint."""
+    return build_classifier(tmp_path_factory.mktemp("encoder") / "encoder", num_labels=None)
+
+
+@pytest.fixture(scope="module")
+def exports(labelled_classifier, encoder_dir, tiny_models, tmp_path_factory) -> dict:
     """{kind: (tflite path, sidecar)}: the labelled classifier (every precision), a bare encoder, a RoBERTa encoder."""
     root = tmp_path_factory.mktemp("mediapipe")
-    encoder = build_classifier(root / "encoder", num_labels=None)
+    encoder = encoder_dir
     jobs = {
         "cls": (labelled_classifier, "fp32"),
         "cls-fp16": (labelled_classifier, "fp16"),
@@ -147,6 +154,34 @@ def test_litert_runs_the_file_as_its_sidecar_describes(exports, kind):
     assert all(np.isfinite(output).all() for output in outputs)
 
 
+def mean_pooled(encoder_dir, text: str) -> np.ndarray:
+    """sentence-transformers' mean pooling over transformers' own BertModel on the same padded ids."""
+    import torch
+    import transformers
+
+    encoded = tokenizer_for(VOCAB)(text.lower(), padding="max_length", max_length=FIXED, return_tensors="pt")
+    with torch.no_grad():
+        hidden = transformers.BertModel.from_pretrained(encoder_dir).eval()(**encoded).last_hidden_state
+    mask = encoded["attention_mask"][..., None].float()
+    return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+
+@pytest.mark.parametrize("kind", ["enc", "roberta"])
+def test_tflite_encoders_lead_with_the_mean_pooled_sentence_embedding(exports, kind):
+    path, sidecar = exports[kind]
+    meanings = list(sidecar["output_meaning"].values())
+    assert meanings == ["sentence_embedding", "last_hidden_state", "pooler_output"]
+    shapes = {spec["name"]: spec["shape"] for spec in sidecar["outputs"]}
+    assert shapes["output_0"] == [1, 48] and shapes["output_1"] == [1, FIXED, 48]
+
+
+def test_the_sentence_embedding_is_transformers_mean_pooling(exports, encoder_dir):
+    path, sidecar = exports["enc"]
+    for sentence in TEXTS:
+        embedding = litert_outputs(path, sidecar, sentence)[0]
+        np.testing.assert_allclose(embedding, mean_pooled(encoder_dir, sentence), atol=1e-4)
+
+
 def test_roberta_export_has_no_tokenizer_metadata(exports):
     buffer, _, _, entries = read_metadata(exports["roberta"][0])
     assert buffer == b"" and "TFLITE_METADATA" not in entries
@@ -200,7 +235,7 @@ def test_mediapipe_text_classifier_runs_the_export(exports, kind):
             np.testing.assert_allclose([scores["neg"], scores["pos"]], logits[0], atol=1e-5)
 
 
-def test_mediapipe_text_embedder_runs_the_export(exports):
+def test_mediapipe_text_embedder_runs_the_export(exports, encoder_dir):
     text = pytest.importorskip("mediapipe.tasks.python.text")
     from mediapipe.tasks.python.core.base_options import BaseOptions
 
@@ -213,3 +248,5 @@ def test_mediapipe_text_embedder_runs_the_export(exports):
             assert len(embeddings) == len(expected)
             for embedding, output in zip(embeddings, expected, strict=True):
                 np.testing.assert_allclose(embedding.embedding, output.reshape(-1), atol=1e-5)
+            assert embeddings[0].head_name == "sentence_embedding"  # the one vector MediaPipe users take
+            np.testing.assert_allclose(embeddings[0].embedding, mean_pooled(encoder_dir, sentence)[0], atol=1e-4)

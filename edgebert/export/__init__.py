@@ -83,7 +83,7 @@ def export_model(
         refuse_existing(artifact, sidecar_of(artifact), **output)
     exporter = EXPORTERS[format]()
     require_all(exporter.required_modules, f"{format} export")  # one hint naming the extra that has them all
-    source = load_source(model, width, depth)
+    source = load_source(model, width, depth, exporter.sentence_embedding)
     seq_len = exporter.fixed_seq_len(seq_len) or seq_len  # TFLite's default filled in; ONNX keeps None
     if seq_len is not None and seq_len > source.max_seq_len:
         raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {source.max_seq_len} positions")

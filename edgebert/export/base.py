@@ -6,7 +6,7 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import ExitStack, contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,12 +88,21 @@ class Exporter(Protocol):
 
 @contextmanager
 def quiet_tools() -> Iterator[None]:
-    """Silence converters and quantizers that print progress bars and advice to stdout, stderr and logging."""
+    """Silence converters and quantizers that print progress bars and advice to stdout, stderr and logging.
+
+    litert-torch runs its converted model once, so LiteRT's delegate line comes from below Python too.
+    """
+    from edgebert.runtimes import LITERT_NOISE, native_stderr_without
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with ExitStack() as stack:
+            stack.enter_context(native_stderr_without(LITERT_NOISE))  # left last: other native lines reach stderr
+            stack.enter_context(redirect_stdout(io.StringIO()))
+            stack.enter_context(redirect_stderr(io.StringIO()))
+            stack.enter_context(warnings.catch_warnings())
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -57,21 +57,44 @@ def refuse_existing(
         _check_target(Path(target), force, replaceable, protected)
 
 
-def owned_directory(manifest: str, files: Iterable[str], kind: str) -> ReplaceCheck:
-    """The check for a directory edgebert wrote: it has `manifest` and only regular files named in `files`."""
-    allowed = frozenset(files) | {manifest}
+def owned_directory(manifest: str, files: Iterable[str] | Callable[[Path], Iterable[str]], kind: str) -> ReplaceCheck:
+    """The check for a directory edgebert wrote: it has `manifest` and only regular files named in `files`.
+
+    `files` are paths relative to the directory (`1_Pooling/config.json` allows that folder and
+    that file in it), or a function of the directory giving them, for outputs whose contents
+    depend on what they hold (a sentence-transformers slice names its folders in its own
+    modules.json); an EdgebertError it raises is the reason the directory is not replaceable.
+    """
 
     def why_not(path: Path) -> str | None:
         if not path.is_dir():
             return "is not a directory"
         if not (path / manifest).is_file():
             return f"has no {manifest}, so it is not a {kind} edgebert wrote"
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in allowed or p.is_symlink() or not p.is_file())
+        try:
+            allowed = {manifest, *(files(path) if callable(files) else files)}
+        except EdgebertError as exc:
+            return str(exc)
+        folders = {name.split("/")[0] for name in allowed if "/" in name}
+
+        def written(entry: Path) -> bool:
+            name = entry.relative_to(path).as_posix()
+            if name in folders:
+                return _real_dir(entry)
+            return name in allowed and entry.is_file() and not entry.is_symlink()
+
+        entries = [*path.iterdir()]
+        entries += [entry for folder in folders if _real_dir(path / folder) for entry in (path / folder).iterdir()]
+        foreign = sorted(entry.relative_to(path).as_posix() for entry in entries if not written(entry))
         if foreign:
             return f"holds {len(foreign)} file(s) edgebert does not write ({', '.join(foreign[:3])})"
         return None
 
     return why_not
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _check_target(target: Path, force: bool, replaceable: ReplaceCheck | None, protected: list[Path]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
-from edgebert.atomic import refuse_existing, staged_outputs
+from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import (
     ST_MODULES_FILE,
     TOKENIZER_FILES,
@@ -46,39 +46,18 @@ GENERIC_FOLDER = re.compile(
 )
 
 
-def replaceable_slice(path: Path) -> str | None:
-    """Why `--force` may not replace `path`, or None: it holds only what `slice_model` writes.
-
-    That is the model files and manifest, and for a sentence-transformers slice the files and
-    module folders its modules.json names (read as a source is, links refused): a foreign file,
-    a link or an unnamed folder makes it someone else's directory.
-    """
-    if not path.is_dir():
-        return "is not a directory"
-    if not (path / MANIFEST_FILE).is_file():
-        return f"has no {MANIFEST_FILE}, so it is not a slice edgebert wrote"
+def slice_files(path: Path) -> list[str]:
+    """What `slice_model` writes into `path` besides its manifest: the model files, and for a
+    sentence-transformers slice the files and module folders its modules.json names (read as a
+    source is, links refused)."""
     try:
-        kept = {MANIFEST_FILE, *MODEL_DIR_FILES, *sentence_transformers_files(path)}
+        return [*MODEL_DIR_FILES, *sentence_transformers_files(path)]
     except EdgebertError as exc:
-        return f"has a {ST_MODULES_FILE} edgebert would not write ({exc})"
-    folders = {name.split("/")[0] for name in kept if "/" in name}
-
-    def written(entry: Path) -> bool:
-        name = entry.relative_to(path).as_posix()
-        if name in folders:
-            return _real_dir(entry)
-        return name in kept and entry.is_file() and not entry.is_symlink()
-
-    entries = [*path.iterdir()]
-    entries += [entry for folder in folders if _real_dir(path / folder) for entry in (path / folder).iterdir()]
-    foreign = sorted(entry.relative_to(path).as_posix() for entry in entries if not written(entry))
-    if foreign:
-        return f"holds {len(foreign)} file(s) edgebert does not write ({', '.join(foreign[:3])})"
-    return None
+        raise EdgebertError(f"has a {ST_MODULES_FILE} edgebert would not write ({exc})") from exc
 
 
-def _real_dir(path: Path) -> bool:
-    return path.is_dir() and not path.is_symlink()
+# `--force` replaces a directory holding only what `slice_model` writes.
+replaceable_slice = owned_directory(MANIFEST_FILE, slice_files, "slice")
 
 
 def slice_state(state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgebert.checkpoint import model_file
+from edgebert.errors import EdgebertError
 from edgebert.manifests import read_json
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def write_metadata(path: Path, metadata: TextModelMetadata) -> None:
             buffer.data = np.frombuffer(data, np.uint8, buffer.size, buffer.offset)
             buffer.offset = buffer.size = 0
     if len(model.subgraphs) != 1 or len(model.signatureDefs) != 1:
-        raise ValueError("MediaPipe text models have one subgraph and one signature")
+        raise EdgebertError(f"{path}: the converter wrote several subgraphs or signatures; MediaPipe takes one")
     signature = model.signatureDefs[0]
     input_names = {entry.tensorIndex: entry.name.decode() for entry in signature.inputs}
     output_names = {entry.tensorIndex: entry.name.decode() for entry in signature.outputs}

@@ -12,6 +12,8 @@ the work.
 from __future__ import annotations
 
 import csv
+import hashlib
+import math
 import random
 import re
 from collections.abc import Iterable
@@ -19,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebert.checkpoint import file_sha256
 from edgebert.errors import EdgebertError, require
+from edgebert.reading import read_regular, text_lines
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
 MAX_LENGTH = 128
+MAX_DATA_BYTES = 4 << 30  # GLUE's largest training file (MNLI) is 0.3 GB; the bound only stops a runaway read
 INTEGER_LABEL = re.compile(r"-?[0-9]+")
 MAX_CLASSES = 10_000  # a new classifier head from integer labels: bounds its size, not a real limit of tasks
 FIRST_COLUMNS = ("sentence", "sentence1")
@@ -59,11 +62,15 @@ class Dataset:
         return Dataset(self.path, pick(self.first), pick(self.second), pick(self.labels), pick(self.lines), self.sha256)
 
 
-def _read_text(path: Path) -> str:
-    if not path.is_file():
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text and the sha256 of those very bytes (one read: the digest describes what was parsed)."""
+    if not path.exists():
         raise EdgebertError(f"{path}: no such data file")
+    data = read_regular(path, MAX_DATA_BYTES)
+    if len(data) > MAX_DATA_BYTES:
+        raise EdgebertError(f"{path}: larger than {MAX_DATA_BYTES >> 30} GB, too large for a data file")
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8"), hashlib.sha256(data).hexdigest()
     except UnicodeDecodeError as exc:
         raise EdgebertError(f"{path}: not UTF-8 text ({exc})") from exc
 
@@ -83,16 +90,23 @@ def _dialect(path: Path) -> dict[str, Any]:
 def is_labelled_file(path: str | Path) -> bool:
     """Whether `path` has a GLUE-style header naming a text and a label column (else: one sentence per line)."""
     path = Path(path)
-    header = _header(_read_text(path), _dialect(path)["delimiter"])
+    return _labelled(path, _read_text(path)[0])
+
+
+def _labelled(path: Path, text: str) -> bool:
+    header = _header(text, _dialect(path)["delimiter"])
     return any(name in header for name in FIRST_COLUMNS) and any(name in header for name in LABEL_COLUMNS)
 
 
 def read_dataset(path: str | Path) -> Dataset:
     """Read a GLUE-style labelled file (header required; extra columns ignored)."""
     path = Path(path)
-    text = _read_text(path)
+    return _dataset(path, *_read_text(path))
+
+
+def _dataset(path: Path, text: str, sha256: str) -> Dataset:
     dialect = _dialect(path)
-    rows = csv.reader(text.splitlines(), **dialect)
+    rows = csv.reader(text_lines(text), **dialect)
     header = [name.strip().lower() for name in next(rows, [])]
     first = next((name for name in FIRST_COLUMNS if name in header), None)
     label = next((name for name in LABEL_COLUMNS if name in header), None)
@@ -103,7 +117,7 @@ def read_dataset(path: str | Path) -> Dataset:
         )
     first_index, label_index = header.index(first), header.index(label)
     second_index = header.index(SECOND_COLUMN) if SECOND_COLUMN in header else None
-    data = Dataset(path, [], [] if second_index is not None else None, [], [], file_sha256(path))
+    data = Dataset(path, [], [] if second_index is not None else None, [], [], sha256)
     try:
         _read_rows(data, rows, header, first_index, second_index, label_index)
     except csv.Error as exc:  # e.g. a field over the csv module's size limit
@@ -125,6 +139,8 @@ def _read_rows(
         target = row[label_index].strip()
         if not target:
             raise EdgebertError(f"{data.path}:{line}: empty {label}")
+        if _is_float(target) and not math.isfinite(float(target)):  # a NaN score would poison every loss and metric
+            raise EdgebertError(f"{data.path}:{line}: {label} {target!r} is not a finite number")
         data.first.append(row[first])
         if data.second is not None:
             data.second.append(row[second])
@@ -135,8 +151,12 @@ def _read_rows(
 def read_texts(path: str | Path) -> Dataset:
     """Unlabelled text, one sentence per line (blank lines skipped)."""
     path = Path(path)
-    data = Dataset(path, [], None, None, [], file_sha256(path))
-    for line, sentence in enumerate(_read_text(path).splitlines(), start=1):
+    return _texts(path, *_read_text(path))
+
+
+def _texts(path: Path, text: str, sha256: str) -> Dataset:
+    data = Dataset(path, [], None, None, [], sha256)
+    for line, sentence in enumerate(text_lines(text), start=1):
         if sentence.strip():
             data.first.append(sentence)
             data.lines.append(line)
@@ -147,7 +167,9 @@ def read_texts(path: str | Path) -> Dataset:
 
 def read_any(path: str | Path) -> Dataset:
     """A labelled GLUE-style file when its header says so, else unlabelled text."""
-    return read_dataset(path) if is_labelled_file(path) else read_texts(path)
+    path = Path(path)
+    text, sha256 = _read_text(path)
+    return _dataset(path, text, sha256) if _labelled(path, text) else _texts(path, text, sha256)
 
 
 def label_targets(data: Dataset, num_labels: int | None, label2id: dict[str, int] | None, model: Path) -> np.ndarray:

@@ -6,7 +6,8 @@ masked, so the logits equal those of padding to 128), argmax of the logits (or t
 one-output regression head). Results are cached under `<cache>/eval/`, keyed by everything that
 decides them (`EvalKey`: weights, label map, tokenizer files, data file, max length, edgebert
 version) and the (width, depth), so a repeated call and `pick` reuse them instead of running the
-model again; an entry that does not validate against `CachedResult` is ignored and recomputed.
+model again; an entry that does not validate against `CachedResult` (corrupt, truncated, foreign,
+renamed), is larger than an entry can be, or is not a regular file, is ignored and recomputed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from edgebert.data import (
     sequential_batches,
 )
 from edgebert.demo import UNTRAINED_NOTE, cache_dir
+from edgebert.errors import EdgebertError
+from edgebert.reading import read_regular
 from edgebert.slicing import open_checkpoint, slice_checkpoint
 from edgebert.subnet import check_fractions, subnet_name
 
@@ -108,6 +111,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 # ---- cache --------------------------------------------------------------------------------------
 
 CACHE_VERSION = 1
+MAX_ENTRY_BYTES = 64 << 10  # an entry is about 1 KB (the data file's path is its only open-ended field)
 SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -187,10 +191,14 @@ def cache_path(key: EvalKey, width: float, depth: float) -> Path:
 
 
 def read_cached(path: Path) -> CachedResult | None:
-    """A valid entry stored under its own name, or None: damaged, foreign or renamed entries are never trusted."""
+    """A valid entry stored under its own name, or None: damaged, foreign, renamed, oversized or special files
+    (a named pipe would block the read, `/dev/zero` never end it) are never trusted."""
     try:
-        entry = CachedResult.model_validate_json(path.read_bytes())
-    except (OSError, ValueError):
+        data = read_regular(path, MAX_ENTRY_BYTES)
+        if len(data) > MAX_ENTRY_BYTES:
+            return None
+        entry = CachedResult.model_validate_json(data)
+    except (EdgebertError, ValueError):
         return None
     return entry if cache_path(entry.key, entry.width, entry.depth).name == path.name else None
 

@@ -7,13 +7,15 @@ real lengths; shaped for a model's declared inputs (names, dtypes, fixed axes). 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert.errors import EdgebertError, require
-from edgebert.manifests import read_json
+from edgebert.manifests import json_bytes, read_json
+from edgebert.reading import read_regular, read_vocab, text_lines
 from edgebert.runtimes import TensorSpec, short_reason
 
 if TYPE_CHECKING:
@@ -232,19 +234,15 @@ def read_text(text_file: Path, tokenizer_dir: Path, sidecar: Sidecar | None) -> 
     """The non-empty lines in the file's first MAX_TEXT_BYTES, and the model's tokenizer (checked against it)."""
     tokenizers = require("tokenizers", "--text")
     path = Path(text_file)
-    if not path.is_file():
+    if not path.exists():
         raise EdgebertError(f"{path}: no such text file")
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_TEXT_BYTES + 1)
-    except OSError as exc:
-        raise EdgebertError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+    data = read_regular(path, MAX_TEXT_BYTES)
     note = ""
     if len(data) > MAX_TEXT_BYTES:  # whole lines only
         data = data[: data.rfind(b"\n", 0, MAX_TEXT_BYTES) + 1]
         note = f"; only the file's first {MAX_TEXT_BYTES >> 20} MiB read"
     try:
-        lines = [line.strip() for line in data.decode("utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in text_lines(data.decode("utf-8")) if line.strip()]
     except UnicodeDecodeError as exc:
         raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     if not lines:
@@ -263,15 +261,21 @@ def read_text(text_file: Path, tokenizer_dir: Path, sidecar: Sidecar | None) -> 
 
 
 def _load_tokenizer(tokenizers: Any, directory: Path) -> Any:
-    """tokenizer.json, or a BERT vocab.txt (with tokenizer_config.json's do_lower_case); a bad file is one line."""
+    """tokenizer.json, or a BERT vocab.txt (with tokenizer_config.json's do_lower_case); a bad file is one line.
+
+    Both are read through `edgebert.reading` (a named pipe would hang the tokenizers library's own read).
+    """
     config_path = directory / "tokenizer_config.json"
+    fast, vocab = directory / "tokenizer.json", directory / "vocab.txt"
     try:
-        if (directory / "tokenizer.json").is_file():
-            return tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
-        if (directory / "vocab.txt").is_file():
-            config = read_json(config_path) if config_path.is_file() else {}
+        if os.path.lexists(fast):
+            return tokenizers.Tokenizer.from_str(json_bytes(fast).decode("utf-8"))
+        if os.path.lexists(vocab):
+            config = read_json(config_path) if os.path.lexists(config_path) else {}
             lowercase = config.get("do_lower_case", True) if isinstance(config, dict) else True
-            return tokenizers.BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=bool(lowercase))
+            return tokenizers.BertWordPieceTokenizer(read_vocab(vocab), lowercase=bool(lowercase))
+    except EdgebertError:
+        raise
     except Exception as exc:  # the tokenizers library raises plain Exceptions for a malformed file
         raise EdgebertError(f"{directory}: cannot load its tokenizer files ({short_reason(exc)})") from exc
     raise EdgebertError(f"{directory}: no tokenizer.json or vocab.txt for --text; pass --tokenizer DIR")

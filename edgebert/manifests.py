@@ -4,13 +4,13 @@
 `edgebert-rewire.json` records the importance scores and the permutation a rewiring applied;
 `edgebert-train.json` records how a DynaBERT was trained (teacher, data, phases,
 hyperparameters, per-sub-network dev metrics). Its presence is how `slice`, `export` and
-`pick` know that a model's sub-networks were trained to work.
+`pick` know that a model's sub-networks were trained to work. A training run in progress keeps
+`run.json`, `state.pt` (tensors and plain fields) and `metrics.jsonl`, read again by `--resume`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -18,13 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgebert.errors import EdgebertError
 from edgebert.notes import Note, warning
+from edgebert.reading import read_regular
 
 # edgebert's own JSON files and a model's config.json are kilobytes (a training manifest of a large model a few
 # megabytes): a bound keeps a hostile file from filling memory before any schema sees it.
 MAX_JSON_BYTES = 64 << 20
 MAX_JSON_DEPTH = 200  # edgebert's own files nest fewer than 10 levels
-JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 OPENING, CLOSING = (ord("["), ord("{")), (ord("]"), ord("}"))
+QUOTE, BACKSLASH = ord('"'), ord("\\")
+DEPTH_CHUNK = 1 << 18  # bytes json_depth scans at once: its memory is a few times this, whatever the file's size
 SHOWN_INPUT_CHARS = 60  # how much of a rejected value an error line quotes
 SLICE_MANIFEST = "edgebert.json"
 REWIRE_MANIFEST = "edgebert-rewire.json"
@@ -151,6 +153,64 @@ class TrainManifest(_Record):
         return any((w, d) != (1.0, 1.0) for phase in self.phases for w, d in phase.subnetworks)
 
 
+# ---- a training run in progress: read again by `train --resume` --------------------------------------
+
+
+class RunSpec(_Record):
+    """`run.json` of a run in progress: what must match for `--resume` to continue it."""
+
+    version: Literal[1] = 1
+    teacher_sha256: str
+    train_sha256: str
+    dev_sha256: str
+    eval_sha256: str | None
+    hyperparameters: dict[str, Any]
+    world_size: Count
+    replace_out: bool = False  # started with --force: the finished run may replace an earlier one at --out
+
+    def differences(self, other: RunSpec) -> list[str]:
+        """The fields a resumed run must share with the run it continues, where they differ."""
+        same = ("version", "replace_out")
+        return [key for key in type(self).model_fields if key not in same and getattr(self, key) != getattr(other, key)]
+
+
+class TrainState(_Record):
+    """The plain fields of `state.pt` (beside the tensors of a mid-phase checkpoint, `STATE_TENSORS`)."""
+
+    version: Literal[1] = 1
+    phase_index: Index  # the phase running (mid-phase), or the next one to run (at a phase boundary)
+    step: Index = 0
+    best_score: float | None = None  # mid-phase: the best selection score so far (-inf before the first)
+    best_step: Index | None = None
+    phase_elapsed: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    elapsed: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    records: list[PhaseRecord]
+    done: bool = False  # at a phase boundary
+    final_sha256: str | None = None  # the finished run's edgebert-train.json, written before it is published
+
+
+STATE_TENSORS = ("model", "optimizer", "scheduler", "scaler", "rng")  # a mid-phase state.pt has all, a boundary none
+
+
+class MetricsRecord(_Record):
+    """One line of `metrics.jsonl`: an evaluation of every sub-network of a phase."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")  # an undefined Pearson: NaN
+
+    version: Literal[1] = 1
+    phase: Literal["width", "depth", "finetune"]
+    phase_index: Index
+    step: Count
+    epoch: float
+    learning_rate: float
+    loss: dict[str, float]
+    selected_on: Literal["dev", "eval"]
+    metrics: dict[str, dict[str, float]]
+    score: float
+    best: bool
+    wall_time_s: float
+
+
 def shown(value: Any) -> str:
     """A value quoted in an error line, cut short: hostile input is never echoed whole."""
     text = repr(value)
@@ -170,27 +230,38 @@ def validation_line(exc: ValidationError) -> str:
 
 
 def json_depth(data: bytes) -> int:
-    """The deepest nesting of [ and { outside strings.
+    """The deepest nesting of [ and { outside strings, in one linear pass of bounded memory.
 
     Checked before `json.loads`, because its C parser's guard is the recursion limit, which
     importing litert's converter raises to 100000: deep input then overflows the C stack and
-    kills the process instead of raising RecursionError.
+    kills the process instead of raising RecursionError. The scan goes chunk by chunk, carrying
+    the depth, whether it is inside a string, and the run of backslashes the chunk ended with
+    (a quote after an odd run is escaped).
     """
     import numpy as np
 
-    codes = np.frombuffer(JSON_STRING.sub(b'""', data), dtype=np.uint8)
-    steps = np.isin(codes, OPENING).astype(np.int64) - np.isin(codes, CLOSING)
-    return int(steps.cumsum().max(initial=0))
+    deepest = depth = inside = backslashes = 0
+    view = memoryview(data)
+    for start in range(0, len(data), DEPTH_CHUNK):
+        codes = np.frombuffer(view[start : start + DEPTH_CHUNK], dtype=np.uint8)
+        positions = np.arange(len(codes), dtype=np.int32)
+        # The last position up to each one that is not a backslash (the carried run counts as before the chunk).
+        last_other = np.maximum.accumulate(np.where(codes == BACKSLASH, np.int32(-1 - backslashes), positions))
+        run_before = positions - 1 - np.concatenate(([np.int32(-1 - backslashes)], last_other[:-1]))
+        quotes = (codes == QUOTE) & (run_before & 1 == 0)
+        in_string = (np.cumsum(quotes, dtype=np.int32) + inside) & 1  # at a bracket (not a quote): inside a string
+        opening = (codes == OPENING[0]) | (codes == OPENING[1])
+        closing = (codes == CLOSING[0]) | (codes == CLOSING[1])
+        levels = np.cumsum((opening.view(np.int8) - closing.view(np.int8)) * (1 - in_string), dtype=np.int32) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth, inside = int(levels[-1]), (inside + int(quotes.sum())) % 2
+        backslashes = len(codes) - 1 - int(last_other[-1])
+    return deepest
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file edgebert reads, bounded in size and nesting; every failure is one line naming `path`."""
+def parse_json(data: bytes, path: Path) -> Any:
+    """JSON read from `path`, bounded in nesting; every failure is one line naming `path`."""
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise EdgebertError(f"{path} is {size} bytes: too large for a JSON file edgebert reads")
-        with path.open("rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)  # the file may grow after stat
         if json_depth(data) > MAX_JSON_DEPTH:
             raise RecursionError
         return json.loads(data.decode("utf-8"))
@@ -200,8 +271,19 @@ def read_json(path: Path) -> Any:
         raise EdgebertError(f"{path} is not valid JSON: not UTF-8 text") from exc
     except json.JSONDecodeError as exc:
         raise EdgebertError(f"{path} is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise EdgebertError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def json_bytes(path: Path) -> bytes:
+    """The bytes of a JSON file edgebert reads: a regular file (see `edgebert.reading`), bounded in size."""
+    data = read_regular(path, MAX_JSON_BYTES)
+    if len(data) > MAX_JSON_BYTES:
+        raise EdgebertError(f"{path} is over {MAX_JSON_BYTES} bytes: too large for a JSON file edgebert reads")
+    return data
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file edgebert reads, bounded in size and nesting; every failure is one line naming `path`."""
+    return parse_json(json_bytes(path), path)
 
 
 Schema = TypeVar("Schema", bound=BaseModel)

@@ -32,6 +32,7 @@ import numpy as np
 from edgebert.checkpoint import model_file
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_json
+from edgebert.reading import MAX_VOCAB_BYTES, parse_vocab, read_regular
 
 if TYPE_CHECKING:
     from edgebert.export.base import ExportSource
@@ -42,7 +43,6 @@ MODEL_IDENTIFIER = b"TFL3"
 # The newest schema feature written (input_process_units, BertTokenizerOptions): the parser MediaPipe checks against.
 MIN_PARSER_VERSION = "1.1.0"
 VOCAB_FILE, LABELS_FILE = "vocab.txt", "labels.txt"
-MAX_VOCAB_BYTES = 64 << 20  # BERT's is 0.2 MB; read whole into the file
 # Signature input name -> the metadata name BertPreprocessorCalculator looks the tensor up by.
 BERT_INPUT_NAMES = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "segment_ids"}
 INPUT_DESCRIPTIONS = {
@@ -107,10 +107,10 @@ def text_metadata(source: ExportSource) -> TextModelMetadata:
     vocab_path = model_file(directory, VOCAB_FILE) if directory is not None else None
     if vocab_path is None:
         raise NotForMediaPipe(f"no {VOCAB_FILE} beside the model for MediaPipe's BERT tokenizer")
-    if vocab_path.stat().st_size > MAX_VOCAB_BYTES:
+    vocab = read_regular(vocab_path, MAX_VOCAB_BYTES)
+    if len(vocab) > MAX_VOCAB_BYTES:
         raise NotForMediaPipe(f"{vocab_path} is larger than {MAX_VOCAB_BYTES >> 20} MB")
-    vocab = vocab_path.read_bytes()
-    tokens = vocab.decode("utf-8", errors="replace").splitlines()
+    tokens = parse_vocab(vocab, vocab_path)  # duplicates and invalid UTF-8 refused, as a bundle's vocab.txt
     missing = [token for token in SPECIAL_TOKENS if token not in tokens]
     if missing or len(tokens) > source.vocab_size:
         problem = f"lacks {', '.join(missing)}" if missing else f"has {len(tokens)} lines for {source.vocab_size} ids"

@@ -61,9 +61,10 @@ def owned_directory(manifest: str, files: Iterable[str] | Callable[[Path], Itera
     """The check for a directory edgebert wrote: it has `manifest` and only regular files named in `files`.
 
     `files` are paths relative to the directory (`1_Pooling/config.json` allows that folder and
-    that file in it), or a function of the directory giving them, for outputs whose contents
-    depend on what they hold (a sentence-transformers slice names its folders in its own
-    modules.json); an EdgebertError it raises is the reason the directory is not replaceable.
+    that file in it, `phases/width/config.json` each folder on the way), or a function of the
+    directory giving them, for outputs whose contents depend on what they hold (a
+    sentence-transformers slice names its folders in its own modules.json); an EdgebertError it
+    raises is the reason the directory is not replaceable.
     """
 
     def why_not(path: Path) -> str | None:
@@ -75,17 +76,17 @@ def owned_directory(manifest: str, files: Iterable[str] | Callable[[Path], Itera
             allowed = {manifest, *(files(path) if callable(files) else files)}
         except EdgebertError as exc:
             return str(exc)
-        folders = {name.split("/")[0] for name in allowed if "/" in name}
+        folders = {name.rsplit("/", i)[0] for name in allowed for i in range(1, name.count("/") + 1)}
 
-        def written(entry: Path) -> bool:
-            name = entry.relative_to(path).as_posix()
-            if name in folders:
-                return _real_dir(entry)
-            return name in allowed and entry.is_file() and not entry.is_symlink()
+        def foreign_in(folder: Path) -> Iterator[str]:
+            for entry in folder.iterdir():
+                name = entry.relative_to(path).as_posix()
+                if name in folders and _real_dir(entry):
+                    yield from foreign_in(entry)
+                elif name in folders or name not in allowed or not entry.is_file() or entry.is_symlink():
+                    yield name
 
-        entries = [*path.iterdir()]
-        entries += [entry for folder in folders if _real_dir(path / folder) for entry in (path / folder).iterdir()]
-        foreign = sorted(entry.relative_to(path).as_posix() for entry in entries if not written(entry))
+        foreign = sorted(foreign_in(path))
         if foreign:
             return f"holds {len(foreign)} file(s) edgebert does not write ({', '.join(foreign[:3])})"
         return None
@@ -137,23 +138,84 @@ def staged_outputs(
     parent = targets[0].parent
     parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(parent)
-    scratch = _make_staging_dir(parent, targets[0].name)
+    scratch = None
     try:
+        scratch = _make_staging_dir(parent, targets[0].name)
         yield [scratch / target.name for target in targets]
         with directory_lock(parent):
             for target in targets:  # again, now: something may have appeared while we staged
                 _check_target(target, force, replaceable, protected)
             for target in targets:
                 _put_in_place(scratch / target.name, target, scratch)
+    except OSError as exc:  # a full disk: the line names the user's path, not a scratch one about to vanish
+        _name_target(exc, parent, targets)
+        raise
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _make_staging_dir(parent: Path, name: str) -> Path:
     prefix = f".{name[:MAX_STAGED_NAME]}.{os.getpid()}-"
     scratch = Path(tempfile.mkdtemp(prefix=prefix, suffix=STAGING_SUFFIX, dir=parent))
-    (scratch / STAGING_MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
+    try:
+        (scratch / STAGING_MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
+    except BaseException:  # a full disk fails the marker's write: no staging directory is left behind
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     return scratch
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give `path` to an OSError raised without one: a failed write or close says only "No space left on device"."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
+
+
+def _name_target(exc: OSError, parent: Path, targets: tuple[Path, ...]) -> None:
+    """Point an error's paths inside a staging directory in `parent` at the target they were staged for (the
+    first target when the path is the staging directory, its marker, or none)."""
+
+    def shown(name: object) -> object:
+        path = Path(os.fsdecode(name)) if isinstance(name, str | bytes) else None
+        if path is None or not path.is_relative_to(parent) or path == parent:
+            return name
+        scratch, *inside = path.relative_to(parent).parts
+        if not STAGING_NAME.search(scratch):
+            return name
+        target = next((t for t in targets if inside and t.name == inside[0]), None)
+        return str(target.joinpath(*inside[1:])) if target is not None else str(targets[0])
+
+    if exc.filename is None:
+        exc.filename = str(targets[0])
+    exc.filename, exc.filename2 = shown(exc.filename), shown(exc.filename2)
+    if exc.filename2 == exc.filename:
+        exc.filename2 = None
+
+
+def publish(
+    staged: Path,
+    target: Path,
+    aside: Path,
+    force: bool = False,
+    replaceable: ReplaceCheck | None = None,
+    protect: Iterable[Path] = (),
+) -> None:
+    """Put `staged`, built elsewhere in `target`'s directory, onto `target` by one rename, as `staged_outputs` does.
+
+    For outputs that outlive a process before they are published (a training run, resumable after
+    SIGKILL), so they cannot sit in a staging directory the next writer removes. The target is
+    checked under the directory lock; the old output lands at `staged` (or in `aside`, a directory,
+    where the system cannot swap), for the caller to remove.
+    """
+    with directory_lock(target.parent):
+        _check_target(target, force, replaceable, [Path(p) for p in protect])
+        _put_in_place(staged, target, aside)
 
 
 def _put_in_place(staged: Path, target: Path, scratch: Path) -> None:
@@ -164,9 +226,14 @@ def _put_in_place(staged: Path, target: Path, scratch: Path) -> None:
         if staged.is_dir() != target.is_dir():
             raise EdgebertError(f"{target} is a {'directory' if target.is_dir() else 'file'}: refusing to replace it")
         if not _renameat2(staged, target, _RENAME_EXCHANGE):  # one swap; the old lands in scratch
-            # No atomic swap on this system: the old output steps aside first.
-            target.rename(scratch / f"old-{target.name}")
-            staged.rename(target)
+            # No atomic swap on this system: the old output steps aside first, and back if the new cannot follow.
+            aside = scratch / f"old-{target.name}"
+            target.rename(aside)
+            try:
+                staged.rename(target)
+            except BaseException:
+                aside.rename(target)
+                raise
     else:
         os.replace(staged, target)
 
@@ -239,7 +306,7 @@ def directory_lock(directory: Path) -> Iterator[None]:
 
 def replace_file(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)`, fsync, then one rename onto `path` (edgebert's own files: checkpoints, run records)."""
-    with staged_outputs(Path(path), force=True, replaceable=_regular_file) as (staged,):
+    with staged_outputs(Path(path), force=True, replaceable=_regular_file) as (staged,), naming(staged):
         write(staged)
         _fsync(staged)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +28,8 @@ from pydantic import BaseModel, ConfigDict
 from edgebert import __version__
 from edgebert.atomic import STAGING_NAME, refuse_existing, staged_outputs
 from edgebert.errors import EdgebertError
-from edgebert.manifests import read_json, read_manifest
+from edgebert.manifests import json_bytes, parse_json, read_json, read_manifest
+from edgebert.reading import read_vocab
 from edgebert.sidecar import replaceable_export, sidecar_path
 
 if TYPE_CHECKING:
@@ -225,15 +225,25 @@ def write_tokenizer(source_dir: Path, directory: Path, model_type: str, max_len:
 
     files = {path.name: path for path in tokenizer_files(source_dir)}  # links out of the model refused
     given = read_json(files["tokenizer_config.json"]) if "tokenizer_config.json" in files else {}
-    lowercase = lowercases(read_json(files["tokenizer.json"])) if "tokenizer.json" in files else True
+    fast, tokenizer = read_tokenizer_json(files["tokenizer.json"]) if "tokenizer.json" in files else (None, None)
+    lowercase = lowercases(tokenizer) if fast is not None else True
     settings = tokenizer_config(given if isinstance(given, dict) else {}, model_type, max_len, lowercase)
-    if "tokenizer.json" in files:
-        shutil.copyfile(files["tokenizer.json"], directory / "tokenizer.json")
+    if fast is not None:
+        (directory / "tokenizer.json").write_bytes(fast)  # the bytes checked, not the file read again
     elif "vocab.txt" in files:
         wordpiece_tokenizer(files["vocab.txt"], settings).save(str(directory / "tokenizer.json"))
     else:
         raise EdgebertError(f"{source_dir} has neither tokenizer.json nor vocab.txt: the bundle needs a tokenizer")
     write_json(directory / "tokenizer_config.json", settings)
+
+
+def read_tokenizer_json(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """tokenizer.json (its bytes and their JSON), if it holds what every client loads: an object with a `model`."""
+    data = json_bytes(path)
+    tokenizer = parse_json(data, path)
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("model"), dict):
+        raise EdgebertError(f'{path} is not a tokenizer: a tokenizer.json is a JSON object with a "model" object')
+    return data, tokenizer
 
 
 def tokenizer_config(given: dict[str, Any], model_type: str, max_len: int, lowercase: bool = True) -> dict[str, Any]:
@@ -277,9 +287,7 @@ def wordpiece_tokenizer(vocab_file: Path, settings: dict[str, Any]) -> Tokenizer
     """BERT's WordPiece tokenizer over `vocab_file`, as `tokenizers` builds it for BertTokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    vocab: dict[str, int] = {}
-    for index, token in enumerate(vocab_file.read_text(encoding="utf-8").splitlines()):
-        vocab.setdefault(token.rstrip("\r"), index)
+    vocab = read_vocab(vocab_file)  # one id per token (duplicates refused), as transformers reads it
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=settings["unk_token"]))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=bool(settings.get("do_lower_case", True)))
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

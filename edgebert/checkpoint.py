@@ -39,6 +39,7 @@ from edgebert.manifests import (
     shown,
     validation_line,
 )
+from edgebert.reading import open_regular
 from edgebert.subnet import Architecture
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.")  # canonical names of the en
 # torch.save stores a checkpoint's zip members uncompressed: contents declaring more bytes than the archive
 # holds are a zip bomb (or at least nothing torch.save wrote), refused before torch.load expands them.
 MAX_ZIP_EXPANSION = 1.0
+READ_BLOCK = 1 << 20  # hashing and copying read files in blocks of this size
 
 Value = TypeVar("Value")
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -100,8 +102,8 @@ class Checkpoint:
 def file_sha256(path: Path) -> str:
     """Identifies weights (in manifests) and data files (in the eval cache) by content, not by path."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+    with open_regular(path) as f:
+        for block in iter(lambda: f.read(READ_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -110,12 +112,14 @@ def file_sha256(path: Path) -> str:
 
 
 def model_file(directory: Path, name: str) -> Path | None:
-    """`directory/name` if it is a file, None if absent; a link leading out of `directory` is refused.
+    """`directory/name` if it is a regular file, None if absent; a link out of `directory` or a special file is refused.
 
     A model directory is what users copy, share and publish, and what edgebert copies into its
     outputs: reading a link to `~/.ssh/id_rsa` would put the key there. Every file edgebert reads
     from a model or slice directory comes through here. Links inside the directory are fine, and so
     are the Hugging Face hub cache's links from `snapshots/REV/` into the same model's `blobs/`.
+    A named pipe (or a directory, a device) under a file's name is refused, not taken as absent,
+    which would silently leave the file out of an output.
     """
     path = step = Path(directory)
     for part in Path(name).parts:  # a module's file (`1_Pooling/config.json`): its folder may be the link
@@ -124,6 +128,8 @@ def model_file(directory: Path, name: str) -> Path | None:
             target = step.resolve()
             if not _inside_model(Path(directory), target):
                 raise EdgebertError(f"{step} is a link to {target}, outside the model directory: refusing to read it")
+    if path.exists() and not path.is_file():
+        raise EdgebertError(f"{path} is not a regular file: refusing to read it")
     return path if path.is_file() else None
 
 
@@ -156,7 +162,8 @@ def copy_model_files(source: Path, names: list[str], directory: Path) -> None:
         if path is None:
             raise EdgebertError(f"{source / name} disappeared while edgebert was reading the model")
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, directory / name)
+        with open_regular(path) as source_file, (directory / name).open("wb") as copy:
+            shutil.copyfileobj(source_file, copy, READ_BLOCK)
 
 
 # --- sentence-transformers models ------------------------------------------------------------------
@@ -188,7 +195,7 @@ class SentenceTransformersModule(BaseModel):
     @classmethod
     def _folder_of_the_model(cls, value: str) -> str:
         """sentence-transformers writes one folder name: anything else may lead out of the model."""
-        if value in (".", "..") or any(c in value for c in "/\\:"):
+        if value in (".", "..") or any(c in value for c in "/\\:\0"):
             raise ValueError(f"{shown(value)} is not a folder of the model directory")
         return value
 
@@ -239,6 +246,9 @@ def sentence_transformers_files(directory: Path) -> list[str]:
         modules = SentenceTransformersModules.model_validate(read_json(modules_file))
     except ValidationError as exc:
         raise EdgebertError(f"{modules_file}: {validation_line(exc)}") from exc
+    for module in modules.root[1:]:
+        if (directory / module.path).exists() and not (directory / module.path).is_dir():
+            raise EdgebertError(f"{modules_file}: {shown(module.type)}'s path {shown(module.path)} is not a folder")
     names = [name for name in ST_TOP_FILES if model_file(directory, name) is not None]
     names += [
         f"{module.path}/{name}"
@@ -275,6 +285,7 @@ class EncoderConfig(BaseModel):
     layer_norm_eps: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-12
     pad_token_id: Index | None = None
     id2label: dict[str, str] | None = None
+    num_labels: Count | None = None  # written by hand or by old transformers; 5.x writes id2label or nothing
 
     @field_validator("hidden_act")
     @classmethod
@@ -293,11 +304,49 @@ class EncoderConfig(BaseModel):
             raise ValueError(f"keys must be the label ids 0..{len(value) - 1}")
         return value
 
-    def label_names(self, num_labels: int) -> dict[int, str] | None:
-        """id2label with integer ids when it names exactly the classifier's `num_labels` outputs, else None."""
+    def label_names(self, num_labels: int) -> dict[int, str]:
+        """id2label with integer ids when it names exactly the classifier's `num_labels` outputs, else the
+        names transformers derives (`default_labels`): transformers 5 writes no id2label for LABEL_0, LABEL_1."""
         if not self.id2label or len(self.id2label) != num_labels:
-            return None
+            return default_labels(num_labels)
         return {int(key): name for key, name in self.id2label.items()}
+
+
+def default_labels(num_labels: int) -> dict[int, str]:
+    """transformers' names for classes config.json does not name: LABEL_0, LABEL_1, ..."""
+    return {index: f"LABEL_{index}" for index in range(num_labels)}
+
+
+def _with_labels(raw_config: dict[str, Any], labels: dict[int, str]) -> dict[str, Any]:
+    """A config dict naming `labels` in id2label and label2id, as transformers writes them (string ids)."""
+    rest = {key: value for key, value in raw_config.items() if key != "num_labels"}  # implied by id2label
+    return rest | {
+        "id2label": {str(index): name for index, name in labels.items()},
+        "label2id": {name: index for index, name in labels.items()},
+    }
+
+
+# transformers' own classes, by (model_type, whether there is a classifier)
+STOCK_CLASSES = {
+    ("bert", False): "BertModel",
+    ("bert", True): "BertForSequenceClassification",
+    ("roberta", False): "RobertaModel",
+    ("roberta", True): "RobertaForSequenceClassification",
+}
+
+
+def stock_config(source: Checkpoint, labels: dict[int, str] | None, **changes: Any) -> dict[str, Any]:
+    """config.json of a stock transformers model edgebert writes from `source` (a trained model, a full-width slice):
+    the source's as read, with its model_type, transformers' class (the classifier's, naming `labels`, when given)
+    and `changes`, so stock transformers and every tool built on it load it without edgebert."""
+    config = dict(source.config) | {
+        "model_type": source.model_type,
+        "architectures": [STOCK_CLASSES[source.model_type, labels is not None]],
+        "dtype": "float32",  # what edgebert writes: a float16 source's dtype would have transformers load it as float16
+        **changes,
+    }
+    config.pop("torch_dtype", None)  # the old name of dtype
+    return _with_labels(config, labels) if labels is not None else config
 
 
 class CheckpointConfig(EncoderConfig):
@@ -329,7 +378,7 @@ class CheckpointConfig(EncoderConfig):
 
 
 class SliceConfig(EncoderConfig):
-    """config.json of a slice directory, as `slice` writes it (an `EdgeBertConfig`)."""
+    """config.json of a narrower slice, as `slice` writes it (an `EdgeBertConfig`); a full-width one is read into it."""
 
     model_type: Literal["edgebert"]
     attention_head_size: Count
@@ -363,12 +412,22 @@ def require_reading_modules() -> None:
 
 def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, dict[str, Any]]:
     """config.json read and validated against `schema`: (the typed fields, the file's whole dict)."""
+    raw = config_json(config_file)
+    return validated_config(config_file, raw, schema), raw
+
+
+def config_json(config_file: Path) -> dict[str, Any]:
+    """config.json's object, before it is validated."""
     require_reading_modules()
     raw = read_json(config_file)
     if not isinstance(raw, dict):
         raise EdgebertError(f"{config_file} must hold a JSON object, not {type(raw).__name__}")
+    return raw
+
+
+def validated_config(config_file: Path, raw: dict[str, Any], schema: type[Config]) -> Config:
     try:
-        return schema.model_validate(raw), raw
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise EdgebertError(f"{config_file}: {validation_line(exc)}") from exc
 
@@ -414,11 +473,27 @@ def give_normal_mode(path: Path) -> None:
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    """model.safetensors as `save_pretrained` writes it, with a normal file mode."""
+    """model.safetensors as `save_pretrained` writes it, with a normal file mode.
+
+    safetensors reports a failed write (a full disk) as its own SafetensorError, which names no
+    file: it becomes the OSError it wraps, naming `path`, so the CLI says it as it says any other.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file(state, str(path), metadata={"format": "pt"})
+    try:
+        save_file(state, str(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        code = _OS_ERROR_CODE.search(str(exc))
+        if code is None:
+            raise EdgebertError(f"{path}: safetensors could not write it: {str(exc).splitlines()[0]}") from exc
+        number = int(code.group(1) or code.group(2))
+        raise OSError(number, os.strerror(number), str(path)) from exc
     give_normal_mode(path)
+
+
+# How safetensors' Rust writer quotes the OS error: "I/O error: File too large (os error 27)", or "code: 28" (older).
+_OS_ERROR_CODE = re.compile(r"\(os error (\d+)\)|\bcode: (\d+)")
 
 
 # --- weights --------------------------------------------------------------------------------------
@@ -482,6 +557,16 @@ def _read_weights(weights_file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def refuse_non_finite(state: dict[str, torch.Tensor], weights_file: Path) -> None:
+    """A NaN or inf in any weight is refused, by the tensor's name in the file: every sub-network, export
+    and training step of it would compute NaN (one pass over the weights, as cheap as reading them)."""
+    import torch
+
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise EdgebertError(f"{weights_file}: weight {name} holds NaN or infinite values: refusing damaged weights")
+
+
 # torch's weights-only unpickler names the global it refused: "GLOBAL posix.system" / "Unsupported global: GLOBAL x.y".
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 # The generic advice torch wraps its reason in (including "re-run with weights_only=False", which must not be relayed).
@@ -498,7 +583,7 @@ def _torch_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__  # e.g. a bare KeyError: 101
 
 
-def _canonical_state(raw: dict[str, Value], model_type: str) -> dict[str, Value]:
+def canonical_state(raw: dict[str, Value], model_type: str) -> dict[str, Value]:
     """Rename checkpoint keys (of tensors, or of their shapes) to edgebert's naming; drop keys a slice never uses."""
     # RoBERTa's head is dense -> tanh -> out_proj on token 0: BERT's pooler, then a classifier.
     # Its own (unused) pooler, if saved, gives way.
@@ -516,7 +601,7 @@ def _canonical_state(raw: dict[str, Value], model_type: str) -> dict[str, Value]
 
 
 def stock_state(state: dict[str, torch.Tensor], model_type: str) -> dict[str, torch.Tensor]:
-    """The inverse of `_canonical_state`: the names stock Bert/RobertaForSequenceClassification load."""
+    """The inverse of `canonical_state`: the names stock Bert/RobertaForSequenceClassification load."""
     prefix = f"{model_type}."
     stock = {}
     for name, tensor in state.items():
@@ -605,21 +690,13 @@ def position_ids(model_type: str, pad_token_id: int | None, arch: Architecture) 
     return pad, offset
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load and validate a BERT/RoBERTa directory; every problem becomes one `EdgebertError` line.
-
-    Sizes are checked against the weights before any tensor is read: from the safetensors
-    header, or (pytorch_model.bin) after a load its own file size bounds.
-    """
-    path = Path(path)
-    config_file = checkpoint_config_file(path)
-    config, raw_config = validate_config(config_file, CheckpointConfig)
-    tokenizer_files(path)  # a link out of the directory fails now, not after the slow load
-    weights_file = _weights_file(path)
-    loaded = None if weights_file.suffix == ".safetensors" else _read_weights(weights_file)
-    raw_shapes = safetensors_shapes(weights_file) if loaded is None else {k: tuple(v.shape) for k, v in loaded.items()}
+def _stock_layout(
+    config_file: Path, config: CheckpointConfig, raw_shapes: dict[str, tuple[int, ...]], weights_file: Path
+) -> tuple[str, Architecture, dict[str, Any]]:
+    """(model_type, architecture, `EdgeBertConfig` arguments) of a stock BERT/RoBERTa config.json and its weights'
+    shapes (a checkpoint, or a slice written as the stock class), every size checked against the weights."""
     model_type = _model_type(config, list(raw_shapes))
-    shapes = _canonical_state(raw_shapes, model_type)
+    shapes = canonical_state(raw_shapes, model_type)
     classifier = shapes.get("classifier.weight")
     arch = Architecture(
         num_layers=config.num_hidden_layers,
@@ -638,8 +715,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         pad_token_id, position_offset = position_ids(model_type, config.pad_token_id, arch)
     except EdgebertError as exc:
         raise EdgebertError(f"{config_file}: {exc}") from exc
-    state = _canonical_state(_read_weights(weights_file) if loaded is None else loaded, model_type)
-
     model_config: dict[str, Any] = {
         "vocab_size": arch.vocab_size,
         "hidden_size": arch.hidden_size,
@@ -657,25 +732,61 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         "source_model_type": model_type,
     }
     if arch.num_labels:
+        if config.num_labels is not None and config.num_labels != arch.num_labels:
+            raise EdgebertError(
+                f"{config_file}: num_labels is {config.num_labels}, but the classifier in {weights_file.name} has "
+                f"{arch.num_labels} outputs"
+            )
         labels = config.label_names(arch.num_labels)
-        if labels is not None:
-            model_config["id2label"] = labels
-            model_config["label2id"] = {name: i for i, name in labels.items()}
-        else:
-            model_config["num_labels"] = arch.num_labels
+        model_config["id2label"] = labels
+        model_config["label2id"] = {name: i for i, name in labels.items()}
+    return model_type, arch, model_config
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load and validate a BERT/RoBERTa directory; every problem becomes one `EdgebertError` line.
+
+    Sizes are checked against the weights before any tensor is read: from the safetensors
+    header, or (pytorch_model.bin) after a load its own file size bounds.
+    """
+    path = Path(path)
+    config_file = checkpoint_config_file(path)
+    config, raw_config = validate_config(config_file, CheckpointConfig)
+    tokenizer_files(path)  # a link out of the directory fails now, not after the slow load
+    weights_file = _weights_file(path)
+    loaded = None if weights_file.suffix == ".safetensors" else _read_weights(weights_file)
+    raw_shapes = safetensors_shapes(weights_file) if loaded is None else {k: tuple(v.shape) for k, v in loaded.items()}
+    model_type, arch, model_config = _stock_layout(config_file, config, raw_shapes, weights_file)
+    raw_state = _read_weights(weights_file) if loaded is None else loaded
+    refuse_non_finite(raw_state, weights_file)
+    state = canonical_state(raw_state, model_type)
     return Checkpoint(path, model_type, arch, model_config, weights_file, state, is_demo=config.demo, config=raw_config)
 
 
 def read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Path]:
     """A slice directory's config, manifest and weights file, each validated and checked against the others.
 
-    Returns (config, config.json as read, manifest, weights file); nothing is built or loaded.
+    Returns (config, config.json as read with a classifier's default labels filled in, manifest, weights
+    file); nothing is built or loaded. A slice keeping every head and neuron is transformers' own class:
+    its config comes back in edgebert's form, as a narrower slice's config.json says it.
     """
     path = Path(path)
     try:
         return _read_slice(path)
     except EdgebertError as exc:
         raise EdgebertError(f"{path} is not a readable edgebert slice: {exc}") from exc
+
+
+def _slice_labels(config: SliceConfig, classifier: tuple[int, ...], weights_file: Path) -> int:
+    """How many labels a slice's classifier has: as id2label or num_labels says (`check_weights` then holds the
+    weights to it), else as many as the classifier has rows (a config naming none, as transformers 5 writes it)."""
+    if config.id2label:
+        return len(config.id2label)
+    if config.num_labels is not None:
+        return config.num_labels
+    if len(classifier) != 2:
+        raise EdgebertError(f"{weights_file.name}: classifier.weight has shape {classifier}, not (labels, hidden)")
+    return classifier[0]
 
 
 def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Path]:
@@ -686,25 +797,10 @@ def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest,
     if missing:
         raise EdgebertError(f"it has no {' and no '.join(missing)}")
     config_file, manifest_file, weights_file = files.values()
-    config, raw_config = validate_config(config_file, SliceConfig)
-    manifest = read_manifest(manifest_file, SliceManifest)
-    shapes = {name.removeprefix("bert."): shape for name, shape in safetensors_shapes(weights_file).items()}
-    classifier = manifest.task == "sequence-classification"
-    if classifier != ("classifier.weight" in shapes):
-        raise EdgebertError(f"{weights_file.name} does not fit the manifest's task {manifest.task}")
-    if classifier and not config.id2label:
-        raise EdgebertError(f"{config_file}: id2label: missing (a classifier's config names its labels)")
-    arch = config.architecture(len(config.id2label) if classifier else None)
-    check_weights(shapes, arch, weights_file)
-    try:
-        pad_token_id, position_offset = position_ids(config.source_model_type, config.pad_token_id, arch)
-    except EdgebertError as exc:
-        raise EdgebertError(f"{config_file}: {exc}") from exc
-    if (pad_token_id, position_offset) != (config.pad_token_id, config.position_offset):
-        raise EdgebertError(
-            f"{config_file}: position_offset {config.position_offset} does not follow from pad_token_id "
-            f"{config.pad_token_id} for {config.source_model_type} (expected {position_offset})"
-        )
+    raw_config = config_json(config_file)
+    stock = raw_config.get("model_type") in SUPPORTED_MODEL_TYPES  # a slice keeping every head and neuron
+    read = _stock_slice if stock else _edgebert_slice
+    config, raw_config, manifest, arch = read(config_file, raw_config, manifest_file, weights_file)
     claims = {
         "hidden_size": (manifest.hidden_size, arch.hidden_size),
         "heads_kept": (manifest.heads_kept, arch.num_heads),
@@ -716,3 +812,51 @@ def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest,
         if claimed != actual:
             raise EdgebertError(f"{manifest_file.name}: {key} says {claimed}, but {CONFIG_FILE} has {actual}")
     return config, raw_config, manifest, weights_file
+
+
+def _task_fits(manifest: SliceManifest, classifier: bool, weights_file: Path) -> None:
+    if classifier != (manifest.task == "sequence-classification"):
+        raise EdgebertError(f"{weights_file.name} does not fit the manifest's task {manifest.task}")
+
+
+def _stock_slice(
+    config_file: Path, raw_config: dict[str, Any], manifest_file: Path, weights_file: Path
+) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Architecture]:
+    """A slice written as transformers' BERT/RoBERTa class, read as a checkpoint is: its config in edgebert's form."""
+    from edgebert.model import MODEL_TYPE
+
+    stock = validated_config(config_file, raw_config, CheckpointConfig)
+    manifest = read_manifest(manifest_file, SliceManifest)
+    _, arch, model_config = _stock_layout(config_file, stock, safetensors_shapes(weights_file), weights_file)
+    _task_fits(manifest, arch.num_labels is not None, weights_file)
+    labels = model_config.pop("id2label", None)
+    model_config.pop("label2id", None)
+    edge_config = {**model_config, "model_type": MODEL_TYPE}
+    edge_config = _with_labels(edge_config, labels) if labels is not None else edge_config
+    return validated_config(config_file, edge_config, SliceConfig), edge_config, manifest, arch
+
+
+def _edgebert_slice(
+    config_file: Path, raw_config: dict[str, Any], manifest_file: Path, weights_file: Path
+) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Architecture]:
+    """A narrower slice, an `EdgeBertConfig` whose heads keep their size: its own sizes checked against its weights."""
+    config = validated_config(config_file, raw_config, SliceConfig)
+    manifest = read_manifest(manifest_file, SliceManifest)
+    shapes = {name.removeprefix("bert."): shape for name, shape in safetensors_shapes(weights_file).items()}
+    classifier = "classifier.weight" in shapes
+    _task_fits(manifest, classifier, weights_file)
+    num_labels = _slice_labels(config, shapes["classifier.weight"], weights_file) if classifier else None
+    arch = config.architecture(num_labels)
+    check_weights(shapes, arch, weights_file)
+    if classifier and not config.id2label:  # transformers 5 writes none for LABEL_0, LABEL_1: derived, as it does
+        raw_config = _with_labels(raw_config, default_labels(num_labels))
+    try:
+        pad_token_id, position_offset = position_ids(config.source_model_type, config.pad_token_id, arch)
+    except EdgebertError as exc:
+        raise EdgebertError(f"{config_file}: {exc}") from exc
+    if (pad_token_id, position_offset) != (config.pad_token_id, config.position_offset):
+        raise EdgebertError(
+            f"{config_file}: position_offset {config.position_offset} does not follow from pad_token_id "
+            f"{config.pad_token_id} for {config.source_model_type} (expected {position_offset})"
+        )
+    return config, raw_config, manifest, arch

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
-from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
+from edgebert.atomic import naming, owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import (
     ST_MODULES_FILE,
     TOKENIZER_FILES,
@@ -21,6 +21,7 @@ from edgebert.checkpoint import (
     load_checkpoint,
     model_state,
     read_slice,
+    refuse_non_finite,
     require_reading_modules,
     sentence_transformers_files,
     write_safetensors,
@@ -175,6 +176,7 @@ def load_slice(path: Path) -> SlicedModel:
         state = load_file(str(weights_file))
     except Exception as exc:  # safetensors raises its own untyped errors for damaged data
         raise EdgebertError(f"{weights_file} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
+    refuse_non_finite(state, weights_file)
     state = {name.removeprefix("bert."): tensor for name, tensor in state.items()}
     config = EdgeBertConfig.from_dict(raw_config)
     try:
@@ -239,7 +241,8 @@ def slice_model(
         copy_model_files(checkpoint.path, kept_files, staging)  # sentence-transformers' modules: still valid
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
         manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
-        (staging / MANIFEST_FILE).write_text(_json(manifest))
+        with naming(staging / MANIFEST_FILE):
+            (staging / MANIFEST_FILE).write_text(_json(manifest))
     return out_dir, manifest
 
 
@@ -256,14 +259,16 @@ def name_tokenizer_class(directory: Path, model_type: str) -> None:
     config_file = directory / "tokenizer_config.json"
     settings = read_json(config_file) if config_file.is_file() else {}
     if isinstance(settings, dict) and not settings.get("tokenizer_class"):
-        config_file.write_text(_json(settings | {"tokenizer_class": TOKENIZER_CLASS[model_type]}))
+        with naming(config_file):
+            config_file.write_text(_json(settings | {"tokenizer_class": TOKENIZER_CLASS[model_type]}))
 
 
 def save_model(model: torch.nn.Module, directory: Path) -> None:
     """config.json + model.safetensors, as `save_pretrained` writes them, without its progress bars."""
     directory.mkdir()
     model.config.architectures = [type(model).__name__]
-    model.config.save_pretrained(directory)
+    with naming(directory / "config.json"):
+        model.config.save_pretrained(directory)
     write_safetensors(model.state_dict(), directory / "model.safetensors")
 
 

@@ -28,6 +28,14 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def stock_classifier(tmp_path_factory) -> Path:
+    """A 2-label BERT classifier with transformers' default labels, saved by the installed transformers: what
+    most users have (5.x writes no id2label for LABEL_0, LABEL_1; tiny_models' 3 labels get one written)."""
+    vocab = [f"tok{i}" for i in range(TINY["vocab_size"])]
+    return save_model(tiny_model("bert", num_labels=2), tmp_path_factory.mktemp("stock") / "bert-2", vocab)
+
+
+@pytest.fixture(scope="session")
 def labelled_classifier(tmp_path_factory) -> Path:
     """tests.labelled's 2-label classifier (real vocabulary, 128 positions), built once: copy it to change it."""
     from tests.labelled import build_classifier

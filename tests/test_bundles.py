@@ -154,6 +154,51 @@ def test_roberta_bundle_config(tiny_models, tmp_path, name):
     assert settings["pad_token"] == "<pad>" and settings["tokenizer_class"] == "RobertaTokenizer"
 
 
+def test_default_labels_are_derived_not_required(stock_classifier, tmp_path):
+    """transformers 5 writes no id2label for LABEL_0, LABEL_1: slice -> export still works, the labels derived."""
+    from edgebert.slicing import slice_model
+
+    assert "id2label" not in json.loads((stock_classifier / "config.json").read_text())  # the fact, not an assumption
+    slice_dir, _ = slice_model(stock_classifier, 0.5, 0.5, out=tmp_path / "slice")
+    export_model(slice_dir, "onnx", "fp32", out=tmp_path / "bundle")
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert config["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+    assert config["label2id"] == {"LABEL_0": 0, "LABEL_1": 1}
+
+
+def test_default_labels_reach_eval_train_and_pick(stock_classifier, tmp_path):
+    """The labels eval, train and pick map data through: LABEL_i as transformers names them, integer labels too."""
+    from edgebert.checkpoint import load_checkpoint
+    from edgebert.data import label_targets, read_dataset
+
+    checkpoint = load_checkpoint(stock_classifier)
+    assert checkpoint.model_config["label2id"] == {"LABEL_0": 0, "LABEL_1": 1}  # as transformers 4 wrote them
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\ntok1\tLABEL_1\ntok2\t0\n")
+    targets = label_targets(read_dataset(data), 2, checkpoint.model_config["label2id"], stock_classifier)
+    assert targets.tolist() == [1, 0]
+
+
+def test_num_labels_without_id2label(tiny_models, tmp_path):
+    """A config counting 3 labels and naming none: the classifier's 3 rows get transformers' default names."""
+    from edgebert.slicing import slice_model
+    from tests.cli_checks import edit_config
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["bert-cls"], model)
+    config = json.loads((model / "config.json").read_text())
+    del config["id2label"], config["label2id"]
+    (model / "config.json").write_text(json.dumps({**config, "num_labels": 3}))
+    slice_dir, _ = slice_model(model, 0.5, 0.5, out=tmp_path / "slice")
+    edit_config(slice_dir, id2label=None, label2id=None)  # a slice naming none either
+    export_model(slice_dir, "onnx", "fp32", out=tmp_path / "bundle")
+    written = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert written["id2label"] == {"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}
+    edit_config(model, num_labels=2)  # contradicts the classifier's 3 rows
+    with pytest.raises(EdgebertError, match="num_labels is 2, but the classifier in model.safetensors has 3 outputs"):
+        slice_model(model, 0.5, 0.5, out=tmp_path / "refused")
+
+
 def test_the_demo_tokenizer_loads_and_tokenizes(tmp_path):
     """Item 4: the demo's generated WordPiece vocabulary as a tokenizer AutoTokenizer loads (without its weights)."""
     from transformers import AutoTokenizer

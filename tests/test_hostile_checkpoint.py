@@ -161,6 +161,56 @@ def test_zip_bomb_pytorch_model_bin_is_refused_before_loading(run_cli, bert, wor
     refused_slice(run_cli, bert, work, "expand to 33554")
 
 
+# --- non-finite weights: refused by the tensor's name wherever weights are loaded ------------------------
+
+POISONED = "bert.encoder.layer.3.attention.self.key.weight"
+
+
+def poison(weights: Path, name: str, value: float) -> None:
+    """One value of tensor `name` set to `value`, the file rewritten in its own format."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(weights)) if weights.suffix == ".safetensors" else torch.load(weights, weights_only=True)
+    state[name].view(-1)[-1] = value
+    if weights.suffix == ".safetensors":
+        save_file(state, str(weights), metadata={"format": "pt"})
+    else:
+        torch.save(state, weights)
+
+
+@pytest.mark.parametrize("command", ["slice", "export", "rewire", "train"])
+def test_nan_in_a_weight_is_refused_by_name(run_cli, bert, work, tmp_path, command):
+    poison(bert / "model.safetensors", POISONED, float("nan"))
+    data = tmp_path / "data.tsv"
+    data.write_text("sentence\tlabel\ntok1 tok2\t0\ntok3\t1\ntok4 tok5\t2\n")
+    args = {
+        "slice": ("--width", ".5", "--depth", ".5", "--out", work / "out"),
+        "export": ("--format", "onnx", "--out", work / "m.onnx"),
+        "rewire": ("--data", data, "--out", work / "rewired"),
+        "train": ("--train", data, "--dev", data, "--out", work / "run", "--max-steps", "1", "--json"),
+    }[command]
+    result = run_cli(command, bert, *args)
+    assert_one_line_error(result, f"{bert / 'model.safetensors'}: weight {POISONED} holds NaN or infinite values")
+    assert list(work.iterdir()) == []
+
+
+def test_inf_in_pytorch_model_bin_is_refused_by_name(run_cli, bert, work):
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(bert / "model.safetensors")), bert / "pytorch_model.bin")
+    (bert / "model.safetensors").unlink()
+    poison(bert / "pytorch_model.bin", "classifier.bias", float("-inf"))
+    refused_slice(run_cli, bert, work, "weight classifier.bias holds NaN or infinite values")
+
+
+def test_nan_in_a_slice_is_refused_by_name(run_cli, hostile_slice, work):
+    name = "bert.encoder.layer.0.output.dense.weight"
+    poison(hostile_slice / "model.safetensors", name, float("nan"))
+    refused_export(run_cli, hostile_slice, work, f"weight {name} holds NaN or infinite values")
+
+
 # --- slice directories: config, manifest and weights validated against each other ------------------
 
 
@@ -194,7 +244,8 @@ def test_slice_claiming_a_million_layers(run_cli, hostile_slice, work):
         (lambda d: edit_config(d, attention_head_size="4"), "attention_head_size: Input should be a valid integer"),
         (lambda d: edit_config(d, position_offset=0), "position_offset 0 does not follow from pad_token_id 1"),
         (lambda d: edit_config(d, num_attention_heads=3), "attention.self.query.weight has shape (24, 48)"),
-        (lambda d: edit_config(d, id2label=None), "id2label: missing"),
+        (lambda d: edit_config(d, id2label={"0": "a", "1": "b"}), "classifier.weight has shape (3, 48), but config"),
+        (lambda d: edit_config(d, id2label=None, num_labels=4), "implies (4, 48)"),
     ],
     ids=[
         "no-config",
@@ -209,7 +260,8 @@ def test_slice_claiming_a_million_layers(run_cli, hostile_slice, work):
         "head-size-str",
         "offset",
         "heads-in-config",
-        "no-labels",
+        "labels-vs-classifier",
+        "num-labels-vs-classifier",
     ],
 )
 def test_damaged_slice_is_one_line(run_cli, hostile_slice, work, damage, fragment):

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -264,6 +265,89 @@ def test_only_dead_writers_staging_is_removed(tmp_path):
             ".no-pid.partial",
         ]
     )
+
+
+# ---- a full disk ---------------------------------------------------------------------------------------------------
+
+
+def _on_a_full_disk(limit: int, connection, call: str, *args) -> None:
+    """Run `call` (`cli` for `edgebert ARGS`, `append` for `append_json_list`) where no file may grow past
+    `limit` bytes: with RLIMIT_FSIZE a write past it fails (EFBIG) as on a full disk (ENOSPC), no root needed."""
+    import io
+    import resource
+    import signal
+
+    from edgebert.cli import main, os_error_line
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the first write past the limit kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    sys.stdout, sys.stderr = io.StringIO(), io.StringIO()  # the pipe carries them back: no file grows here
+    code = 0
+    try:
+        if call == "cli":
+            main(list(args))
+        else:
+            append_json_list(Path(args[0]), {"new": True})
+    except SystemExit as exc:
+        code = exc.code
+    except OSError as exc:
+        code, sys.stderr = 1, io.StringIO(f"error: {os_error_line(exc)}\n")  # what `main` prints for it
+    connection.send((code, sys.stdout.getvalue(), sys.stderr.getvalue()))
+
+
+def _full_disk_run(warm, limit: int, call: str, *args) -> SimpleNamespace:
+    receiver, sender = warm.Pipe(duplex=False)
+    child = warm.Process(target=_on_a_full_disk, args=(limit, sender, call, *map(str, args)))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0 and receiver.poll(), "the child died instead of reporting"
+    code, stdout, stderr = receiver.recv()
+    return SimpleNamespace(code=code, stdout=stdout, stderr=stderr)
+
+
+@pytest.mark.parametrize(
+    ("limit", "named"),
+    [(0, "s"), (4096, "s/model.safetensors")],  # the staging directory's marker fails; the weights fail
+    ids=["marker", "weights"],
+)
+def test_slice_force_on_a_full_disk_keeps_the_old_slice_and_leaves_nothing(project, tmp_path, warm, limit, named):
+    from edgebert.slicing import slice_model
+
+    out = tmp_path / "s"
+    slice_model(project / "model", 0.5, 0.5, out=out)
+    before = tree_digest(out)
+    args = ("slice", project / "model", "--width", ".25", "--depth", "1", "--out", out, "--force")
+    result = _full_disk_run(warm, limit, "cli", *args)
+    assert_one_line_error(result, f"{tmp_path / named}: File too large")
+    assert tree_digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P", "s"]  # no .partial staging directory
+
+
+def test_append_on_a_full_disk_keeps_the_old_list_and_leaves_nothing(tmp_path, warm):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([{"original": i} for i in range(100)]))
+    before = path.read_bytes()
+    result = _full_disk_run(warm, len(before), "append", path)  # the marker fits, the longer list does not
+    assert_one_line_error(result, f"{path}: File too large")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_failed_write_names_its_file_and_staging_is_removed(tmp_path, monkeypatch):
+    """ENOSPC, in-process: a close that fails names the file, mapped from the scratch path to the target."""
+    import errno
+
+    from edgebert.atomic import replace_file
+
+    def full(staged: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a failed write() or close() raises
+
+    target = tmp_path / "run.json"
+    target.write_text("old")
+    with pytest.raises(OSError) as caught:
+        replace_file(target, full)
+    assert (caught.value.errno, caught.value.filename, caught.value.filename2) == (errno.ENOSPC, str(target), None)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
 def test_long_names_still_stage(tmp_path):

@@ -19,12 +19,15 @@ is about that artifact.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,9 +46,9 @@ from edgebert.latency_model import (
 from edgebert.memory_model import MemoryModel, calibrate_memory
 from edgebert.notes import Note, warning
 from edgebert.precisions import PRECISIONS, estimated_size_bytes
-from edgebert.profiles import MemoryScope, Profile
+from edgebert.profiles import MemoryScope, Profile, budget_bytes, checked_budget
 from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
-from edgebert.subnet import TRAINED_GRID, Architecture, costs, subnet_name, subnetwork
+from edgebert.subnet import TRAINED_GRID, Architecture, OffGridWarning, costs, subnet_name, subnetwork
 
 if TYPE_CHECKING:
     from edgebert.checkpoint import Checkpoint
@@ -65,6 +68,12 @@ class Budgets:
     memory_bytes: int | None = None
     latency_ms: float | None = None
     memory_scope: MemoryScope | None = None
+
+    def __post_init__(self) -> None:  # 0 or NaN would read as "no budget" and let anything through
+        if self.memory_bytes is not None:
+            budget_bytes(self.memory_bytes, f"{self.memory_bytes}B")
+        if self.latency_ms is not None:
+            checked_budget(self.latency_ms, "latency budget", f"{self.latency_ms} ms")
 
 
 @dataclass
@@ -101,7 +110,7 @@ class Candidate:
         return f"width {self.width:g} depth {self.depth:g} {self.precision}"
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "fits": self.fits}
+        return {**vars(self), "fits": self.fits}  # its fields, all scalars: no deep copy (thousands of rows)
 
     def set_footprint(self, footprint: int, source: str, scope: MemoryScope) -> None:
         """The memory the budget sees follows the footprint, with the baseline when the budget is the process's."""
@@ -205,15 +214,23 @@ def spread(configs: list[tuple[float, float]], arch: Architecture, count: int) -
 
 def resolve_budgets(budgets: Budgets, profile: Profile) -> dict[str, Any]:
     """The budgets in force (the user's, else the profile's), with where each comes from."""
-    profile_memory = int(profile.memory_budget_mb * 1e6) if profile.memory_budget_mb else None
+    memory, memory_from = _budget(budgets.memory_bytes, "--memory-budget", profile.memory_budget_bytes)
+    latency, latency_from = _budget(budgets.latency_ms, "--latency-budget", profile.latency_budget_ms)
     return {
-        "memory_bytes": budgets.memory_bytes or profile_memory,
-        "memory_from": "--memory-budget" if budgets.memory_bytes else "profile" if profile_memory else None,
+        "memory_bytes": memory,
+        "memory_from": memory_from,
         "memory_scope": budgets.memory_scope or profile.memory_budget_scope,
-        "latency_ms": budgets.latency_ms or profile.latency_budget_ms,
-        "latency_from": "--latency-budget" if budgets.latency_ms else "profile" if profile.latency_budget_ms else None,
+        "latency_ms": latency,
+        "latency_from": latency_from,
         "latency_statistic": BUDGET_PERCENTILE,
     }
+
+
+def _budget(given: float | None, option: str, profile_value: float | None) -> tuple[Any, str | None]:
+    """The user's budget, else the profile's, with where it comes from; None is no budget (0 is never one)."""
+    if given is not None:
+        return given, option
+    return (profile_value, "profile") if profile_value is not None else (None, None)
 
 
 def pick(
@@ -225,6 +242,7 @@ def pick(
     candidates: list[tuple[float, float]] | None = None,
     data: Path | None = None,
     export_dir: Path | None = None,
+    force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules.
@@ -236,7 +254,7 @@ def pick(
     from edgebert.demo import UNTRAINED_NOTE
     from edgebert.slicing import not_dynabert_note, open_checkpoint
 
-    configs = candidates or list(TRAINED_GRID)
+    configs = list(dict.fromkeys(candidates or TRAINED_GRID))  # a pair given twice is one candidate
     if measure and not profile.is_local:
         raise EdgebertError(
             f"--measure benchmarks on this machine, which is not {profile.name}: use --profile local, or pass "
@@ -247,33 +265,35 @@ def pick(
     progress("loading the model")
     checkpoint = open_checkpoint(model)
     precisions = RUNTIME_PRECISIONS[profile.runtime]
-    measured = measure_here(checkpoint, profile, configs, precisions, progress) if measure else {}
-    measurements += measured.values()
-    latency_model = calibrate(profile, measurements, precisions)
-    memory_model = calibrate_memory(profile.runtime, measurements)
-    scores, accuracy, notes = accuracy_for(checkpoint, configs, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OffGridWarning)  # one line for them all (below), not one per candidate
+        measured = measure_here(checkpoint, profile, configs, precisions, progress) if measure else {}
+        measurements += measured.values()
+        latency_model = calibrate(profile, measurements, precisions)
+        memory_model = calibrate_memory(profile.runtime, measurements)
+        scores, accuracy, notes = accuracy_for(checkpoint, configs, data)
 
-    rows = []
-    for width, depth in configs:
-        shape, cost = _shape_and_cost(checkpoint.arch, profile, width, depth)
-        for precision in precisions:
-            measurement = measured.get((width, depth, precision))
-            row = _candidate(profile, latency_model, memory_model, shape, cost, precision, measurement, limits)
-            row.accuracy = scores.get((width, depth))
-            rows.append(row)
+        rows = []
+        for width, depth in configs:
+            shape, cost = _shape_and_cost(checkpoint.arch, profile, width, depth)
+            for precision in precisions:
+                measurement = measured.get((width, depth, precision))
+                row = _candidate(profile, latency_model, memory_model, shape, cost, precision, measurement, limits)
+                row.accuracy = scores.get((width, depth))
+                rows.append(row)
     apply_budgets(rows, limits)
     mark_pareto(rows, by_accuracy=accuracy is not None)
     choice = max((row for row in rows if row.fits), key=_preference, default=None)
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
-    warnings = [warning for warning in [leave_one_out_warning(loo)] if warning]
+    cautions = [caution for caution in [leave_one_out_warning(loo), off_grid_warning(configs)] if caution]
     if checkpoint.is_demo:
         notes.append(UNTRAINED_NOTE)
     elif not checkpoint.trained_as_dynabert:
-        warnings.append(not_dynabert_note(checkpoint))
+        cautions.append(not_dynabert_note(checkpoint))
     exported = None
     if choice is not None and export_dir is not None:
         progress(f"exporting {choice.name}")
-        exported = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir)
+        exported = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir, force)
         recheck_exported(choice, checkpoint.arch, profile, memory_model, limits)
     return {
         "model": str(checkpoint.path),
@@ -293,9 +313,21 @@ def pick(
         "fits": choice is not None and choice.fits,
         "verdict": verdict(rows, choice, limits, exported is not None),
         "notes": notes,
-        "warnings": warnings,
+        "warnings": cautions,
         "export": exported,
     }
+
+
+def off_grid_warning(configs: list[tuple[float, float]]) -> str | None:
+    """One line for the candidates DynaBERT was never trained at (computable, accuracy untested)."""
+    off_grid = [config for config in configs if config not in TRAINED_GRID]
+    if not off_grid:
+        return None
+    width, depth = off_grid[0]
+    return (
+        f"{len(off_grid)} of {len(configs)} candidates are off the trained DynaBERT grid (e.g. width {width:g} "
+        f"depth {depth:g}): computable, but their accuracy is untested"
+    )
 
 
 def measure_here(
@@ -422,12 +454,25 @@ def _preference(row: Candidate) -> tuple:
 
 
 def mark_pareto(rows: list[Candidate], by_accuracy: bool) -> None:
-    """On the frontier: no other candidate is at least as good in quality, latency and memory, and better in one."""
-    vectors = [(_quality(row, by_accuracy), -row.latency_ms, -row.memory_bytes) for row in rows]
-    for row, mine in zip(rows, vectors, strict=True):
-        row.pareto = not any(
-            theirs != mine and all(a >= b for a, b in zip(theirs, mine, strict=True)) for theirs in vectors
-        )
+    """On the frontier: no other candidate is at least as good in quality, latency and memory, and better in one.
+
+    n log n, not n x n (a user's --candidates may be thousands): sorted best quality first, then lowest latency,
+    then lowest memory, whatever dominates a row comes before it; one sweep keeps the least memory seen at each
+    latency or below (a Fenwick tree of prefix minima). Equal rows do not dominate each other.
+    """
+    vectors = [(-_quality(row, by_accuracy), row.latency_ms, row.memory_bytes) for row in rows]
+    latency_rank = {latency: rank for rank, latency in enumerate(sorted({v[1] for v in vectors}), start=1)}
+    least = [math.inf] * (len(latency_rank) + 1)  # least[i]: least memory over a range of latency ranks ending at i
+    for vector, group in itertools.groupby(sorted(range(len(rows)), key=vectors.__getitem__), key=vectors.__getitem__):
+        _, latency, memory = vector
+        rank, seen = latency_rank[latency], math.inf
+        while rank:
+            seen, rank = min(seen, least[rank]), rank & (rank - 1)
+        for index in group:
+            rows[index].pareto = seen > memory
+        rank = latency_rank[latency]
+        while rank < len(least):
+            least[rank], rank = min(least[rank], memory), rank + (rank & -rank)
 
 
 def verdict(rows: list[Candidate], choice: Candidate | None, limits: dict[str, Any], exported: bool) -> str:
@@ -455,8 +500,13 @@ def _memory_noun(limits: dict[str, Any]) -> str:
     return "process total" if limits["memory_scope"] == "process" else "model footprint"
 
 
-def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path) -> dict[str, Any]:
-    """Write the chosen artifact (with its parity gate; ONNX as a bundle, as `export` does); it sizes the choice."""
+def export_choice(
+    model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path, force: bool = False
+) -> dict[str, Any]:
+    """Write the chosen artifact (with its parity gate; ONNX as a bundle, as `export` does); it sizes the choice.
+
+    With `force`, an artifact (or a bundle's precision) edgebert wrote there earlier is replaced, as `export --force`.
+    """
     from edgebert.bundle import default_bundle_name, is_bundle_output
     from edgebert.export import export_model
 
@@ -465,7 +515,14 @@ def export_choice(model: Path, stem: str, choice: Candidate, profile: Profile, e
     bundled = is_bundle_output(choice.format, None)
     out = export_dir / (default_bundle_name(name) if bundled else artifact_name(name, choice.precision, choice.format))
     sidecar = export_model(
-        model, choice.format, choice.precision, width=choice.width, depth=choice.depth, seq_len=profile.seq_len, out=out
+        model,
+        choice.format,
+        choice.precision,
+        width=choice.width,
+        depth=choice.depth,
+        seq_len=profile.seq_len,
+        out=out,
+        force=force,
     )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
     written = {"path": sidecar["path"], "size_bytes": sidecar["size_bytes"], "parity": sidecar["parity"]}

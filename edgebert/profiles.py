@@ -14,6 +14,7 @@ would never finish), and values echoed in messages are shortened.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import platform
 import re
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SHOWN_INPUT_CHARS, shown
 from edgebert.process import usable_cores
+from edgebert.reading import read_regular
 from edgebert.runtimes import RUNTIMES
 from edgebert.sidecar import MAX_SEQ_LEN  # the longest input `export` verifies, so the longest bench runs
 
@@ -48,6 +50,9 @@ MAX_PROFILE_BYTES = 16 * 1024
 MAX_PROFILE_DEPTH = 20  # a profile nests 3 levels (hardware.flags)
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Clock, FLOP/s and bandwidth facts: the latency estimate divides by them, and below a thousandth of a GHz,
+# GFLOP/s or GB/s (a 1 MHz core) no device runs a transformer.
+Rate = Annotated[float, Field(ge=1e-3, allow_inf_nan=False)]
 Threads = Annotated[int, Field(gt=0, le=MAX_THREADS, description="runtime threads, or 'auto' for every usable core")]
 BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH_SIZE)]
 SeqLen = Annotated[int, Field(gt=0, le=MAX_SEQ_LEN)]
@@ -66,22 +71,40 @@ _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*$", re.IGNOREC
 
 
 def parse_quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
-    """'60MB' with MEMORY_UNITS -> 60e6; a bare number, an unknown unit or zero is refused with one line."""
+    """'60MB' with MEMORY_UNITS -> 60e6; a bare number, an unknown unit, zero or overflow is refused with one line."""
     match = _QUANTITY.match(str(text))
     unit = match.group(2).lower() if match else None
     if match is None or unit not in units:
         raise EdgebertError(
             f"cannot read {what} {shown(text)}: give a number and a unit ({', '.join(units)}), e.g. {example}"
         )
-    value = float(match.group(1)) * units[unit]
+    return checked_budget(float(match.group(1)) * units[unit], what, shown(text))
+
+
+def checked_budget(value: float, what: str, written: str) -> float:
+    """A budget is a positive finite quantity: infinity (a 400-digit number overflows to it), NaN or 0 is refused."""
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        finite = False
+    if not finite:
+        raise EdgebertError(f"{what} {written} is not a finite number (too large, inf or nan)")
     if value <= 0:
-        raise EdgebertError(f"{what} {shown(text)} must be more than zero")
+        raise EdgebertError(f"{what} {written} must be more than zero")
     return value
+
+
+def budget_bytes(value: float, written: str) -> int:
+    """A memory budget in whole bytes; below one byte is refused (rounded to 0 it would read as "no budget")."""
+    checked_budget(value, "memory budget", written)
+    if value < 1:
+        raise EdgebertError(f"memory budget {written} is less than one byte: give at least 1B")
+    return round(value)
 
 
 def parse_memory(text: str) -> int:
     """'60MB' -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
-    return int(parse_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"))
+    return budget_bytes(parse_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"), shown(text))
 
 
 def parse_latency(text: str) -> float:
@@ -115,11 +138,11 @@ class Hardware(BaseModel):
     cpu: str = Field(description="CPU model, e.g. 'Broadcom BCM2711, 4x Cortex-A72'")
     architecture: str | None = Field(None, description="ISA, e.g. aarch64 or x86_64")
     cores: int = Field(gt=0, le=1 << 16, description="CPU cores the OS sees")
-    clock_ghz: PositiveFloat | None = Field(None, description="sustained or max clock of the cores benchmarked")
+    clock_ghz: Rate | None = Field(None, description="sustained or max clock of the cores benchmarked")
     simd: list[str] = Field(default_factory=list, description="vector extensions, e.g. neon, avx2, avx512f")
-    peak_gflops_fp32: PositiveFloat | None = Field(None, description="theoretical fp32 peak, all cores")
-    gemm_gflops_measured: PositiveFloat | None = Field(None, description="measured large-GEMM rate, if known")
-    memory_bandwidth_gbs: PositiveFloat | None = Field(None, description="theoretical DRAM bandwidth")
+    peak_gflops_fp32: Rate | None = Field(None, description="theoretical fp32 peak, all cores")
+    gemm_gflops_measured: Rate | None = Field(None, description="measured large-GEMM rate, if known")
+    memory_bandwidth_gbs: Rate | None = Field(None, description="theoretical DRAM bandwidth")
     ram_gb: PositiveFloat | None = None
     detected: bool = Field(False, description="true when read from this machine at run time")
     notes: str | None = Field(None, description="how peak and bandwidth were derived")
@@ -148,7 +171,9 @@ class Profile(BaseModel):
     threads: Threads
     batch_size: BatchSize = 1
     seq_len: SeqLen = 128
-    padding_share: float = Field(0.25, ge=0, le=0.5, description="share of input positions that are padding")
+    padding_share: float = Field(
+        0.25, ge=0, le=0.5, allow_inf_nan=False, description="share of input positions that are padding"
+    )
     warmup_runs: WarmupRuns = 10
     runs: Runs = 100
     min_time_s: MinTime = 0.0
@@ -172,6 +197,16 @@ class Profile(BaseModel):
     def _memory_unit(cls, value: Any) -> Any:
         return _with_unit(value, parse_memory, 1e6)
 
+    @field_validator("memory_budget_mb")
+    @classmethod
+    def _memory_bytes(cls, value: float | None) -> float | None:
+        if value is not None:
+            try:
+                budget_bytes(value * 1e6, f"{value:g} MB")
+            except EdgebertError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
     @field_validator("latency_budget_ms", mode="before")
     @classmethod
     def _latency_unit(cls, value: Any) -> Any:
@@ -186,6 +221,11 @@ class Profile(BaseModel):
     @classmethod
     def _detect_hardware(cls, value: Any) -> Any:
         return detect_hardware() if value == "detect" else value
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        """The memory budget in whole bytes (validated: at least one), or None without one."""
+        return None if self.memory_budget_mb is None else round(self.memory_budget_mb * 1e6)
 
     @property
     def is_local(self) -> bool:
@@ -219,7 +259,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     looks_like_path = isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml"))
     if looks_like_path:
         path = Path(name_or_path)
-        if not path.is_file():
+        if not path.exists():
             raise EdgebertError(f"{path}: no such profile file")
         return parse_profile(_read_bounded(path), source=str(path))
     if text not in shipped_names():
@@ -232,12 +272,8 @@ def load_shipped() -> list[Profile]:
 
 
 def _read_bounded(path: Path) -> str:
-    """The file's text, refused above MAX_PROFILE_BYTES without reading the rest."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(MAX_PROFILE_BYTES + 1)
-    except OSError as exc:
-        raise EdgebertError(f"{path}: cannot read the profile ({exc.strerror or exc})") from exc
+    """The file's text (a regular file, see `edgebert.reading`), refused above MAX_PROFILE_BYTES unread."""
+    data = read_regular(path, MAX_PROFILE_BYTES)
     if len(data) > MAX_PROFILE_BYTES:
         raise ProfileError([f"{path}: larger than {MAX_PROFILE_BYTES // 1024} KB, too large for a profile"])
     return data.decode("utf-8", errors="replace")

@@ -7,6 +7,7 @@ Units are read here (one small parser) and the library gets bytes and millisecon
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,8 @@ import typer
 from rich import box
 from rich.table import Table
 
+from edgebert import __version__
+from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice, default_is, lowercase
 from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
@@ -22,6 +25,9 @@ from edgebert.profiles import parse_latency, parse_memory
 from edgebert.subnet import check_fractions
 
 NOTHING_FITS = 3  # exit code: nothing fits the budgets (1 is an error, 2 a usage error)
+PLOT_SOFTWARE = "edgebert"  # a plot's PNG Software text starts with it: what `--force` may replace
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_HEAD_BYTES = 64 * 1024  # where a plot's text chunks are (before the image data): read no further
 SOURCE_MARKS = {"measured": "m", "predicted": "p", "derived": "d", "estimated": "e", "estimate from specs": "s"}
 
 
@@ -75,6 +81,9 @@ def pick_command(
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-memory Pareto plot (PNG).")] = None,
     export: Annotated[Path | None, typer.Option(help="Export the chosen artifact into this directory.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a plot or an exported artifact edgebert wrote earlier.")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Choose the best (width, depth, precision) that fits the budgets; show the Pareto frontier.
@@ -87,13 +96,15 @@ def pick_command(
     if memory_scope is not None:
         check_choice("--memory-scope", memory_scope, MEMORY_SCOPES)
     budgets = Budgets(
-        memory_bytes=parse_memory(memory_budget) if memory_budget else None,
-        latency_ms=parse_latency(latency_budget) if latency_budget else None,
+        memory_bytes=parse_memory(memory_budget) if memory_budget is not None else None,
+        latency_ms=parse_latency(latency_budget) if latency_budget is not None else None,
         memory_scope=memory_scope,  # type: ignore[arg-type]
     )
     configs = parse_candidates(candidates) if candidates else None
+    plot_output: dict[str, Any] = {"force": force, "replaceable": replaceable_plot, "protect": [model] if model else []}
     if plot is not None:
         require("matplotlib", "--plot")  # before the slow work
+        refuse_existing(plot, **plot_output)
     with err_console.status("picking...") as status:
         report = pick(
             model,
@@ -104,10 +115,12 @@ def pick_command(
             candidates=configs,
             data=data,
             export_dir=export,
+            force=force,
             progress=lambda message: status.update(message),
         )
         if plot is not None:
-            plot_pareto(report, plot)
+            with staged_outputs(plot, **plot_output) as (staged,):
+                plot_pareto(report, staged)
     if json:
         print_json(report)
     else:
@@ -243,8 +256,36 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
     axes.set_title(f"{Path(report['model']).name} on {report['profile']}")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, format="png", metadata={"Software": f"{PLOT_SOFTWARE} {__version__}"})
     plt.close(figure)
+
+
+def replaceable_plot(path: Path) -> str | None:
+    """What `pick --force` may replace: a PNG whose Software text names edgebert; any other file is the user's."""
+    if not path.is_file():
+        return "is not a regular file"
+    if not png_text(path).get("Software", "").startswith(f"{PLOT_SOFTWARE} "):
+        return "is not a plot edgebert wrote (a PNG with Software 'edgebert' in its text)"
+    return None
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """A PNG's tEXt entries before its image data (where matplotlib writes them), from its first PNG_HEAD_BYTES."""
+    from edgebert.reading import read_regular
+
+    head = read_regular(path, PNG_HEAD_BYTES)
+    if not head.startswith(PNG_SIGNATURE):
+        return {}
+    texts, at = {}, len(PNG_SIGNATURE)
+    while at + 8 <= len(head):
+        length, kind = struct.unpack(">I4s", head[at : at + 8])
+        if kind in (b"IDAT", b"IEND"):
+            break
+        key, zero, value = head[at + 8 : at + 8 + length].partition(b"\0")
+        if kind == b"tEXt" and zero:
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + length  # length, type, data, CRC
+    return texts
 
 
 def register(app: typer.Typer) -> None:

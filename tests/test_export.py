@@ -20,7 +20,7 @@ from edgebert.precisions import PRECISIONS
 from edgebert.runtimes import SessionOptions, artifact_name, open_session
 from edgebert.sidecar import gate_holds, sidecar_path
 from edgebert.slicing import slice_model
-from tests.models import TINY
+from tests.models import TINY, padded_batch
 
 FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
 
@@ -195,6 +195,56 @@ def test_mixed_int8_is_blockwise_exactly_in_the_ffn_down_projections(tiny_models
     assert len(dynamic) == 5 * layers + 2  # Q, K, V, attention output, FFN up; the pooler and the classifier
     weights = {tensor.name for tensor in graph.initializer}
     assert not [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+def exact_integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every MatMulInteger computed in float32 from its integers (zero points subtracted): exact, as
+    |sum| <= K x 255 x 255 stays far below 2^24 at these sizes, so it is what the graph means on any CPU."""
+    from onnx import TensorProto, helper
+
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "MatMulInteger":
+            nodes.append(node)
+            continue
+        name, centred = node.name, []
+        for operand, zero_point in zip(node.input[:2], [*node.input[2:4], "", ""][:2], strict=True):
+            nodes.append(helper.make_node("Cast", [operand], [f"{name}/{operand}/f"], to=TensorProto.FLOAT))
+            centred.append(f"{name}/{operand}/f")
+            if zero_point:
+                nodes.append(helper.make_node("Cast", [zero_point], [f"{name}/{zero_point}/f"], to=TensorProto.FLOAT))
+                nodes.append(helper.make_node("Sub", [centred[-1], f"{name}/{zero_point}/f"], [f"{name}/{operand}/c"]))
+                centred[-1] = f"{name}/{operand}/c"
+        nodes.append(helper.make_node("MatMul", centred, [f"{name}/y"]))
+        nodes.append(helper.make_node("Cast", [f"{name}/y"], list(node.output), to=TensorProto.INT32))
+    exact = onnx.ModelProto()
+    exact.CopyFrom(model)
+    del exact.graph.node[:]
+    exact.graph.node.extend(nodes)
+    return exact
+
+
+def test_int8_matmuls_compute_the_same_integers_on_every_cpu(tiny_models, tmp_path, monkeypatch):
+    """An int8 artifact's integer MatMuls give exact sums, so the gate's verdict holds on any CPU. Old code: int8
+    weights, which ORT's x86 kernel without VNNI (AVX2) multiplies by u8 activations in int16 pairs that saturate
+    once two adjacent |weights| sum to more than 32767 / 255 (~128): the tiny BERT's gate cosine fell from 0.9997
+    to 0.983 on an AVX2-only CPU. The weight check fails on the old code on every CPU; the sums, where it ran."""
+    monkeypatch.setattr("edgebert.export.onnx.INT8_SCHEMES", ["dynamic"])
+    export_model(tiny_models["bert-cls"], "onnx", "int8", width=0.25, depth=0.5, out=tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    weights = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    for node in (node for node in model.graph.node if node.op_type == "MatMulInteger"):
+        weight = weights[node.input[1]].astype(np.int64)
+        if weights[node.input[1]].dtype == np.int8:  # the kernel's pair of products must fit in int16
+            assert 255 * int(np.max(np.abs(weight[0::2][: len(weight) // 2]) + np.abs(weight[1::2]))) <= 32767
+    exact = tmp_path / "exact.onnx"
+    onnx.save(exact_integer_matmuls(model), str(exact))
+    batch = {name: tensor.numpy() for name, tensor in padded_batch("bert").items()}
+    artifact, reference = (
+        open_session(path, SessionOptions(threads=1, disabled_optimizers=("SkipLayerNormFusion",))).run(batch)[0]
+        for path in (tmp_path / "m.onnx", exact)
+    )
+    assert np.max(np.abs(artifact - reference)) <= 1e-4 * np.max(np.abs(reference))
 
 
 def test_broken_artifact_is_refused_and_nothing_is_left(tiny_slices, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ OPSET = 17
 EXPORT_SHAPE = (2, 16)
 VERIFY_SHAPE = (8, 37)
 # int8 by ONNX Runtime, fastest first; the gate decides, so each model gets the fastest scheme that
-# passes and a slower one only where nothing faster does. "dynamic": int8 weights per output channel,
+# passes and a slower one only where nothing faster does. "dynamic": 8-bit weights per output channel,
 # activations quantized per tensor at run time (demo 3.2x fp32; the trained SST-2 MiniLM passes).
 # "mixed": the same except the FFN down-projections, which are blockwise. A per-tensor activation
 # scale is crushed by outlier features, which real checkpoints have, most of all in the
@@ -32,6 +32,16 @@ VERIFY_SHAPE = (8, 37)
 # the last resort. benchmarks/int8_onnx.py measures all three side by side.
 INT8_SCHEMES = ["dynamic", "mixed", "blockwise"]
 INT8_QUANTIZERS = ("mixed", "dynamic", "blockwise")
+# The dynamic MatMuls' weights are uint8 (per output channel, with zero points), not int8, so that every CPU
+# computes the integers the graph means and the gate's verdict holds wherever the artifact runs. With int8
+# weights, ORT's x86 kernel for CPUs without VNNI (AVX2; AVX-512 without VNNI) multiplies the u8 activations by
+# s8 weights with vpmaddubsw, which saturates each adjacent pair of products at int16: on an AVX2-only AMD EPYC
+# the tiny test BERT's "dynamic" cosine fell from 0.9997 (exact integers, as a VNNI CPU computes) to 0.983, and
+# MiniLM's from 0.985 to 0.982. uint8 x uint8 is widened to 16 bits first: exact on every CPU (tiny BERT 0.9998,
+# MiniLM 0.987), about 10 % slower than int8 weights on that AVX2 CPU; AVX-512 VNNI CPUs have no VNNI kernel for
+# it in ORT 1.32, so the speed-ups above (int8 weights, VNNI CPU) are due for a re-run there. 7-bit int8 weights
+# (ORT's `reduce_range`) cannot saturate either, but cost MiniLM's cosine 0.985 -> 0.930.
+INT8_WEIGHTS = "QUInt8"  # an onnxruntime.quantization.QuantType
 # ORT fuses Add + LayerNormalization into SkipLayerNormalization at session creation. After dynamic
 # quantization that fused kernel is the slow part: it took 31 % of the (0.25, 0.5) slice's time, and
 # leaving the fusion out made int8 slices 10-30 % faster at one thread (BERT-base 40.3 -> 36.3 ms,
@@ -123,7 +133,7 @@ class OnnxExporter:
             quantization.quantize_dynamic(  # MatMulNBits nodes are not MatMuls: only what is left is quantized
                 str(gathers_from),
                 str(path),
-                weight_type=quantization.QuantType.QInt8,
+                weight_type=quantization.QuantType[INT8_WEIGHTS],
                 per_channel=True,
                 op_types_to_quantize=["Gather"] if scheme == "blockwise" else ["MatMul", "Gather"],
                 extra_options={"MatMulConstBOnly": True},

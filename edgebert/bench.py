@@ -7,6 +7,13 @@ runtime call, so its numbers match a bare loop (`bare_loop`, which the benchmark
 to `bench_artifact` to prove it). Everything that can make numbers lie (a busy machine, a wide
 spread, a missing XNNPACK delegate, an untrained model) becomes a warning in the result instead
 of being left out.
+
+A result says where it ran: `host` is the machine measured (hostname, CPU, architecture, cores);
+`profile` is where the settings came from, its hardware under `device_hardware` with
+`device_is_this_host` (false, and a warning, when the profile describes another device:
+`profiles.other_device`). `result_version` 2 is that layout; version 1 (no `result_version`:
+the profile's block held `hardware`, `environment` the CPU) is still read by `pick --calibration`,
+which uses only fields both versions share.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from edgebert.errors import EdgebertError
 from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
 from edgebert.manifests import manifest_warnings
 from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes, usable_cores
-from edgebert.profiles import MAX_RUNS, Profile, detect_hardware
+from edgebert.profiles import MAX_RUNS, Hardware, Profile, detect_hardware, other_device
 from edgebert.runtimes import (
     SPIN_CONFIG_KEY,
     SUFFIXES,
@@ -49,6 +56,7 @@ BUDGET_PERCENTILE = "p95"
 # Which memory figure a profile's memory budget limits (Profile.memory_budget_scope).
 MEMORY_CHECKED = {"model": "model_footprint_bytes", "process": "peak_rss_bytes"}
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
+RESULT_VERSION = 2  # the layout of a result (see the module docstring); results without the field are version 1
 
 
 def bench_artifact(
@@ -78,7 +86,9 @@ def bench_artifact(
     settings = profile.run_settings(
         threads=threads, runs=runs, warmup_runs=warmup, batch_size=batch_size, seq_len=seq_len, min_time_s=min_time_s
     )
-    warnings: list[str] = []
+    host = detect_hardware()
+    elsewhere = other_device(profile, host)
+    warnings: list[str] = [elsewhere] if elsewhere else []
     if runtime.name != profile.runtime and not profile.is_local:  # `local` has no runtime of its own
         warnings.append(f"profile {profile.name} runs {profile.runtime}, but {artifact.name} needs {runtime.name}")
     if settings.threads > usable_cores():
@@ -120,8 +130,8 @@ def bench_artifact(
     warnings += busy_warnings(load_before[0], latency)
     baseline_of = f"the process with {runtime.name} imported" + (" and the tokenizer loaded" if text else "")
     memory = memory_block(baseline, rss_loaded, rss_after, peak, peak_since_load, baseline_of)
-    hardware = detect_hardware()
     return {
+        "result_version": RESULT_VERSION,
         "edgebert_version": __version__,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "artifact": {
@@ -131,7 +141,8 @@ def bench_artifact(
             "size_bytes": artifact.stat().st_size,
             "sidecar": sidecar is not None,
         },
-        "profile": profile.model_dump(),  # results stay self-contained, even for a user's profile file
+        "host": host_block(host),
+        "profile": profile_block(profile, this_host=elsewhere is None),
         "settings": {
             "threads": settings.threads,
             "warmup_runs": settings.warmup_runs,
@@ -152,17 +163,32 @@ def bench_artifact(
             "runtime_version": session.version,
             **session.details,
             "threads": settings.threads,
-            "cpu": hardware.cpu,
-            "cores": hardware.cores,
-            "usable_cores": usable_cores(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
             "load_avg_before": [round(x, 2) for x in load_before],
             "load_avg_after": [round(x, 2) for x in load_after],
         },
         "manifest": sidecar.manifest if sidecar is not None else None,
         "warnings": warnings,
     }
+
+
+def host_block(host: Hardware) -> dict[str, Any]:
+    """The machine the numbers were measured on, as read at run time."""
+    return {
+        "hostname": platform.node() or None,
+        "cpu": host.cpu,
+        "architecture": host.architecture,
+        "cores": host.cores,
+        "usable_cores": usable_cores(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def profile_block(profile: Profile, this_host: bool) -> dict[str, Any]:
+    """The profile the settings came from, whole (a user's profile file stays on record), its hardware named as
+    the device it describes, which is not where the run was measured unless `device_is_this_host`."""
+    block = profile.model_dump(exclude={"hardware"})
+    return block | {"device_hardware": profile.hardware.model_dump(), "device_is_this_host": this_host}
 
 
 def append_result(path: Path, result: dict[str, Any]) -> None:

@@ -28,7 +28,19 @@ EXTRA_INCLUDES = {"onnx": ("slice", "ort"), "tflite": ("slice", "litert"), "dev"
 
 
 class EdgebertError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
+    """A problem with the user's input or environment, explained in one line; the CLI exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class OptionError(EdgebertError):
+    """A value given to an option that fails its validation (a unit, a list, a range, a choice): a usage error.
+
+    Exit code 2, as for a malformed command line; a bad file's content (a profile, a dataset) stays an
+    EdgebertError (1) even when an option named the file. `edgebert.cli.options.option_value` raises it.
+    """
+
+    exit_code = 2
 
 
 class MissingDependencyError(EdgebertError):

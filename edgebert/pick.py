@@ -9,9 +9,12 @@ very artifact), "predicted" (a curve fitted to bench results of its own precisio
 model's own footprint (`memory_model`); the runtime baseline is reported beside it and counted
 only when the budget is for the whole process (`memory_scope="process"`).
 
-The choice is the most accurate candidate within every budget (without accuracy: the most
-FLOPs), then the most faithful precision, then the fastest. The frontier is over what the user
-trades: quality (accuracy, or FLOPs when it is unknown), latency and memory. When nothing fits,
+The frontier is over what the user trades: quality (accuracy, or FLOPs when it is unknown),
+latency and memory. One order ranks the candidates (`rank`): the best quality first, ties to the
+cheaper (less memory, then less latency, then fewer FLOPs); the choice is the first candidate in
+that order that fits every budget and is on the frontier, so it is always a row the frontier shows
+(accuracy is measured in fp32: at equal accuracy the smaller precision is the cheaper, and ships
+after its parity gate). When nothing fits,
 `choice` is None and the verdict names the smallest memory and lowest latency any candidate
 reaches. With an export, the choice is re-checked against the artifact written, and the verdict
 is about that artifact.
@@ -55,7 +58,6 @@ if TYPE_CHECKING:
     from edgebert.evaluate import ModelKey
 
 RUNTIME_PRECISIONS = dict.fromkeys(RUNTIMES, PRECISIONS)  # every runtime runs all `export` writes
-FIDELITY = {"fp32": 2, "fp16": 1, "int8": 0}  # tie-breaker: the closer to the evaluated fp32 model, the better
 MEASURE_PER_PRECISION = 4  # `--measure`: configurations exported and benched per precision
 MEASURE_RUNS, MEASURE_WARMUP = 20, 3
 SOURCE_RANK = {"measured": 3, "predicted": 2, "derived": 1, "estimated": 0, "estimate from specs": 0}
@@ -282,8 +284,10 @@ def pick(
                 row.accuracy = scores.get((width, depth))
                 rows.append(row)
     apply_budgets(rows, limits)
-    mark_pareto(rows, by_accuracy=accuracy is not None)
-    choice = max((row for row in rows if row.fits), key=_preference, default=None)
+    choice = choose(rows, by_accuracy=accuracy is not None)
+    tied = {row.accuracy for row in rows}
+    if accuracy is not None and len(tied) == 1:
+        notes.append(tied_note(accuracy["metric"], tied.pop()))
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
     cautions = [caution for caution in [leave_one_out_warning(loo), off_grid_warning(configs)] if caution]
     if checkpoint.is_demo:
@@ -447,32 +451,50 @@ def _quality(row: Candidate, by_accuracy: bool) -> float:
     return float(row.encoder_flops_seq128)
 
 
-def _preference(row: Candidate) -> tuple:
-    """Feasible candidates ranked: accuracy (unevaluated last), FLOPs, closeness to fp32, then speed and size."""
-    accuracy = row.accuracy if row.accuracy is not None else -1.0
-    return (accuracy, row.encoder_flops_seq128, FIDELITY[row.precision], -row.latency_ms, -row.memory_bytes)
+def rank(row: Candidate, by_accuracy: bool) -> tuple:
+    """THE order of candidates, best first: quality, then the cheaper (less memory, then less latency, then fewer
+    FLOPs). A candidate that dominates another comes before it, so the frontier and the choice share it."""
+    return (-_quality(row, by_accuracy), row.memory_bytes, row.latency_ms, row.encoder_flops_seq128)
 
 
-def mark_pareto(rows: list[Candidate], by_accuracy: bool) -> None:
+def choose(rows: list[Candidate], by_accuracy: bool) -> Candidate | None:
+    """Mark the frontier; the choice is the first candidate in `rank` order that fits and is on it, or None.
+
+    The first that fits is always on the frontier (what dominates it is no larger and no slower, so fits too):
+    asking for both makes a choice the printed frontier does not show impossible, not just unlikely.
+    """
+    ranked = mark_pareto(rows, by_accuracy)
+    return next((row for row in ranked if row.fits and row.pareto), None)
+
+
+def tied_note(metric: str, value: float) -> Note:
+    """Identical accuracies rank nothing: the choice falls to cost, and the user should know why."""
+    return Note(f"all candidates have the same {metric} ({value:.4f}): choosing the cheapest that fits")
+
+
+def mark_pareto(rows: list[Candidate], by_accuracy: bool) -> list[Candidate]:
     """On the frontier: no other candidate is at least as good in quality, latency and memory, and better in one.
 
-    n log n, not n x n (a user's --candidates may be thousands): sorted best quality first, then lowest latency,
-    then lowest memory, whatever dominates a row comes before it; one sweep keeps the least memory seen at each
-    latency or below (a Fenwick tree of prefix minima). Equal rows do not dominate each other.
+    Returns the rows in `rank` order. n log n, not n x n (a user's --candidates may be thousands): in that order
+    (best quality first, then least memory, then least latency), whatever dominates a row comes before it; one
+    sweep keeps the least latency seen at each memory or below (a Fenwick tree of prefix minima). Equal rows do
+    not dominate each other.
     """
-    vectors = [(-_quality(row, by_accuracy), row.latency_ms, row.memory_bytes) for row in rows]
-    latency_rank = {latency: rank for rank, latency in enumerate(sorted({v[1] for v in vectors}), start=1)}
-    least = [math.inf] * (len(latency_rank) + 1)  # least[i]: least memory over a range of latency ranks ending at i
-    for vector, group in itertools.groupby(sorted(range(len(rows)), key=vectors.__getitem__), key=vectors.__getitem__):
-        _, latency, memory = vector
-        rank, seen = latency_rank[latency], math.inf
-        while rank:
-            seen, rank = min(seen, least[rank]), rank & (rank - 1)
-        for index in group:
-            rows[index].pareto = seen > memory
-        rank = latency_rank[latency]
-        while rank < len(least):
-            least[rank], rank = min(least[rank], memory), rank + (rank & -rank)
+    ranked = sorted(rows, key=lambda row: rank(row, by_accuracy))
+    memory_rank = {memory: index for index, memory in enumerate(sorted({row.memory_bytes for row in rows}), start=1)}
+    least = [math.inf] * (len(memory_rank) + 1)  # least[i]: least latency over a range of memory ranks ending at i
+    for _, group in itertools.groupby(ranked, key=lambda row: rank(row, by_accuracy)[:3]):
+        group = list(group)
+        memory, latency = group[0].memory_bytes, group[0].latency_ms
+        index, seen = memory_rank[memory], math.inf
+        while index:
+            seen, index = min(seen, least[index]), index & (index - 1)
+        for row in group:
+            row.pareto = seen > latency
+        index = memory_rank[memory]
+        while index < len(least):
+            least[index], index = min(least[index], latency), index + (index & -index)
+    return ranked
 
 
 def verdict(rows: list[Candidate], choice: Candidate | None, limits: dict[str, Any], exported: bool) -> str:

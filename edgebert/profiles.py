@@ -64,19 +64,23 @@ MinTime = Annotated[
 ]
 
 
-# Units of the budgets, one parser for `pick`'s options and a profile's fields.
+# Units of the budgets: one grammar, one parser, for `pick`'s options and a profile's fields alike. A bare number
+# is in the unit of the profile's field (memory_budget_mb, latency_budget_ms): MB or ms.
 MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 TIME_UNITS = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
-_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]+)\s*$", re.IGNORECASE)
+BARE_MEMORY_UNIT, BARE_TIME_UNIT = "MB", "ms"
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]*)\s*$", re.IGNORECASE)
 
 
-def parse_quantity(text: str, units: dict[str, float], what: str, example: str) -> float:
-    """'60MB' with MEMORY_UNITS -> 60e6; a bare number, an unknown unit, zero or overflow is refused with one line."""
+def parse_quantity(text: str, units: dict[str, float], bare: str, what: str, example: str) -> float:
+    """'60MB' with MEMORY_UNITS -> 60e6, a bare '60' in the `bare` unit; an unknown unit, a sign, an exponent,
+    zero or overflow is refused with one line."""
     match = _QUANTITY.match(str(text))
-    unit = match.group(2).lower() if match else None
+    unit = (match.group(2) or bare).lower() if match else None
     if match is None or unit not in units:
         raise EdgebertError(
-            f"cannot read {what} {shown(text)}: give a number and a unit ({', '.join(units)}), e.g. {example}"
+            f"cannot read {what} {shown(text)}: give a number and a unit ({', '.join(units)}; a bare number is "
+            f"{bare}), e.g. {example}"
         )
     return checked_budget(float(match.group(1)) * units[unit], what, shown(text))
 
@@ -103,17 +107,20 @@ def budget_bytes(value: float, written: str) -> int:
 
 
 def parse_memory(text: str) -> int:
-    """'60MB' -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
-    return budget_bytes(parse_quantity(text, MEMORY_UNITS, "memory budget", "60MB or 0.5GiB"), shown(text))
+    """'60MB' (or '60') -> 60_000_000 bytes; KB/MB/GB are powers of ten, KiB/MiB/GiB powers of two."""
+    return budget_bytes(
+        parse_quantity(text, MEMORY_UNITS, BARE_MEMORY_UNIT, "memory budget", "60MB or 0.5GiB"), shown(text)
+    )
 
 
 def parse_latency(text: str) -> float:
-    """'40ms' -> 40.0 ms; also s and us."""
-    return parse_quantity(text, TIME_UNITS, "latency budget", "40ms or 0.2s")
+    """'40ms' (or '40') -> 40.0 ms; also s and us."""
+    return parse_quantity(text, TIME_UNITS, BARE_TIME_UNIT, "latency budget", "40ms or 0.2s")
 
 
 def _with_unit(value: Any, parse: Any, scale: float) -> Any:
-    """A profile budget written with a unit ('512MB', '40ms'), in the field's own unit; a bare number is left as is."""
+    """A profile budget written as text ('512MB', '40ms', '60'), by `pick`'s parser, in the field's own unit; a YAML
+    number is left as is (it is in that unit, as a bare number on the command line)."""
     if not isinstance(value, str):
         return value
     try:
@@ -255,16 +262,28 @@ def shipped_names() -> list[str]:
 
 def load_profile(name_or_path: str | Path) -> Profile:
     """A shipped profile by name, or a YAML file by path (anything with a '/' or a .yaml/.yml suffix)."""
-    text = str(name_or_path)
-    looks_like_path = isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml"))
-    if looks_like_path:
+    text = check_profile_name(name_or_path)
+    if _looks_like_path(name_or_path):
         path = Path(name_or_path)
         if not path.exists():
             raise EdgebertError(f"{path}: no such profile file")
         return parse_profile(_read_bounded(path), source=str(path))
-    if text not in shipped_names():
-        raise EdgebertError(f"unknown profile {text!r}: choose one of {', '.join(shipped_names())} or give a YAML path")
     return parse_profile((shipped_dir() / f"{text}.yaml").read_text(encoding="utf-8"), source=f"{text}.yaml")
+
+
+def check_profile_name(name_or_path: str | Path) -> str:
+    """A path (read later), or the name of a shipped profile: an unknown name is refused before anything loads."""
+    text = str(name_or_path)
+    if not _looks_like_path(name_or_path) and text not in shipped_names():
+        raise EdgebertError(
+            f"unknown profile {shown(text)}: choose one of {', '.join(shipped_names())} or give a YAML path"
+        )
+    return text
+
+
+def _looks_like_path(name_or_path: str | Path) -> bool:
+    text = str(name_or_path)
+    return isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml"))
 
 
 def load_shipped() -> list[Profile]:
@@ -372,6 +391,33 @@ def detect_hardware() -> Hardware:
         detected=True,
         notes="detected at run time from /proc/cpuinfo, /proc/meminfo and cpufreq; peak and bandwidth unknown",
     )
+
+
+# The same ISA under the names different systems give it (platform.machine() on macOS and Windows).
+ISA_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
+
+
+def other_device(profile: Profile, host: Hardware) -> str | None:
+    """Why `profile` describes another device than `host`, in one line, or None when it may be this one.
+
+    `local` is this host by definition; a shipped or user profile is compared on the facts that tell devices
+    apart without guessing: its architecture (when it names one) and its core count.
+    """
+    if profile.is_local:
+        return None
+    described = profile.hardware
+    isa = ISA_ALIASES.get((described.architecture or "").lower(), (described.architecture or "").lower())
+    here = ISA_ALIASES.get((host.architecture or "").lower(), (host.architecture or "").lower())
+    if (not isa or isa == here) and described.cores == host.cores:
+        return None
+    return (
+        f"settings from profile {profile.name}, measured on this host ({_device(host)}), not on the device it "
+        f"describes ({_device(described)}): latency and memory are this host's"
+    )
+
+
+def _device(hardware: Hardware) -> str:
+    return f"{hardware.cpu}, {hardware.architecture or 'architecture unknown'}, {hardware.cores} cores"
 
 
 def _read(path: str) -> str:

@@ -78,9 +78,10 @@ def test_bench_is_torch_free_and_reports_everything(torch_free_results):
         throughput = result["throughput"]
         assert throughput["tokens_per_s"] > throughput["real_tokens_per_s"] > throughput["sequences_per_s"] > 0
         env = result["environment"]
-        assert env["runtime_version"] and env["cpu"] and len(env["load_avg_before"]) == 3
+        assert env["runtime_version"] and result["host"]["cpu"] and len(env["load_avg_before"]) == 3
         assert "tiny test model: random weights" in result["warnings"]
-    assert onnx["profile"]["name"] == "local" and onnx["profile"]["hardware"]["detected"]
+    assert onnx["profile"]["name"] == "local" and onnx["profile"]["device_hardware"]["detected"]
+    assert onnx["profile"]["device_is_this_host"] and onnx["result_version"] == 2
     assert onnx["environment"]["runtime"] == "onnxruntime" and onnx["inputs"]["seq_len"] == 128
     assert onnx["environment"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert tflite["environment"]["runtime"] == "litert" and tflite["environment"]["xnnpack"] is True

@@ -72,7 +72,7 @@ def test_notes_print_by_kind_not_by_their_words(capsys):
 def test_a_bad_choice_names_the_allowed_values(run_cli, command, expected):
     """Before anything is read: the allowed values come from the library's types, not a copy in the CLI."""
     result = run_cli(*command)
-    assert result.code == 1 and result.stderr.startswith("error: unknown ") and expected in result.stderr
+    assert result.code == 2 and result.stderr.startswith("error: unknown ") and expected in result.stderr  # usage
     assert result.stderr.count("\n") == 1
 
 

@@ -75,7 +75,7 @@ def test_cli_reports_cache_hits(labelled, run_cli):
     assert second.code == 0, second.stderr
     assert "cache hit" in second.stdout and "nothing recomputed" in second.stdout
     both = run_cli("eval", model_dir, "--data", data, "--width", "1", "--grid")
-    assert both.code == 1 and "not both" in both.stderr
+    assert both.code == 2 and "not both" in both.stderr  # options that exclude each other: a usage error
 
 
 def test_regression_head_gives_pearson_and_spearman(tmp_path):

@@ -281,19 +281,19 @@ def test_export_cli(tiny_slices, tmp_path, run_cli):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--format", "coreml"], "unknown format 'coreml'"),
-        (["--precision", "int4"], "unknown precision 'int4'"),
-        (["--format", "tflite", "--seq-len", "0"], "--seq-len must be between 1 and 8192"),
-        (["--format", "tflite"], "--seq-len 128 exceeds the model's 40 positions"),  # TFLite's default length
-        (["--seq-len", "41"], "--seq-len 41 exceeds the model's 40 positions"),  # ONNX verifies it too
-        (["--width", "0.5"], "already a slice"),
+    ("args", "message", "code"),
+    [  # a value the option itself refuses is a usage error (2); one the model refuses is an error (1)
+        (["--format", "coreml"], "unknown --format 'coreml'", 2),
+        (["--precision", "int4"], "unknown --precision 'int4'", 2),
+        (["--format", "tflite", "--seq-len", "0"], "'--seq-len': Input should be greater than or equal to 1", 2),
+        (["--format", "tflite"], "--seq-len 128 exceeds the model's 40 positions", 1),  # TFLite's default length
+        (["--seq-len", "41"], "--seq-len 41 exceeds the model's 40 positions", 1),  # ONNX verifies it too
+        (["--width", "0.5"], "already a slice", 1),
     ],
 )
-def test_export_cli_bad_options(tiny_slices, tmp_path, run_cli, args, message):
+def test_export_cli_bad_options(tiny_slices, tmp_path, run_cli, args, message, code):
     result = run_cli("export", tiny_slices["bert-cls"], *args, "--out", tmp_path / "x.onnx")
-    assert result.code == 1 and message in result.stderr
+    assert result.code == code and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from edgebert.bundle import ONNX_FILES
 from edgebert.cli.pick import NOTHING_FITS
 from edgebert.latency_model import leave_one_out_warning
 from tests.labelled import sentences
@@ -38,12 +39,12 @@ def test_export_is_rechecked_against_the_artifact_written(labelled_classifier, t
     args = local_pick(labelled_classifier, "1:1", "--latency-budget", "10s")
     estimate = json.loads(run_cli(*args, "--memory-budget", "1GB").stdout)
     choice = estimate["choice"]
-    assert (choice["precision"], choice["size_source"]) == ("fp32", "estimated")
+    assert choice["size_source"] == "estimated" and choice["pareto"]
     out = tmp_path / "out"
     exported = run_cli(*args, "--memory-budget", "1GB", "--export", out)
     assert exported.code == 0, exported.stderr
     written = json.loads(exported.stdout)["choice"]
-    artifact = out / "classifier-w1-d1-onnx" / "onnx" / "model.onnx"
+    artifact = out / "classifier-w1-d1-onnx" / "onnx" / ONNX_FILES[choice["precision"]]
     assert written["size_bytes"] == artifact.stat().st_size != choice["size_bytes"]  # the graph is not just weights
     assert written["memory_bytes"] != choice["memory_bytes"]  # the footprint follows the real size
     low, high = sorted([choice["memory_bytes"], written["memory_bytes"]])
@@ -52,7 +53,9 @@ def test_export_is_rechecked_against_the_artifact_written(labelled_classifier, t
     report = json.loads(result.stdout)
     if written["memory_bytes"] > choice["memory_bytes"]:  # fitted as estimated, not as written
         assert result.code == NOTHING_FITS and report["fits"] is False
-        assert report["verdict"].startswith("the exported width 1 depth 1 fp32 does not fit after all: memory")
+        assert report["verdict"].startswith(
+            f"the exported width 1 depth 1 {choice['precision']} does not fit after all"
+        )
         assert report["choice"]["size_bytes"] == artifact.stat().st_size
     else:  # the estimate was the larger: as estimated it did not fit, nothing was exported
         assert result.code == NOTHING_FITS and report["export"] is None

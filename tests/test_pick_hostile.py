@@ -16,9 +16,9 @@ from edgebert.pick import Budgets, mark_pareto
 PICK = ["pick", "--profile", "raspberry-pi-4", "--candidates", "0.25:0.5"]
 
 
-def one_error(result) -> str:
-    """The single `error:` line of a refused command (and no traceback)."""
-    assert result.code == 1, (result.stdout, result.stderr)
+def one_error(result, code: int = 1) -> str:
+    """The single `error:` line of a refused command (and no traceback); 2 when an option's value was refused."""
+    assert result.code == code, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
@@ -68,7 +68,7 @@ def test_plot_replaces_only_its_own_png_and_refuses_before_the_slow_work(run_cli
     ],
 )
 def test_budgets_that_disable_or_overflow_are_refused(run_cli, option, value, problem):
-    assert problem in one_error(run_cli(*PICK, option, value))
+    assert problem in one_error(run_cli(*PICK, option, value), code=2)
 
 
 def test_library_budgets_are_positive_and_finite():

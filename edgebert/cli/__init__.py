@@ -1,7 +1,8 @@
 """The `edgebert` command line: thin Typer commands over the library, one module per command group.
 
 Errors the user can fix (`EdgebertError`, bad options) become one line on stderr and exit
-code 1 (2 for usage errors); set EDGEBERT_DEBUG=1 to see the full traceback instead.
+code 1, or 2 for usage errors: a malformed command line or an option's value that fails its
+validation (`OptionError`); set EDGEBERT_DEBUG=1 to see the full traceback instead.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         print_error(str(exc))
-        sys.exit(1)
+        sys.exit(exc.exit_code)  # 2 for an option's bad value (OptionError), 1 for the rest
     except (typer.Abort, KeyboardInterrupt):
         print_error("interrupted: nothing was written")
         sys.exit(130)

@@ -11,21 +11,35 @@ from rich.table import Table
 
 from edgebert.cli.options import JsonOpt, ProfileOpt, either
 from edgebert.cli.output import console, megabytes, print_json, print_warning
+from edgebert.profiles import MAX_BATCH_SIZE, MAX_MIN_TIME_S, MAX_RUNS, MAX_THREADS, MAX_WARMUP_RUNS
 from edgebert.runtimes import SUFFIXES
+from edgebert.sidecar import MAX_SEQ_LEN
 
 
 def bench_command(
     artifact: Annotated[Path, typer.Argument(help=f"An exported {either(SUFFIXES)} file (its .json sidecar is read).")],
     profile: ProfileOpt = "local",
-    runs: Annotated[int | None, typer.Option(min=1, help="Measured runs (default: the profile's).")] = None,
-    warmup: Annotated[int | None, typer.Option(min=0, help="Warm-up runs (default: the profile's).")] = None,
+    runs: Annotated[
+        int | None, typer.Option(min=1, max=MAX_RUNS, help="Measured runs (default: the profile's).")
+    ] = None,
+    warmup: Annotated[
+        int | None, typer.Option(min=0, max=MAX_WARMUP_RUNS, help="Warm-up runs (default: the profile's).")
+    ] = None,
     min_time: Annotated[
         float | None,
-        typer.Option(min=0, help="Keep measuring for at least this many seconds (default: the profile's)."),
+        typer.Option(
+            min=0, max=MAX_MIN_TIME_S, help="Keep measuring for at least this many seconds (default: the profile's)."
+        ),
     ] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="Runtime threads (default: the profile's).")] = None,
-    batch: Annotated[int | None, typer.Option(min=1, help="Batch size (default: the profile's).")] = None,
-    seq_len: Annotated[int | None, typer.Option(min=1, help="Sequence length (default: the profile's).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=MAX_THREADS, help="Runtime threads (default: the profile's).")
+    ] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Batch size (default: the profile's).")
+    ] = None,
+    seq_len: Annotated[
+        int | None, typer.Option(min=1, max=MAX_SEQ_LEN, help="Sequence length (default: the profile's).")
+    ] = None,
     text: Annotated[
         Path | None,
         typer.Option(help="Real text instead of random ids: every line at its real length, cycled over the runs."),
@@ -36,7 +50,10 @@ def bench_command(
     json: JsonOpt = False,
     out: Annotated[Path | None, typer.Option(help="Append the result to this JSON list file.")] = None,
 ) -> None:
-    """Measure load time, latency percentiles, throughput and memory of ARTIFACT in its own runtime."""
+    """Measure load time, latency percentiles, throughput and memory of ARTIFACT in its own runtime.
+
+    Counts out of their bounds are usage errors (exit 2), as the command line is read; a profile's are the file's.
+    """
     from edgebert.bench import append_result, bench_artifact
     from edgebert.profiles import load_profile
 
@@ -71,12 +88,19 @@ def print_result(result: dict[str, Any]) -> None:
         runtime += f", XNNPACK {'on' if env['xnnpack'] else 'OFF' if env['xnnpack'] is False else 'unknown'}"
     if "graph_optimization_level" in env:
         runtime += f", {env['graph_optimization_level']}"
-    title = f"{result['artifact']['path']} on {result['profile']['name']}"
+    host, profile = result["host"], result["profile"]
+    title = (
+        f"{result['artifact']['path']} on {host['hostname'] or 'this host'}, settings from profile {profile['name']}"
+    )
     summary = Table(title=title, show_header=False, title_justify="left")
     precision = result["artifact"]["precision"] or "precision unknown"
     summary.add_row("artifact", f"{megabytes(result['artifact']['size_bytes'])}, {precision}")
     summary.add_row("runtime", runtime)
-    summary.add_row("CPU", f"{env['cpu']} ({env['usable_cores']} of {env['cores']} cores usable)")
+    summary.add_row(
+        "measured on",
+        f"{host['cpu']}, {host['architecture']} ({host['usable_cores']} of {host['cores']} cores usable)"
+        + ("" if profile["device_is_this_host"] else f"; NOT the {profile['name']} device"),
+    )
     shape = f"batch {inputs['batch_size']} x {inputs['seq_len']} tokens"
     if inputs["batches"] > 1:
         shape = f"{inputs['batches']} batches of {inputs['batch_size']}, up to {inputs['seq_len']} tokens"

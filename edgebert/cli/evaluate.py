@@ -10,9 +10,9 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ModelArg
+from edgebert.cli.options import JsonOpt, ModelArg, check_depth, check_width
 from edgebert.cli.output import console, err_console, print_json, print_notes
-from edgebert.errors import EdgebertError
+from edgebert.errors import OptionError
 from edgebert.subnet import TRAINED_GRID
 
 
@@ -22,8 +22,12 @@ def eval_command(
         typer.Option(help="Labelled dev set: a GLUE-style TSV (or .csv) with a header."),
     ],
     model: ModelArg = None,
-    width: Annotated[float | None, typer.Option(help="Evaluate this one width (depth defaults to 1).")] = None,
-    depth: Annotated[float | None, typer.Option(help="Evaluate this one depth (width defaults to 1).")] = None,
+    width: Annotated[
+        float | None, typer.Option(help="Evaluate this one width (depth defaults to 1).", callback=check_width)
+    ] = None,
+    depth: Annotated[
+        float | None, typer.Option(help="Evaluate this one depth (width defaults to 1).", callback=check_depth)
+    ] = None,
     grid: Annotated[
         bool, typer.Option("--grid", help=f"Evaluate the {len(TRAINED_GRID)} trained (width, depth), the default.")
     ] = False,
@@ -34,7 +38,7 @@ def eval_command(
 
     single = width is not None or depth is not None
     if grid and single:
-        raise EdgebertError("give --width/--depth for one sub-network or --grid for all, not both")
+        raise OptionError("give --width/--depth for one sub-network or --grid for all, not both")
     configs = [(1.0 if width is None else width, 1.0 if depth is None else depth)] if single else list(TRAINED_GRID)
     progress = Progress(
         TextColumn("evaluating"),

@@ -8,23 +8,29 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, default_is
+from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, check_depth, check_width, default_is
 from edgebert.cli.output import console, err_console, megabytes, print_json, print_notes
 from edgebert.manifests import manifest_warnings
-from edgebert.sidecar import DEFAULT_SEQ_LEN, gate_relation
+from edgebert.sidecar import DEFAULT_SEQ_LEN, MAX_SEQ_LEN, gate_relation
 
 
 def export_command(
     model: ModelArg = None,
     format: FormatOpt = "onnx",
     precision: PrecisionOpt = "fp32",
-    width: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this width first.")] = None,
-    depth: Annotated[float | None, typer.Option(help="Slice a full checkpoint at this depth first.")] = None,
+    width: Annotated[
+        float | None, typer.Option(help="Slice a full checkpoint at this width first.", callback=check_width)
+    ] = None,
+    depth: Annotated[
+        float | None, typer.Option(help="Slice a full checkpoint at this depth first.", callback=check_depth)
+    ] = None,
     seq_len: Annotated[
         int | None,
         typer.Option(
+            min=1,
+            max=MAX_SEQ_LEN,
             help=f"TFLite's fixed sequence length {default_is(str(DEFAULT_SEQ_LEN))}; ONNX axes are dynamic, "
-            "and it is verified."
+            "and it is verified.",
         ),
     ] = None,
     out: Annotated[

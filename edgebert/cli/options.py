@@ -5,20 +5,23 @@ A new exporter, precision or shipped profile shows up in `--help` without touchi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from edgebert.errors import EdgebertError
+from edgebert.errors import EdgebertError, OptionError
+from edgebert.manifests import shown
 from edgebert.precisions import PRECISIONS
-from edgebert.profiles import MemoryScope, shipped_names
+from edgebert.profiles import MemoryScope, check_profile_name, shipped_names
 from edgebert.runtimes import RUNTIME_FOR_FORMAT
+from edgebert.subnet import check_fractions
 
 FORMATS = tuple(RUNTIME_FOR_FORMAT)  # the formats `export` writes: each has its runtime (edgebert.runtimes)
+T, V = TypeVar("T"), TypeVar("V")
 
 
 def either(names: Iterable[str]) -> str:
@@ -33,15 +36,55 @@ def default_is(text: str) -> str:
 
 
 def lowercase(value: str | None) -> str | None:
-    """A choice option's callback: names are lower case, and `ONNX` or `INT8` means the same thing."""
+    """Names of choices are lower case, and `ONNX` or `INT8` means the same thing."""
     return None if value is None else value.lower()
 
 
 def check_choice(what: str, value: str, allowed: Iterable[str]) -> None:
-    """One line naming the allowed values, which come from the type the library declares (a Literal's args)."""
+    """One line naming the allowed values, which come from the type the library declares (a Literal's args).
+
+    An option's value that is not among them is a usage error (OptionError, exit 2)."""
     allowed = tuple(allowed)
     if value not in allowed:
-        raise EdgebertError(f"unknown {what} {value!r}: choose {either(allowed)}")
+        raise OptionError(f"unknown {what} {shown(value)}: choose {either(allowed)}")
+
+
+def option_value(option: str, parse: Callable[[V], T], value: V) -> T:
+    """`parse(value)`, and a value it refuses is a usage error naming the option: the one place an option's
+    value becomes exit code 2 (OptionError) while the library's parsers stay plain EdgebertErrors."""
+    try:
+        return parse(value)
+    except OptionError:
+        raise
+    except EdgebertError as exc:
+        raise OptionError(f"{option}: {exc}") from exc
+
+
+def checked(parse: Callable[[Any], Any]) -> Callable[..., Any]:
+    """A Typer option callback reading the value through `parse` (see `option_value`), before any slow work;
+    None (the option not given) passes, so the default applies."""
+
+    def callback(ctx, param, value):  # noqa: ANN001, ANN202 (Typer passes context, parameter, value by position)
+        return None if value is None else option_value(param.opts[0], parse, value)
+
+    return callback
+
+
+def choice_of(allowed: Iterable[str]) -> Callable[..., Any]:
+    """A Typer option callback for a choice: lower case (`ONNX` is `onnx`), and one of `allowed` (exit 2)."""
+    allowed = tuple(allowed)
+
+    def callback(ctx, param, value):  # noqa: ANN001, ANN202 (Typer passes context, parameter, value by position)
+        if value is not None:
+            check_choice(param.opts[0], value.lower(), allowed)
+        return lowercase(value)
+
+    return callback
+
+
+# --width, --depth: in (0, 1], by the library's own rule, refused as the command line is read.
+check_width = checked(lambda width: check_fractions(width, 1.0)[0])
+check_depth = checked(lambda depth: check_fractions(1.0, depth)[1])
 
 
 def untyped_flags(params: list) -> list:
@@ -82,8 +125,8 @@ ModelArg = Annotated[
     typer.Argument(help="A (Dyna)BERT or (Dyna)RoBERTa directory; omit it to use the built-in demo model."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP)]
+ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP, callback=checked(check_profile_name))]
 ProfileArg = Annotated[str, typer.Argument(help=PROFILE_HELP)]
-FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.", callback=lowercase)]
-PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.", callback=lowercase)]
+FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.", callback=choice_of(FORMATS))]
+PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.", callback=choice_of(PRECISIONS))]
 HELP_OPTIONS = ["-h", "--help"]

@@ -2,7 +2,8 @@
 
 Units are read here (one small parser) and the library gets bytes and milliseconds. Exit codes:
 0 a choice fits (and, with --export, the artifact written fits), NOTHING_FITS when nothing does
-(the verdict names the smallest memory and latency reachable), 1 for errors.
+(the verdict names the smallest memory and latency reachable), 2 for an option's bad value (a budget,
+a candidate list, a scope), 1 for other errors.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from rich.table import Table
 
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
-from edgebert.cli.options import MEMORY_SCOPES, JsonOpt, ModelArg, ProfileOpt, check_choice, default_is, lowercase
+from edgebert.cli.options import (
+    MEMORY_SCOPES,
+    JsonOpt,
+    ModelArg,
+    ProfileOpt,
+    choice_of,
+    default_is,
+    option_value,
+)
 from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
 from edgebert.errors import EdgebertError, require
 from edgebert.precisions import PRECISIONS
@@ -49,7 +58,8 @@ def pick_command(
     memory_budget: Annotated[
         str | None,
         typer.Option(
-            help="The model's footprint, e.g. 60MB, 0.5GiB, 512KiB " + default_is("the profile's memory_budget_mb")
+            help="The model's footprint, e.g. 60MB, 0.5GiB, 512KiB; a bare number is MB, as in a profile "
+            + default_is("the profile's memory_budget_mb")
         ),
     ] = None,
     memory_scope: Annotated[
@@ -58,11 +68,12 @@ def pick_command(
             help="What the memory budget covers: 'model' (what loading and running the model adds) or 'process' "
             "(model + the runtime's baseline: Python, numpy, the runtime) "
             + default_is("the profile's memory_budget_scope, model unless set"),
-            callback=lowercase,
+            callback=choice_of(MEMORY_SCOPES),
         ),
     ] = None,
     latency_budget: Annotated[
-        str | None, typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us " + default_is("the profile's"))
+        str | None,
+        typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us; a bare number is ms " + default_is("the profile's")),
     ] = None,
     measure: Annotated[
         bool, typer.Option("--measure", help="Export and bench a few candidates here (profile local only).")
@@ -88,19 +99,18 @@ def pick_command(
 ) -> None:
     """Choose the best (width, depth, precision) that fits the budgets; show the Pareto frontier.
 
-    Exits 0 when the choice fits, 3 when nothing fits (or the exported artifact turns out not to), 1 on errors.
+    Exits 0 when the choice fits, 3 when nothing fits (or the exported artifact turns out not to), 2 on a bad option
+    value, 1 on other errors.
     """
     from edgebert.pick import Budgets, pick
     from edgebert.profiles import load_profile
 
-    if memory_scope is not None:
-        check_choice("--memory-scope", memory_scope, MEMORY_SCOPES)
     budgets = Budgets(
-        memory_bytes=parse_memory(memory_budget) if memory_budget is not None else None,
-        latency_ms=parse_latency(latency_budget) if latency_budget is not None else None,
+        memory_bytes=option_value("--memory-budget", parse_memory, memory_budget) if memory_budget else None,
+        latency_ms=option_value("--latency-budget", parse_latency, latency_budget) if latency_budget else None,
         memory_scope=memory_scope,  # type: ignore[arg-type]
     )
-    configs = parse_candidates(candidates) if candidates else None
+    configs = option_value("--candidates", parse_candidates, candidates) if candidates else None
     plot_output: dict[str, Any] = {"force": force, "replaceable": replaceable_plot, "protect": [model] if model else []}
     if plot is not None:
         require("matplotlib", "--plot")  # before the slow work

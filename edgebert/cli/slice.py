@@ -9,15 +9,17 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ModelArg, default_is
+from edgebert.cli.options import JsonOpt, ModelArg, check_depth, check_width, default_is
 from edgebert.cli.output import console, megabytes, millions, print_json, print_notes
 from edgebert.manifests import manifest_warnings
 
 
 def slice_command(
     model: ModelArg = None,
-    width: Annotated[float, typer.Option(help="Share of attention heads and FFN neurons kept, in (0, 1].")] = 1.0,
-    depth: Annotated[float, typer.Option(help="Share of layers kept, in (0, 1].")] = 1.0,
+    width: Annotated[
+        float, typer.Option(help="Share of attention heads and FFN neurons kept, in (0, 1].", callback=check_width)
+    ] = 1.0,
+    depth: Annotated[float, typer.Option(help="Share of layers kept, in (0, 1].", callback=check_depth)] = 1.0,
     out: Annotated[Path | None, typer.Option(help=f"Output directory {default_is('<model>-w<W>-d<D>')}.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     json: JsonOpt = False,

@@ -22,13 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgebert.checkpoint import Checkpoint, copy_tokenizer_files, model_state, stock_state, write_safetensors
+from edgebert.checkpoint import (
+    Checkpoint,
+    copy_tokenizer_files,
+    model_state,
+    stock_config,
+    stock_state,
+    write_safetensors,
+)
 from edgebert.errors import EdgebertError
 from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
 from edgebert.subnet import Architecture, Subnetwork, full_network
 
 INITIALIZER_RANGE = 0.02  # BERT's std for new weights (a new classifier on a bare encoder)
-STOCK_CLASSES = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification"}
 
 
 @dataclass(frozen=True)
@@ -161,17 +167,9 @@ def save_checkpoint(
     stock transformers, `slice`, `eval`, `export` and `pick` all load it.
     """
     directory.mkdir()
-    config = dict(source.config)  # as read and validated (never through a link out of the model directory)
-    model_config = model.net.config
-    config.update(
-        model_type=source.model_type,
-        architectures=[STOCK_CLASSES[source.model_type]],
-        id2label={str(i): name for i, name in model_config.id2label.items()},
-        label2id={name: int(i) for name, i in model_config.label2id.items()},
-    )
+    config = stock_config(source, dict(model.net.config.id2label))  # the source's as read (never through a link)
     if model.num_labels == 1:
         config["problem_type"] = "regression"
-    config.pop("num_labels", None)  # implied by id2label
     state = {name: t.contiguous() for name, t in stock_state(model.canonical_state(), source.model_type).items()}
     write_safetensors(state, directory / "model.safetensors")
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

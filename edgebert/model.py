@@ -260,7 +260,7 @@ class ExportWrapper(nn.Module):
 
 
 def register_with_transformers() -> None:
-    """Let transformers' Auto classes load edgebert slices without trust_remote_code."""
+    """Let transformers' Auto classes load narrower slices (width < 1) without trust_remote_code."""
     AutoConfig.register(MODEL_TYPE, EdgeBertConfig, exist_ok=True)
     AutoModel.register(EdgeBertConfig, EdgeBertModel, exist_ok=True)
     AutoModelForSequenceClassification.register(EdgeBertConfig, EdgeBertForSequenceClassification, exist_ok=True)

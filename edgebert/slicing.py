@@ -15,6 +15,7 @@ from edgebert.checkpoint import (
     ST_MODULES_FILE,
     TOKENIZER_FILES,
     Checkpoint,
+    canonical_state,
     checkpoint_config_file,
     copy_model_files,
     copy_tokenizer_files,
@@ -24,6 +25,8 @@ from edgebert.checkpoint import (
     refuse_non_finite,
     require_reading_modules,
     sentence_transformers_files,
+    stock_config,
+    stock_state,
     write_safetensors,
 )
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE
@@ -177,8 +180,8 @@ def load_slice(path: Path) -> SlicedModel:
     except Exception as exc:  # safetensors raises its own untyped errors for damaged data
         raise EdgebertError(f"{weights_file} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
     refuse_non_finite(state, weights_file)
-    state = {name.removeprefix("bert."): tensor for name, tensor in state.items()}
     config = EdgeBertConfig.from_dict(raw_config)
+    state = canonical_state(state, config.source_model_type)
     try:
         model = build_model(config, state, classifier=manifest.task == "sequence-classification")
     except RuntimeError as exc:  # load_state_dict: tensors the config has no place for
@@ -235,9 +238,11 @@ def slice_model(
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
-        save_model(sliced.model, staging)
+        stock = stock_class_config(checkpoint, sliced.model)
+        save_model(sliced.model, staging, stock)
         copy_tokenizer_files(checkpoint, staging)
-        name_tokenizer_class(staging, checkpoint.model_type)
+        if stock is None:
+            name_tokenizer_class(staging, checkpoint.model_type)
         copy_model_files(checkpoint.path, kept_files, staging)  # sentence-transformers' modules: still valid
         sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
         manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
@@ -249,7 +254,7 @@ def slice_model(
 def name_tokenizer_class(directory: Path, model_type: str) -> None:
     """Write the tokenizer's class into a slice's tokenizer_config.json when the source left it to its model_type.
 
-    A slice's config.json says model_type "edgebert", which AutoTokenizer (and sentence-transformers
+    A narrower slice's config.json says model_type "edgebert", which AutoTokenizer (and sentence-transformers
     through it) cannot map to a tokenizer, while the source's "bert" or "roberta" could.
     """
     from edgebert.bundle import TOKENIZER_CLASS
@@ -263,13 +268,32 @@ def name_tokenizer_class(directory: Path, model_type: str) -> None:
             config_file.write_text(_json(settings | {"tokenizer_class": TOKENIZER_CLASS[model_type]}))
 
 
-def save_model(model: torch.nn.Module, directory: Path) -> None:
-    """config.json + model.safetensors, as `save_pretrained` writes them, without its progress bars."""
+def stock_class_config(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[str, Any] | None:
+    """config.json of a slice as transformers' own BERT/RoBERTa class when it keeps every head and FFN neuron
+    (width 1, any depth), so stock transformers and the tools built on it (Optimum, sentence-transformers, TEI)
+    load it without edgebert; None for a narrower slice, whose heads keep a size transformers cannot express."""
+    config, arch = model.config, checkpoint.arch
+    if (config.num_attention_heads, config.intermediate_size) != (arch.num_heads, arch.intermediate_size):
+        return None
+    labels = dict(config.id2label) if arch.num_labels else None
+    return stock_config(checkpoint, labels, num_hidden_layers=config.num_hidden_layers)
+
+
+def save_model(model: torch.nn.Module, directory: Path, stock: dict[str, Any] | None = None) -> None:
+    """config.json + model.safetensors, as `save_pretrained` writes them, without its progress bars: edgebert's
+    class, or with `stock` (`stock_class_config`) transformers' own, under its parameter names."""
     directory.mkdir()
-    model.config.architectures = [type(model).__name__]
+    state = model.state_dict()
     with naming(directory / "config.json"):
-        model.config.save_pretrained(directory)
-    write_safetensors(model.state_dict(), directory / "model.safetensors")
+        if stock is None:
+            model.config.architectures = [type(model).__name__]
+            model.config.save_pretrained(directory)
+        else:
+            (directory / "config.json").write_text(_json(stock))
+    if stock is not None:  # a base model's names are unprefixed, a classifier's under bert. or roberta.
+        state = canonical_state(state, "bert")
+        state = stock_state(state, stock["model_type"]) if "classifier.weight" in state else state
+    write_safetensors(state, directory / "model.safetensors")
 
 
 def _json(data: Any) -> str:

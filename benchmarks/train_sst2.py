@@ -71,7 +71,9 @@ def edgebert(*args: str, log: Path) -> float:
 
 def _resume_or_force(out: Path, args) -> list[str]:
     """Continue an interrupted run (as a user would, with --resume); otherwise start afresh."""
-    return ["--resume"] if (out / "checkpoints" / "state.pt").exists() and not args.redo else ["--force"]
+    from edgebert.train import RunFiles  # where a run in progress keeps its state, beside --out
+
+    return ["--resume"] if RunFiles(out).state.exists() and not args.redo else ["--force"]
 
 
 def stage_teacher(args, timings: dict) -> None:

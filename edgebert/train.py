@@ -29,19 +29,32 @@ only rank 0 writes.
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import math
 import os
 import shutil
+import socket
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from pydantic import ValidationError
+
 from edgebert import __version__
-from edgebert.atomic import replace_file, staged_outputs
-from edgebert.checkpoint import Checkpoint, load_checkpoint, read_config
+from edgebert.atomic import (
+    STAGING_MARKER,
+    STAGING_NAME,
+    owned_directory,
+    publish,
+    refuse_existing,
+    remove_stale_staging,
+    replace_file,
+    staged_outputs,
+)
+from edgebert.checkpoint import Checkpoint, load_checkpoint, read_config, write_safetensors
 from edgebert.data import (
     MAX_LENGTH,
     Dataset,
@@ -57,14 +70,21 @@ from edgebert.data import (
 )
 from edgebert.errors import EdgebertError
 from edgebert.manifests import (
+    MAX_JSON_BYTES,
     REWIRE_MANIFEST,
+    STATE_TENSORS,
     TRAIN_MANIFEST,
     FileRef,
+    MetricsRecord,
     PhaseRecord,
     RewireManifest,
+    RunSpec,
     TrainManifest,
-    read_json,
+    TrainState,
+    read_manifest,
+    validation_line,
 )
+from edgebert.reading import read_regular, text_lines
 from edgebert.subnet import TRAINED_DEPTHS, TRAINED_GRID, TRAINED_WIDTHS, Subnetwork, costs, subnet_key, subnetwork
 
 if TYPE_CHECKING:
@@ -76,7 +96,12 @@ if TYPE_CHECKING:
 PHASES = ("width", "depth", "finetune")
 Phase = Literal["width", "depth", "finetune"]
 DepthTeacher = Literal["full-width", "same-width"]
-RUN_DIR = "checkpoints"  # resume state, removed when the run completes
+RUN_HOME_SUFFIX = ".train-run"  # a run in progress lives in `.<out name>.train-run` beside --out
+RUN_MARKER = ".edgebert-train-run"  # in the run's home: "<host> <pid>" of the process training it
+OUTPUT_DIR = "output"  # in the run's home: what is published onto --out when the run is done
+MAX_SEED = 2**32 - 1  # numpy's and most tools' seed range (torch.manual_seed takes 64 bits)
+MAX_HOME_NAME = 200  # characters of --out's name kept in the home's name
+RUN_DIR = "checkpoints"  # in the run's home: the resume state
 PHASES_DIR = "phases"  # each finished phase's best model (rewired/, width/, depth/, finetune/)
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.pt"
@@ -266,13 +291,40 @@ def selection_score(results: dict[str, dict]) -> float:
 
 @dataclass
 class RunFiles:
-    """Where a run keeps its state inside --out."""
+    """Where a run lives: its home, a hidden directory beside --out, until it is published onto --out by one rename.
+
+    The home's name follows from --out, so `--resume` finds it after a crash, and it is never the
+    user's --out: an interrupted or failed run leaves --out as it was. It holds the resume state
+    (`checkpoints/`), the output being built (`output/`: phases/, metrics.jsonl, then the final
+    model and its manifest) and a marker naming the process training it.
+    """
 
     out: Path
 
     @property
+    def home(self) -> Path:
+        out = Path(os.path.abspath(self.out))
+        name = out.name
+        if len(name) > MAX_HOME_NAME:  # a file name is at most 255 bytes: keep a prefix and tell long names apart
+            name = f"{name[: MAX_HOME_NAME - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+        return out.parent / f".{name}{RUN_HOME_SUFFIX}"
+
+    @property
+    def work(self) -> Path:
+        return self.home / OUTPUT_DIR
+
+    @property
     def run_dir(self) -> Path:
-        return self.out / RUN_DIR
+        return self.home / RUN_DIR
+
+    @property
+    def aside(self) -> Path:
+        """Where publishing puts the run it replaces, on a system that cannot swap two directories in one rename."""
+        return self.home / f"old-{Path(os.path.abspath(self.out)).name}"
+
+    @property
+    def marker(self) -> Path:
+        return self.home / RUN_MARKER
 
     @property
     def state(self) -> Path:
@@ -284,23 +336,174 @@ class RunFiles:
 
     @property
     def metrics(self) -> Path:
-        return self.out / METRICS_FILE
+        return self.work / METRICS_FILE
 
     def phase_dir(self, name: str) -> Path:
-        return self.out / PHASES_DIR / name
+        return self.work / PHASES_DIR / name
 
     def best(self, phase: str) -> Path:
         return self.run_dir / f"best-{phase}.safetensors"
 
-    def written_by_edgebert(self) -> bool:
-        return (self.out / TRAIN_MANIFEST).is_file() or self.spec.is_file()
+
+def output_files(path: Path) -> list[str]:
+    """What a finished `train` writes into --out besides its manifest (an EdgebertError when `path` is no finished
+    run: a damaged manifest, or no model), defined once for `--force` and for publishing."""
+    from edgebert.slicing import MODEL_DIR_FILES
+
+    try:
+        read_manifest(path / TRAIN_MANIFEST, TrainManifest)
+    except EdgebertError as exc:
+        raise EdgebertError(f"has an {TRAIN_MANIFEST} edgebert would not write ({exc})") from exc
+    for name in ("config.json", "model.safetensors"):
+        if not (path / name).is_file():
+            raise EdgebertError(f"has no {name}, so it is not a finished training run")
+    phases = [f"{PHASES_DIR}/{phase}/{name}" for phase in ("rewired", *PHASES) for name in MODEL_DIR_FILES]
+    return [*MODEL_DIR_FILES, METRICS_FILE, *phases, f"{PHASES_DIR}/rewired/{REWIRE_MANIFEST}"]
+
+
+_FINISHED_RUN = owned_directory(TRAIN_MANIFEST, output_files, "training run")
+
+
+def killed_before_spec(path: Path) -> bool:
+    """Whether `path` is what edgebert 0.1 (up to 6b0c4f4), which trained inside --out, left when killed before its
+    run.json landed: a `checkpoints/` holding nothing, or only its own staging of run.json."""
+    run_dir = path / RUN_DIR
+    if [entry.name for entry in path.iterdir()] != [RUN_DIR] or run_dir.is_symlink() or not run_dir.is_dir():
+        return False
+    for entry in run_dir.iterdir():
+        if entry.is_symlink() or not entry.is_dir() or not STAGING_NAME.search(entry.name):
+            return False
+        if any(p.name not in (STAGING_MARKER, RUN_FILE) or not p.is_file() or p.is_symlink() for p in entry.iterdir()):
+            return False
+    return True
+
+
+def replaceable_run(path: Path) -> str | None:
+    """`--force` replaces a finished run holding nothing but what `train` writes, or an old version's run killed
+    before it recorded anything."""
+    if path.is_dir() and not path.is_symlink() and killed_before_spec(path):
+        return None
+    return _FINISHED_RUN(path)
+
+
+@contextlib.contextmanager
+def hold_run(files: RunFiles) -> Iterator[None]:
+    """Create and lock the run's home for this process's whole run: a second `train` on the same --out fails at once.
+
+    The lock is a flock on the home, released by the OS however the process ends. On a failure
+    that leaves nothing to resume (no state.pt yet) the home is removed; otherwise it stays for
+    `--resume`.
+    """
+    home, fd = files.home, None
+    for _ in range(3):  # a run finishing removes its home: one opened just before is not the home any more
+        with contextlib.suppress(FileExistsError):
+            home.mkdir(parents=True)
+        _check_home(files)
+        fd = os.open(home, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            _lock(fd, files)
+            if _still_at(fd, home):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        fd = None
+    if fd is None:
+        raise EdgebertError(f"{home} keeps being removed while edgebert opens it: is another process using it?")
+    try:
+        files.marker.write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
+        yield
+    except BaseException:
+        if not files.state.is_file():
+            shutil.rmtree(home, ignore_errors=True)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether the directory open as `fd` is still the one at `path`."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _lock(fd: int, files: RunFiles) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one run per --out is the user's care
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            host, pid = files.marker.read_text(encoding="utf-8").split()
+            who = f"process {pid}" + ("" if host == socket.gethostname() else f" on {host}")
+        except (OSError, ValueError):
+            who = "another process"
+        raise EdgebertError(f"{files.out} is being trained by {who} (in {files.home}): wait or stop it") from None
+
+
+def _check_home(files: RunFiles) -> None:
+    """The home is edgebert's by its name; refuse to use it if it holds anything `train` does not put there."""
+    home = files.home
+    if home.is_symlink() or not home.is_dir():
+        raise EdgebertError(f"{home} is not a directory edgebert train made: move it away")
+    ours = {RUN_MARKER, RUN_DIR, OUTPUT_DIR, files.aside.name}
+    foreign = sorted(entry.name for entry in home.iterdir() if entry.name not in ours)
+    if foreign:
+        raise EdgebertError(f"{home} holds files edgebert train does not write ({', '.join(foreign[:3])}): move them")
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """state.pt, read without running code and checked: plain fields by `TrainState`, tensors all or none."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only unpickler raises EOFError, KeyError, UnpicklingError, ...
+        raise EdgebertError(f"{path} is damaged: {first_line(exc)}") from exc
+    if not isinstance(state, dict):
+        raise EdgebertError(f"{path} is damaged: it holds a {type(state).__name__}, not a training state")
+    tensors = [key for key in STATE_TENSORS if key in state]
+    if tensors and len(tensors) != len(STATE_TENSORS):
+        missing = ", ".join(key for key in STATE_TENSORS if key not in state)
+        raise EdgebertError(f"{path} is damaged: it has {', '.join(tensors)} but not {missing}")
+    try:
+        fields = TrainState.model_validate({key: value for key, value in state.items() if key not in STATE_TENSORS})
+    except ValidationError as exc:
+        raise EdgebertError(f"{path} is not a valid TrainState: {validation_line(exc)}") from exc
+    if tensors and None in (fields.best_score, fields.best_step, fields.phase_elapsed):
+        raise EdgebertError(f"{path} is damaged: a mid-phase checkpoint without its best score, best step or time")
+    return state
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, or its type when it says nothing (torch.load of an empty file: EOFError(''))."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(MetricsRecord.model_validate(record).model_dump_json() + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_metrics(path: Path) -> list[MetricsRecord]:
+    data = read_regular(path, MAX_JSON_BYTES)
+    if len(data) > MAX_JSON_BYTES:
+        raise EdgebertError(f"{path} is larger than {MAX_JSON_BYTES} bytes: not the metrics edgebert train writes")
+    records = []
+    for number, line in enumerate(text_lines(data.decode("utf-8", errors="replace")), 1):
+        try:
+            records.append(MetricsRecord.model_validate_json(line))
+        except ValidationError as exc:
+            raise EdgebertError(f"{path}: line {number} is not a valid MetricsRecord: {validation_line(exc)}") from exc
+    return records
 
 
 def truncate_metrics(path: Path, resume_state: dict | None) -> None:
@@ -311,12 +514,9 @@ def truncate_metrics(path: Path, resume_state: dict | None) -> None:
         path.unlink()
         return
     last = (resume_state["phase_index"], resume_state.get("step", 0) if "model" in resume_state else -1)
-    kept = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if (json.loads(line)["phase_index"], json.loads(line)["step"]) <= last
-    ]
-    replace_file(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8"))
+    kept = [record for record in read_metrics(path) if (record.phase_index, record.step) <= last]
+    lines = "".join(f"{record.model_dump_json()}\n" for record in kept)
+    replace_file(path, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
 
 
 # ---- the trainer ------------------------------------------------------------------------------------
@@ -391,16 +591,35 @@ def check_config(config: TrainConfig) -> None:
         "learning rate": config.learning_rate,
         "eval every": config.eval_every,
         "save every": config.save_every,
+        "adam epsilon": config.adam_epsilon,
+        "max grad norm": config.max_grad_norm,
     }
     for name, value in positive.items():
-        if not value > 0 or not math.isfinite(value):
+        if not value > 0 or not _finite(value):
             raise EdgebertError(f"{name} must be more than zero, got {value}")
+    at_least_zero = {
+        "weight decay": config.weight_decay,
+        **{f"width-phase loss weight {i}": value for i, value in enumerate(config.width_lambdas, 1)},
+        **{f"depth-phase loss weight {i}": value for i, value in enumerate(config.depth_lambdas, 1)},
+    }
+    for name, value in at_least_zero.items():
+        if not value >= 0 or not _finite(value):
+            raise EdgebertError(f"{name} must be zero or more, got {value}")
+    if config.warmup is not None and not 0 <= config.warmup <= 1:  # NaN fails both comparisons
+        raise EdgebertError(f"warmup is a share of the steps, from 0 to 1: got {config.warmup}")
+    if not 0 <= config.seed <= MAX_SEED:
+        raise EdgebertError(f"seed must be a whole number from 0 to {MAX_SEED}, got {config.seed}")
     if config.max_steps is not None and config.max_steps < 1:
         raise EdgebertError(f"max steps must be at least 1, got {config.max_steps}")
     if config.train_examples is not None and config.train_examples < 1:
         raise EdgebertError(f"train examples must be at least 1, got {config.train_examples}")
     if config.max_length < 8:
         raise EdgebertError(f"max length {config.max_length} is too short (at least 8 tokens)")
+
+
+def _finite(value: float) -> bool:
+    """Python ints are always finite (and math.isfinite overflows on one of 400 digits)."""
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _eval_set(data: Dataset, tokenizer, checkpoint: Checkpoint, label2id, num_labels, max_length) -> EvalSet:
@@ -490,9 +709,19 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, total_steps: int
 class Trainer:
     """One run: phases in order, each resumable from its last checkpoint."""
 
-    def __init__(self, inputs: Inputs, config: TrainConfig, out: Path, runtime: Runtime, reporter: Reporter):
+    def __init__(
+        self,
+        inputs: Inputs,
+        config: TrainConfig,
+        out: Path,
+        runtime: Runtime,
+        reporter: Reporter,
+        replace: bool = False,
+    ):
         self.inputs, self.config, self.runtime, self.reporter = inputs, config, runtime, reporter
         self.files = RunFiles(out)
+        self.replace = replace  # --force: the finished run may replace an earlier one at --out
+        self.saved = "no checkpoint yet"  # what state.pt holds, for the line that stops a run
         self.checkpoint = inputs.checkpoint
         self.plans = plan_phases(config, self.checkpoint)
         self.records: list[PhaseRecord] = []
@@ -540,15 +769,31 @@ class Trainer:
             self.elapsed_before = resume_state["elapsed"]
             start = resume_state["phase_index"]
             mid_phase = resume_state if "model" in resume_state else None
+            self._check_resumed(resume_state)
         if self.config.rewires and resume_state is None:
             self._rewire()
         elif self.config.rewires:
-            self.rewiring = RewireManifest.model_validate_json(
-                (self.files.phase_dir("rewired") / REWIRE_MANIFEST).read_text(encoding="utf-8")
-            )
+            self.rewiring = read_manifest(self.files.phase_dir("rewired") / REWIRE_MANIFEST, RewireManifest)
         for index in range(start, len(self.plans)):
             self._run_phase(index, mid_phase if index == start else None)
-        return self._finish()
+        return self._finish(resume_state.get("final_sha256") if resume_state is not None else None)
+
+    def _check_resumed(self, state: dict) -> None:
+        """A state.pt that is not this run's (same spec, other phases) is one line, not an IndexError later."""
+        start, mid_phase = state["phase_index"], "model" in state
+        last = len(self.plans) - 1 if mid_phase else len(self.plans)
+        if start > last or len(self.records) != start:
+            raise EdgebertError(
+                f"{self.files.state} does not fit this run: it is at phase {start + 1} with {len(self.records)} "
+                f"finished, of {len(self.plans)} phases"
+            )
+        self.saved = self._saved_at(start, state["step"] if mid_phase else None)
+
+    def _saved_at(self, index: int, step: int | None) -> str:
+        """What a checkpoint at phase `index` holds: a step of it, or (step None) the end of the phase before."""
+        if step is not None:
+            return f"phase {self.plans[index].name} step {step}"
+        return f"the end of phase {self.plans[index - 1].name}" if index > 0 else "the run's start"
 
     def _rewire(self) -> None:
         from edgebert.rewire import rewire_checkpoint
@@ -597,13 +842,9 @@ class Trainer:
         step, best_score, best_step = 0, -math.inf, 0
         phase_started, elapsed_before = time.monotonic(), 0.0
         if resume_state is not None:
-            student.net.load_state_dict(resume_state["model"])
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
-            scaler.load_state_dict(resume_state["scaler"])
+            self._restore(resume_state, student, optimizer, scheduler, scaler)
             step, best_score, best_step = resume_state["step"], resume_state["best_score"], resume_state["best_step"]
             elapsed_before = resume_state["phase_elapsed"]
-            torch.set_rng_state(resume_state["rng"][runtime.rank])
         wrapped = student
         if runtime.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -623,7 +864,13 @@ class Trainer:
             loss = self.accumulate_gradients(plan, wrapped, student, teacher, batch, terms)
             if runtime.autocast_dtype is torch.float16:
                 scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+            norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), config.max_grad_norm))
+            # fp16's scaler skips steps with inf gradients by design; a non-finite loss is never one
+            if not math.isfinite(loss) or not (math.isfinite(norm) or scaler.is_enabled()):
+                raise EdgebertError(
+                    f"phase {plan.name} step {step + 1}: the loss is {loss:g} (gradient norm {norm:g}), so training "
+                    f"stopped; {self.files.state} keeps {self.saved} (lower --lr, check the data)"
+                )
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -731,6 +978,34 @@ class Trainer:
         terms.batches += 1
         return total
 
+    def _restore(self, state: dict, student: DynaBert, optimizer, scheduler, scaler) -> None:
+        """Load a mid-phase checkpoint; one that does not fit this run (another model's) is one line."""
+        import torch
+
+        path, expected, saved = self.files.state, student.net.state_dict(), state["model"]
+        if not isinstance(saved, dict) or saved.keys() != expected.keys():
+            raise EdgebertError(f"{path} holds another model's weights (other tensor names): not this run's checkpoint")
+        for name, tensor in expected.items():
+            got = saved[name].shape if isinstance(saved[name], torch.Tensor) else type(saved[name]).__name__
+            if got != tensor.shape:
+                raise EdgebertError(
+                    f"{path} holds another model's weights ({name}: {got} where this run has {tensor.shape}): "
+                    "not this run's checkpoint"
+                )
+        try:
+            student.net.load_state_dict(saved)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"][self.runtime.rank])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise EdgebertError(f"{path} does not fit this run: {first_line(exc)}") from exc
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                moments = optimizer.state.get(param, {}).values()
+                if any(isinstance(m, torch.Tensor) and m.dim() and m.shape != param.shape for m in moments):
+                    raise EdgebertError(f"{path} does not fit this run: its optimizer state has other shapes")
+
     def _same_width(self, plan: PhasePlan) -> bool:
         return plan.name == "depth" and self.config.depth_teacher == "same-width"
 
@@ -740,10 +1015,8 @@ class Trainer:
     # -- state on disk
 
     def _save_best(self, model: DynaBert, phase: str) -> None:
-        from safetensors.torch import save_file
-
         state = {n: t.detach().cpu().contiguous() for n, t in model.net.state_dict().items()}
-        replace_file(self.files.best(phase), lambda tmp: save_file(state, str(tmp)))
+        replace_file(self.files.best(phase), lambda tmp: write_safetensors(state, tmp))
 
     def _gather_rng(self) -> list:
         import torch
@@ -758,8 +1031,6 @@ class Trainer:
         return states
 
     def _save_state(self, index, step, model, optimizer, scheduler, scaler, best_score, best_step, elapsed) -> None:
-        import torch
-
         rng = self._gather_rng()
         if self.runtime.is_main:
             state = {
@@ -777,12 +1048,11 @@ class Trainer:
                 "elapsed": self._elapsed(),
                 "records": [r.model_dump() for r in self.records],
             }
-            replace_file(self.files.state, lambda tmp: torch.save(state, tmp))
+            self._write_state(state)
+            self.saved = self._saved_at(index, step)
         self.runtime.barrier()
 
-    def _save_phase_done(self, next_index: int) -> None:
-        import torch
-
+    def _save_phase_done(self, next_index: int, final_sha256: str | None = None) -> None:
         if self.runtime.is_main:
             state = {
                 "version": 1,
@@ -791,71 +1061,104 @@ class Trainer:
                 "records": [r.model_dump() for r in self.records],
                 "elapsed": self._elapsed(),
                 "done": True,
+                "final_sha256": final_sha256,
             }
-            replace_file(self.files.state, lambda tmp: torch.save(state, tmp))
+            self._write_state(state)
+            self.saved = self._saved_at(next_index, None)
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        """state.pt by one rename. torch.save reports a failed write (a full disk) as a RuntimeError about
+        stream positions, naming no file: the line names state.pt."""
+        import torch
+
+        def save(tmp: Path) -> None:
+            try:
+                torch.save(state, tmp)
+            except RuntimeError as exc:
+                raise EdgebertError(f"cannot write {self.files.state}: is the disk full? ({first_line(exc)})") from exc
+
+        replace_file(self.files.state, save)
 
     # -- the end
 
-    def _finish(self) -> TrainManifest:
-        """Final model = the last phase's best; its whole grid evaluated on --dev, the eval cache filled."""
-        from edgebert.evaluate import model_key, primary_metric, record_result
-
-        final_dir = self.files.phase_dir(self.plans[-1].name)
+    def _finish(self, written: str | None) -> TrainManifest | None:
+        """Write the final model and its manifest (unless a resumed run had: `written`), then publish the run onto
+        --out by one rename and fill the eval cache; returns the manifest on rank 0."""
         manifest = None
         if self.runtime.is_main:
-            model = self._load(final_dir)
-            arch = model.arch
-            grid = sorted(
-                {(s.width, s.depth) for plan in self.plans for s in plan.subs} | set(TRAINED_GRID),
-                key=lambda wd: (-wd[1], -wd[0]),
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # off-grid points were warned about when the run started
-                subs = [subnetwork(arch, w, d) for w, d in grid]
-            self.reporter.message(f"evaluating the final model's {len(subs)} sub-networks on {self.inputs.dev.path}")
-            dev_metrics = evaluate_subnetworks(model, self.inputs.dev_set, subs, self.runtime.device)
-            inputs = self.inputs
-            manifest = TrainManifest(
-                edgebert_version=__version__,
-                teacher=FileRef(path=str(self.checkpoint.path.resolve()), sha256=self.checkpoint.weights_sha256),
-                train_data=FileRef(
-                    path=str(inputs.train.path.resolve()), sha256=inputs.train.sha256, examples=len(inputs.indices)
-                ),
-                dev_data=FileRef(
-                    path=str(inputs.dev.path.resolve()), sha256=inputs.dev.sha256, examples=len(inputs.dev)
-                ),
-                eval_data=(
-                    FileRef(path=str(inputs.eval.path.resolve()), sha256=inputs.eval.sha256, examples=len(inputs.eval))
-                    if inputs.eval
-                    else None
-                ),
-                selected_on=inputs.selected_on,
-                metric=primary_metric(next(iter(dev_metrics.values())))[0],
-                phases=self.records,
-                hyperparameters=self.config.hyperparameters(),
-                rewiring=self.rewiring,
-                dev_metrics=dev_metrics,
-                world_size=self.runtime.world,
-                device=self.runtime.device,
-                wall_time_s=round(self._elapsed(), 2),
-            )
-            out = self.files.out
-            staging = out / ".final.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            from edgebert.dynabert import copy_model_dir
-
-            copy_model_dir(final_dir, staging)
-            (staging / TRAIN_MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-            for path in sorted(staging.iterdir(), key=lambda p: p.name == TRAIN_MANIFEST):  # manifest last
-                os.replace(path, out / path.name)
-            staging.rmdir()
-            key = model_key(load_checkpoint(out))
-            for sub in subs:
-                metrics = dev_metrics[subnet_key(sub.width, sub.depth)]
-                record_result(key, inputs.dev, inputs.max_length, costs(arch, sub), metrics)
-            shutil.rmtree(self.files.run_dir, ignore_errors=True)
+            if written is None:
+                manifest = self._write_final()
+            else:
+                manifest = read_manifest(self.files.work / TRAIN_MANIFEST, TrainManifest)
+            self._publish(manifest)
         self.runtime.barrier()
         return manifest
+
+    def _final_grid(self, arch) -> list[Subnetwork]:
+        """The sub-networks the final model is evaluated at: every one trained, and the whole trained grid."""
+        grid = sorted(
+            {(s.width, s.depth) for plan in self.plans for s in plan.subs} | set(TRAINED_GRID),
+            key=lambda wd: (-wd[1], -wd[0]),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # off-grid points were warned about when the run started
+            return [subnetwork(arch, w, d) for w, d in grid]
+
+    def _write_final(self) -> TrainManifest:
+        """Final model = the last phase's best, its grid evaluated on --dev, written with the manifest into the run."""
+        from edgebert.checkpoint import file_sha256
+        from edgebert.evaluate import primary_metric
+
+        final_dir = self.files.phase_dir(self.plans[-1].name)
+        model = self._load(final_dir)
+        subs = self._final_grid(model.arch)
+        self.reporter.message(f"evaluating the final model's {len(subs)} sub-networks on {self.inputs.dev.path}")
+        dev_metrics = evaluate_subnetworks(model, self.inputs.dev_set, subs, self.runtime.device)
+        inputs = self.inputs
+        manifest = TrainManifest(
+            edgebert_version=__version__,
+            teacher=FileRef(path=str(self.checkpoint.path.resolve()), sha256=self.checkpoint.weights_sha256),
+            train_data=FileRef(
+                path=str(inputs.train.path.resolve()), sha256=inputs.train.sha256, examples=len(inputs.indices)
+            ),
+            dev_data=FileRef(path=str(inputs.dev.path.resolve()), sha256=inputs.dev.sha256, examples=len(inputs.dev)),
+            eval_data=(
+                FileRef(path=str(inputs.eval.path.resolve()), sha256=inputs.eval.sha256, examples=len(inputs.eval))
+                if inputs.eval
+                else None
+            ),
+            selected_on=inputs.selected_on,
+            metric=primary_metric(next(iter(dev_metrics.values())))[0],
+            phases=self.records,
+            hyperparameters=self.config.hyperparameters(),
+            rewiring=self.rewiring,
+            dev_metrics=dev_metrics,
+            world_size=self.runtime.world,
+            device=self.runtime.device,
+            wall_time_s=round(self._elapsed(), 2),
+        )
+        work = self.files.work
+        for path in final_dir.iterdir():  # the run is private until published: no staging needed in it
+            shutil.copyfile(path, work / path.name)
+        (work / TRAIN_MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        self._save_phase_done(len(self.plans), final_sha256=file_sha256(work / TRAIN_MANIFEST))
+        return manifest
+
+    def _publish(self, manifest: TrainManifest) -> None:
+        """One rename puts the finished run onto --out (an earlier run, with --force, stays whole until then)."""
+        from edgebert.evaluate import model_key, record_result
+
+        files = self.files
+        for folder in (files.work, files.work / PHASES_DIR):  # staging left by a process killed while saving
+            remove_stale_staging(folder)
+        options = {"force": self.replace, "replaceable": replaceable_run, "protect": [self.checkpoint.path]}
+        publish(files.work, files.out, files.home, **options)
+        checkpoint = load_checkpoint(files.out)
+        key = model_key(checkpoint)
+        for sub in self._final_grid(checkpoint.arch):
+            metrics = manifest.dev_metrics[subnet_key(sub.width, sub.depth)]
+            record_result(key, self.inputs.dev, self.inputs.max_length, costs(checkpoint.arch, sub), metrics)
+        shutil.rmtree(files.home, ignore_errors=True)  # with the earlier run the rename swapped into it
 
 
 def _number(value) -> float:
@@ -871,48 +1174,59 @@ def _load_weights(path: Path) -> dict:
 # ---- entry point ----------------------------------------------------------------------------------
 
 
-def _run_spec(inputs: Inputs, config: TrainConfig, world: int) -> dict[str, Any]:
+def _run_spec(inputs: Inputs, config: TrainConfig, world: int) -> RunSpec:
     """What must match for --resume to continue a run: same teacher, data, hyperparameters and processes."""
-    return {
-        "version": 1,
-        "teacher_sha256": inputs.checkpoint.weights_sha256,
-        "train_sha256": inputs.train.sha256,
-        "dev_sha256": inputs.dev.sha256,
-        "eval_sha256": inputs.eval.sha256 if inputs.eval else None,
-        "hyperparameters": config.hyperparameters(),
-        "world_size": world,
-    }
+    return RunSpec(
+        teacher_sha256=inputs.checkpoint.weights_sha256,
+        train_sha256=inputs.train.sha256,
+        dev_sha256=inputs.dev.sha256,
+        eval_sha256=inputs.eval.sha256 if inputs.eval else None,
+        hyperparameters=config.hyperparameters(),
+        world_size=world,
+    )
 
 
-def _prepare_out(files: RunFiles, spec: dict[str, Any], force: bool, resume: bool) -> dict | None:
-    """Refuse, replace or resume --out; return the resume state (None for a fresh start)."""
-    import torch
+def _prepare_run(files: RunFiles, spec: RunSpec, force: bool, resume: bool) -> tuple[dict | None, bool]:
+    """With the run's home locked: check what --resume continues, or clear what a fresh run starts over.
 
+    Returns the resume state (None: from the start) and whether the finished run may replace --out.
+    """
     out = files.out
-    if resume:
-        if not files.spec.is_file():
-            if (out / TRAIN_MANIFEST).is_file():
-                raise EdgebertError(f"{out} holds a finished run: nothing to resume")
-            raise EdgebertError(f"{out} holds no unfinished edgebert run to resume (no {RUN_DIR}/{RUN_FILE})")
-        previous = read_json(files.spec)
-        changed = [key for key in spec if previous.get(key) != spec[key]]
-        if changed:
+    if not resume:
+        if files.state.is_file() and not force:
             raise EdgebertError(
-                f"--resume: {out} was started with different {', '.join(changed)}: resume with the same arguments"
+                f"{out} has an unfinished run (in {files.home}): --resume continues it, --force starts again"
             )
-        if not files.state.is_file():
-            return None
-        try:
-            return torch.load(files.state, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise EdgebertError(f"{files.state} is damaged: {str(exc).splitlines()[0]}") from exc
-    if out.exists():
-        if not force:
-            raise EdgebertError(f"{out} already exists: pass --force to replace it, or --resume to continue its run")
-        if not out.is_dir() or not files.written_by_edgebert():
-            raise EdgebertError(f"{out} was not written by edgebert train: refusing to replace it, even with --force")
-        shutil.rmtree(out)
-    return None
+        for leftover in (files.run_dir, files.work, files.aside):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+        return None, force
+    if not files.spec.is_file():
+        raise _nothing_to_resume(files)
+    previous = read_manifest(files.spec, RunSpec)
+    changed = spec.differences(previous)
+    if changed:
+        raise EdgebertError(
+            f"--resume: {out} was started with different {', '.join(changed)}: resume with the same arguments"
+        )
+    state = load_state(files.state) if files.state.is_file() else None
+    if state is not None and state.get("final_sha256") and not _unpublished(files, state["final_sha256"]):
+        shutil.rmtree(files.home)  # killed after publishing, before this cleanup
+        raise EdgebertError(f"{out} has no unfinished edgebert run to resume: {out} holds the finished run")
+    return state, force or previous.replace_out
+
+
+def _nothing_to_resume(files: RunFiles) -> EdgebertError:
+    finished = f": {files.out} holds a finished run" if (files.out / TRAIN_MANIFEST).is_file() else ""
+    return EdgebertError(f"{files.out} has no unfinished edgebert run to resume{finished}")
+
+
+def _unpublished(files: RunFiles, manifest_sha256: str) -> bool:
+    """Whether the run's output still holds the finished run (after publishing it holds the run it replaced)."""
+    from edgebert.checkpoint import file_sha256
+
+    manifest = files.work / TRAIN_MANIFEST
+    return manifest.is_file() and file_sha256(manifest) == manifest_sha256
 
 
 def train(
@@ -926,29 +1240,36 @@ def train(
     resume: bool = False,
     reporter: Reporter | None = None,
 ) -> TrainManifest | None:
-    """Train a DynaBERT from `model`; returns the manifest (on rank 0; None on other ranks)."""
-    import torch
+    """Train a DynaBERT from `model`; returns the manifest (on rank 0; None on other ranks).
 
+    The run lives beside --out (`RunFiles`) and is published onto it by one rename when done; with
+    `force` it may replace an earlier run `train` wrote there (`replaceable_run`), never the teacher.
+    """
     check_config(config)
     reporter = reporter or SilentReporter()
     out = Path(out)
-    if out.resolve() == Path(model).resolve():
-        raise EdgebertError(f"--out {out} is the teacher itself: choose another directory")
-    if resume and force:
-        raise EdgebertError("--resume continues a run and --force replaces it: give one")
+    output = {"replaceable": replaceable_run, "protect": [Path(model)]}
+    files = RunFiles(out)
+    if resume and not files.spec.is_file():  # before any work (and again under the run's lock)
+        raise _nothing_to_resume(files)
+    refuse_existing(out, force=force or resume, **output)  # before any work; a resumed run's own --force below
+    refuse_existing(files.home, force=True, protect=[Path(model)])  # nor is it in the run's own directory
     runtime = start_runtime(config.mixed_precision)
     if config.batch_size < runtime.world:
         raise EdgebertError(f"batch size {config.batch_size} is smaller than the {runtime.world} processes")
     inputs = read_inputs(model, Path(train_file), Path(dev_file), Path(eval_file) if eval_file else None, config)
-    files = RunFiles(out)
     spec = _run_spec(inputs, config, runtime.world)
-    resume_state = None
-    if runtime.is_main:
-        resume_state = _prepare_out(files, spec, force, resume)
-        files.run_dir.mkdir(parents=True, exist_ok=True)
-        replace_file(files.spec, lambda tmp: tmp.write_text(json.dumps(spec, indent=2), encoding="utf-8"))
-        truncate_metrics(files.metrics, resume_state)
-    runtime.barrier()
-    if not runtime.is_main and resume and files.state.is_file():
-        resume_state = torch.load(files.state, map_location="cpu", weights_only=True)
-    return Trainer(inputs, config, out, runtime, reporter).run(resume_state)
+    with hold_run(files) if runtime.is_main else contextlib.nullcontext():
+        resume_state, replace = None, force
+        if runtime.is_main:
+            resume_state, replace = _prepare_run(files, spec, force, resume)
+            refuse_existing(out, force=replace, **output)
+            files.run_dir.mkdir(exist_ok=True)
+            files.work.mkdir(exist_ok=True)
+            text = spec.model_copy(update={"replace_out": replace}).model_dump_json(indent=2)
+            replace_file(files.spec, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            truncate_metrics(files.metrics, resume_state)
+        runtime.barrier()
+        if not runtime.is_main and resume and files.state.is_file():
+            resume_state = load_state(files.state)
+        return Trainer(inputs, config, out, runtime, reporter, replace).run(resume_state)

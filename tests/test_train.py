@@ -23,7 +23,7 @@ from edgebert.dynabert import Dropout, DynaBert
 from edgebert.manifests import TRAIN_MANIFEST, training_manifest
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, subnetwork
-from edgebert.train import LossTerms, Runtime, SilentReporter, TrainConfig, Trainer, read_inputs, train
+from edgebert.train import LossTerms, RunFiles, Runtime, SilentReporter, TrainConfig, Trainer, read_inputs, train
 from tests.labelled import build_classifier, sentences
 from tests.models import EVERY_GRID_POINT
 from tests.reference import SharedSubnetworks
@@ -209,7 +209,7 @@ def test_output_is_a_stock_checkpoint_that_slices_exactly(task, tmp_path):
         assert (got - expected).abs().max() <= 1e-5
     for name in ("vocab.txt", "tokenizer_config.json", TRAIN_MANIFEST, "metrics.jsonl"):
         assert (out / name).is_file()
-    assert not (out / "checkpoints").exists()  # resume state is removed once the run completes
+    assert not (out / "checkpoints").exists() and not RunFiles(out).home.exists()  # resume state: gone once done
 
 
 def test_bare_encoder_fine_tunes_as_regression_then_distils(tmp_path):
@@ -280,7 +280,7 @@ def plain_run(task) -> Path:
 def test_resume_after_sigkill_ends_with_the_same_weights(task, plain_run, tmp_path):
     interrupted = tmp_path / "interrupted"
     process = cli(*run_options(task), "--json", "--out", interrupted)
-    state = interrupted / "checkpoints" / "state.pt"
+    state = RunFiles(interrupted).state
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # kill in the depth phase, mid-way
         if state.is_file():
@@ -297,8 +297,31 @@ def test_resume_after_sigkill_ends_with_the_same_weights(task, plain_run, tmp_pa
     assert steps == [("width", 3), ("width", 6), ("depth", 3), ("depth", 6)]  # none lost, none twice
 
 
+def adamw_reach(config: TrainConfig) -> float:
+    """The furthest AdamW (torch's betas 0.9, 0.999; no weight decay) can move one weight in a run of `config`,
+    whatever its gradients: lr_t x max |m_hat / sqrt(v_hat)| summed over every step, the bound by Cauchy-Schwarz
+    over the t gradients so far (1 at t = 1, 1.016 at t = 6); the optimizer restarts each phase, lr decays to 0."""
+    assert config.weight_decay == 0 and config.warmup in (None, 0)
+    beta1, beta2, steps = 0.9, 0.999, config.max_steps
+    reach = 0.0
+    for t in range(1, steps + 1):
+        bound = (1 - beta1) / (1 - beta1**t) * ((1 - (beta1**2 / beta2) ** t) / (1 - beta1**2 / beta2)) ** 0.5
+        reach += config.learning_rate * (steps - t + 1) / steps * bound * ((1 - beta2**t) / (1 - beta2)) ** 0.5
+    return reach * len(config.phases)
+
+
+# Two runs "agree" on a weight when its steps agree to 5 % of one step at the default lr (2e-5)
+AGREE = 1e-6
+
+
 def test_two_processes_equal_one(task, plain_run, tmp_path):
-    """torchrun with 2 CPU processes (gloo), each taking half of every batch: the same weights as 1 process."""
+    """torchrun with 2 CPU processes (gloo), each taking half of every batch: the same weights as 1 process, up to
+    float32 rounding, which AdamW amplifies where a gradient is near zero. Each process sums half the batch and the
+    halves are all-reduced, so a gradient's last bits differ from one process's; AdamW divides by sqrt(v), so a
+    weight whose gradient is within that rounding of zero can step differently by up to 2 lr (sign flipped):
+    3.9e-5 was seen on one machine, 1.8e-6 on another. So: every weight within twice AdamW's reach (no two runs
+    from the same start can differ more), and all but a few within AGREE. Measured (239,426 weights): 6 beyond
+    AGREE; a one-process run with seed 43, or batch 4 instead of 8, has 70-75 % beyond it, up to 2e-4."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
     done = subprocess.run(
         [*torchrun, "-m", "edgebert", "train", *run_options(task), "--out", str(tmp_path / "two")],
@@ -308,7 +331,10 @@ def test_two_processes_equal_one(task, plain_run, tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert max_diff(weights(plain_run), weights(tmp_path / "two")) <= 1e-5
+    one, two = weights(plain_run), weights(tmp_path / "two")
+    assert max_diff(one, two) <= 2 * adamw_reach(TrainConfig(**RUN))
+    differ = sum(int(((one[k] - two[k]).abs() > AGREE).sum()) for k in one)
+    assert differ <= 0.01 * sum(t.numel() for t in one.values()), f"{differ} weights differ by more than {AGREE}"
     assert training_manifest(tmp_path / "two").world_size == 2
     assert training_manifest(plain_run).world_size == 1
 
@@ -371,7 +397,7 @@ def test_existing_out_is_refused_and_force_replaces_only_edgebert_runs(task, tmp
     result = run_cli("train", task["teacher"], *common, "--out", user_dir)
     assert result.code == 1 and "already exists" in result.stderr
     result = run_cli("train", task["teacher"], *common, "--out", user_dir, "--force")
-    assert result.code == 1 and "not written by edgebert" in result.stderr
+    assert result.code == 1 and "has no edgebert-train.json" in result.stderr
     assert (user_dir / "notes.txt").read_text() == "keep me"
     run = tmp_path / "run"
     assert run_cli("train", task["teacher"], *common, "--out", run, "--phases", "width").code == 0

@@ -128,7 +128,9 @@ def train_command(
         str, typer.Option(help="Rewiring's gradient accumulation: official or per-batch.")
     ] = "official",
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU only).")] = "no",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the unfinished run of --out (kept beside it until done).")
+    ] = False,
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:

@@ -109,7 +109,7 @@ def ensure_bundle(model: Model, reexport: bool) -> dict[str, dict]:
     from edgebert.sidecar import read_sidecar
 
     def sidecars() -> dict[str, Any]:
-        return {precision: read_sidecar(bundle_artifact(model.bundle, precision)) for precision in PRECISIONS}
+        return {precision: read_sidecar(bundle_artifact(model.bundle, precision, "onnx")) for precision in PRECISIONS}
 
     if reexport or None in sidecars().values():  # the first export replaces a bundle of another sub-network
         for precision in PRECISIONS:
@@ -156,7 +156,7 @@ def reference(model: Model, texts: list[str], sidecars: dict[str, dict]) -> dict
 
     ort: dict[str, dict[str, Any]] = {mode: {} for mode in ORT_MODES}
     for precision, sidecar in sidecars.items():
-        artifact = bundle_artifact(model.bundle, precision)
+        artifact = bundle_artifact(model.bundle, precision, "onnx")
         recorded = open_session(artifact, SessionOptions.recorded(1, sidecar["runtime"]))
         default = open_session(artifact, SessionOptions.recorded(1))  # as the clients open it: ORT's defaults
         ort["sidecar"][precision] = run(recorded, single=False)

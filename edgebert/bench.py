@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
 from edgebert.atomic import append_json_list
-from edgebert.bundle import tokenizer_dir_of
+from edgebert.bundle import artifact_in, tokenizer_dir_of
 from edgebert.errors import EdgebertError
 from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
 from edgebert.manifests import manifest_warnings
@@ -72,16 +72,22 @@ def bench_artifact(
     tokenizer_dir: Path | None = None,
     session_config: dict[str, str] | None = None,
     seed: int = 0,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Load, warm up and time one artifact under a profile; arguments left None come from the profile.
+
+    `artifact` is a file, or a bundle folder: its file of `precision` (needed when it holds several).
 
     Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, environment and warnings.
     `session_config` adds onnxruntime session config entries (the profile's `spin_wait` sets spinning).
     With `text_file`, every line runs at its real length (padded to the batch's longest row, or to
     the model's fixed length), the batches cycling over the runs.
     """
-    artifact = Path(artifact)
+    artifact = artifact_in(Path(artifact), precision)
     sidecar = read_sidecar(artifact)
+    if precision is not None and (sidecar is None or sidecar.precision != precision):
+        held = f"{sidecar.precision} by its sidecar" if sidecar is not None else "of unknown precision (no sidecar)"
+        raise EdgebertError(f"{artifact} is {held}, not {precision}")
     runtime = runtime_for_artifact(artifact)
     settings = profile.run_settings(
         threads=threads, runs=runs, warmup_runs=warmup, batch_size=batch_size, seq_len=seq_len, min_time_s=min_time_s
@@ -345,7 +351,7 @@ def read_sidecar(artifact: Path) -> Sidecar | None:
     if not artifact.exists():
         raise EdgebertError(f"{artifact}: no such file")
     if not artifact.is_file():
-        raise EdgebertError(f"{artifact}: not a file; give an {' or '.join(SUFFIXES)} artifact")
+        raise EdgebertError(f"{artifact}: not a file; give an {' or '.join(SUFFIXES)} artifact or a bundle folder")
     runtime_for_artifact(artifact)  # an unknown suffix is one line
     from edgebert import sidecar as sidecars
 

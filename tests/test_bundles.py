@@ -117,6 +117,17 @@ def test_int8_joins_an_fp32_bundle_and_force_rules(fp32_bundle, labelled_classif
     assert replaced.code == 0, replaced.stderr
     assert read_sidecar(int8).sha256 == json.loads(replaced.stdout)["sha256"]
 
+    # bench takes the bundle folder: --precision picks the file; with two, leaving it out is one line naming them
+    quick = ["--runs", "3", "--warmup", "1", "--min-time", "0", "--json"]
+    benched = run_cli("bench", bundle, "--precision", "int8", *quick)
+    assert benched.code == 0, benched.stderr
+    assert json.loads(benched.stdout)["artifact"]["path"] == str(int8)
+    unchosen = run_cli("bench", bundle, *quick)
+    listed = f"error: {bundle} holds fp32, int8: choose one with --precision"
+    assert unchosen.code != 0 and unchosen.stderr.strip() == listed
+    alone = run_cli("bench", fp32_bundle, *quick)  # one precision: nothing to choose
+    assert alone.code == 0 and json.loads(alone.stdout)["artifact"]["path"] == str(fp32_bundle / "onnx" / "model.onnx")
+
     whole = ["--width", "1", "--depth", "1", "--precision", "fp16"]
     other = run_cli("export", labelled_classifier, *whole, "--out", bundle)
     assert other.code != 0 and "another sub-network" in other.stderr  # never two models in one bundle

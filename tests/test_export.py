@@ -292,7 +292,8 @@ def test_export_cli(tiny_slices, tmp_path, run_cli):
     ],
 )
 def test_export_cli_bad_options(tiny_slices, tmp_path, run_cli, args, message, code):
-    result = run_cli("export", tiny_slices["bert-cls"], *args, "--out", tmp_path / "x.onnx")
+    out = tmp_path / ("x.tflite" if "tflite" in args else "x.onnx")
+    result = run_cli("export", tiny_slices["bert-cls"], *args, "--out", out)
     assert result.code == code and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,5 @@
-"""TFLite exports carry the metadata MediaPipe Tasks reads (issue 11, item 2), and plain LiteRT still runs them.
+"""TFLite exports carry the metadata MediaPipe Tasks reads (issue 11, item 2), and plain LiteRT still runs them;
+they land in a bundle folder (issue 18) that `bench` and `pick --export` take.
 
 Without mediapipe, the metadata is read back with a reader written here from metadata_schema.fbs's
 field order, against the names MediaPipe's BertPreprocessorCalculator looks up ("ids", "mask",
@@ -10,9 +11,11 @@ vector TextEmbedder users take, is transformers' hidden states mean-pooled over 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import flatbuffers
 import numpy as np
@@ -21,6 +24,7 @@ from flatbuffers.table import Table
 
 from edgebert.export import export_model
 from edgebert.export.base import load_source
+from edgebert.export.tflite import TfliteExporter
 from edgebert.export.tflite_metadata import NotForMediaPipe, text_metadata
 from edgebert.runtimes import SessionOptions, open_session
 from tests.labelled import VOCAB, build_classifier, tokenizer_for
@@ -37,24 +41,35 @@ def encoder_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exports(labelled_classifier, encoder_dir, tiny_models, tmp_path_factory) -> dict:
-    """{kind: (tflite path, sidecar)}: the labelled classifier (every precision), a bare encoder, a RoBERTa encoder."""
-    root = tmp_path_factory.mktemp("mediapipe")
-    encoder = encoder_dir
+    """{kind: (tflite path, sidecar)}: the labelled classifier's every precision added into one bundle folder, a
+    bare encoder's bundle (fp32 only), a RoBERTa encoder as one file (`--out x.tflite`). Never modified."""
+    root, cache = tmp_path_factory.mktemp("mediapipe"), tmp_path_factory.mktemp("fp32-conversions")
     jobs = {
-        "cls": (labelled_classifier, "fp32"),
-        "cls-fp16": (labelled_classifier, "fp16"),
-        "cls-int8": (labelled_classifier, "int8"),
-        "enc": (encoder, "fp32"),
+        "cls": (labelled_classifier, "fp32", "classifier-tflite"),
+        "cls-fp16": (labelled_classifier, "fp16", "classifier-tflite"),
+        "cls-int8": (labelled_classifier, "int8", "classifier-tflite"),
+        "enc": (encoder_dir, "fp32", "encoder-tflite"),
     }
-    out = {
-        kind: export_model(model, "tflite", precision, seq_len=FIXED, out=root / f"{kind}.tflite")
-        for kind, (model, precision) in jobs.items()
-    }
-    with pytest.warns(UserWarning, match="no MediaPipe metadata: RoBERTa's byte-level BPE"):
-        out["roberta"] = export_model(
-            tiny_models["roberta-bare"], "tflite", "fp32", seq_len=FIXED, out=root / "roberta.tflite"
-        )
-    return {kind: (root / f"{kind}.tflite", sidecar) for kind, sidecar in out.items()}
+    convert, converted = TfliteExporter.to_fp32, {}
+
+    def once(source, length, path):  # fp16 and int8 quantize a copy of the very fp32 conversion (tens of seconds)
+        key = (source.name, json.dumps(source.manifest, sort_keys=True), length)
+        if key not in converted:
+            converted[key] = cache / f"{len(converted)}.tflite"
+            convert(source, length, converted[key])
+        shutil.copyfile(converted[key], path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TfliteExporter, "to_fp32", staticmethod(once))
+        out = {
+            kind: export_model(model, "tflite", precision, seq_len=FIXED, out=root / folder)
+            for kind, (model, precision, folder) in jobs.items()
+        }
+        with pytest.warns(UserWarning, match="no MediaPipe metadata: RoBERTa's byte-level BPE"):
+            out["roberta"] = export_model(
+                tiny_models["roberta-bare"], "tflite", "fp32", seq_len=FIXED, out=root / "roberta.tflite"
+            )
+    return {kind: (Path(sidecar["path"]), sidecar) for kind, sidecar in out.items()}
 
 
 # --- a reader of metadata_schema.fbs's tables, by field slot ---------------------------------------------
@@ -250,3 +265,108 @@ def test_mediapipe_text_embedder_runs_the_export(exports, encoder_dir):
                 np.testing.assert_allclose(embedding.embedding, output.reshape(-1), atol=1e-5)
             assert embeddings[0].head_name == "sentence_embedding"  # the one vector MediaPipe users take
             np.testing.assert_allclose(embeddings[0].embedding, mean_pooled(encoder_dir, sentence)[0], atol=1e-4)
+
+
+# --- the TFLite bundle: the folder LiteRT and MediaPipe users take, and what bench and pick do with it -----------
+
+
+def test_every_precision_joins_one_flat_bundle_with_labels_vocab_and_tokenizer(exports, labelled_classifier):
+    """Hugging Face's LiteRT repositories and Model Maker keep model.tflite at the top beside tokenizer files,
+    labels.txt and vocab.txt; edgebert adds its config, manifest and one sidecar per file."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    bundle = exports["cls"][0].parent
+    files = {"model.tflite", "model_quantized.tflite", "model_fp16.tflite"}
+    top = {"config.json", "tokenizer.json", "tokenizer_config.json", "edgebert-bundle.json", "labels.txt", "vocab.txt"}
+    assert {p.name for p in bundle.iterdir()} == top | files | {f"{name}.json" for name in files}
+    assert {kind: exports[kind][0].name for kind in ("cls", "cls-fp16", "cls-int8")} == {
+        "cls": "model.tflite",
+        "cls-fp16": "model_fp16.tflite",
+        "cls-int8": "model_quantized.tflite",
+    }
+    assert {exports[kind][1]["bundle"] for kind in ("cls", "cls-fp16", "cls-int8")} == {str(bundle)}
+    # the fp32 file, written first, is the very file its sidecar of then describes: adding precisions left it alone
+    assert hashlib.sha256((bundle / "model.tflite").read_bytes()).hexdigest() == exports["cls"][1]["sha256"]
+    source = json.loads((labelled_classifier / "config.json").read_text())
+    labels = [source["id2label"][str(i)] for i in range(len(source["id2label"]))]
+    assert (bundle / "labels.txt").read_text().splitlines() == labels == ["neg", "pos"]
+    assert (bundle / "vocab.txt").read_bytes() == (labelled_classifier / "vocab.txt").read_bytes()
+    with zipfile.ZipFile(bundle / "model_quantized.tflite") as archive:  # the embedded copy MediaPipe reads
+        assert archive.read("labels.txt") == (bundle / "labels.txt").read_bytes()
+    assert AutoConfig.from_pretrained(bundle).id2label == {0: "neg", 1: "pos"}
+    expected = tokenizer_for(VOCAB)(TEXTS, padding=True)["input_ids"]
+    assert AutoTokenizer.from_pretrained(bundle)(TEXTS, padding=True)["input_ids"] == expected
+    record = json.loads((bundle / "edgebert-bundle.json").read_text())
+    assert (record["format"], record["seq_len"]) == ("tflite", FIXED)
+    encoder = exports["enc"][0].parent
+    assert exports["enc"][0].name == "model.tflite" and not (encoder / "labels.txt").exists()
+    assert (encoder / "vocab.txt").is_file() and "bundle" not in exports["roberta"][1]  # `--out x.tflite`: one file
+
+
+def bench_json(run_cli, *args) -> dict:
+    result = run_cli("bench", *args, "--runs", "3", "--warmup", "1", "--min-time", "0", "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def one_error(result, text: str) -> None:
+    assert result.code != 0 and text in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_bench_takes_a_tflite_bundle_and_its_precision(exports, run_cli, tmp_path):
+    classifier, encoder = exports["cls"][0].parent, exports["enc"][0].parent
+    one_error(run_cli("bench", classifier), "holds fp32, fp16, int8: choose one with --precision")
+    result = bench_json(run_cli, classifier, "--precision", "int8")
+    assert result["artifact"]["path"] == str(classifier / "model_quantized.tflite")
+    assert result["artifact"]["precision"] == "int8"
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(TEXTS) + "\n")
+    with_text = bench_json(run_cli, encoder, "--text", text)  # one precision: none to choose; the bundle's tokenizer
+    assert with_text["artifact"]["path"] == str(encoder / "model.tflite") and with_text["inputs"]["batches"] == 3
+    missing = "has no int8 file (model_quantized.tflite); it holds fp32"
+    one_error(run_cli("bench", encoder, "--precision", "int8"), missing)
+    one_error(run_cli("bench", classifier / "model.tflite", "--precision", "int8"), "is fp32 by its sidecar, not int8")
+    (tmp_path / "folder").mkdir()
+    one_error(run_cli("bench", tmp_path / "folder"), "without edgebert-bundle.json, not a bundle")
+
+
+def test_what_may_not_join_a_tflite_bundle_is_refused_early(
+    exports, labelled_classifier, encoder_dir, tmp_path, run_cli
+):
+    """Another fixed length, another format, a taken precision, a file edgebert does not write: one line each,
+    before the slow conversion, and the bundle as it was."""
+    encoder = shutil.copytree(exports["enc"][0].parent, tmp_path / "encoder")
+    longer = ["--format", "tflite", "--precision", "int8", "--seq-len", "32", "--out", encoder]
+    one_error(
+        run_cli("export", encoder_dir, *longer),
+        f"holds files of sequence length {FIXED}, not 32: pass --force to replace the bundle",
+    )
+    bundle = shutil.copytree(exports["cls"][0].parent, tmp_path / "bundle")
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    export = ["export", labelled_classifier, "--out", bundle]
+    one_error(run_cli(*export, "--format", "onnx"), "holds a tflite export: pass --force")
+    one_error(run_cli(*export, "--format", "tflite", "--seq-len", str(FIXED), "--precision", "int8"), "already exists")
+    one_error(
+        run_cli("export", labelled_classifier, "--format", "tflite", "--out", tmp_path / "m.onnx"),
+        "names no tflite file: give a .tflite file or a bundle folder",
+    )
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before and not (tmp_path / "m.onnx").exists()
+    (bundle / "notes.txt").write_text("mine")  # not edgebert's: the bundle is never replaced, even with --force
+    one_error(run_cli(*export, "--format", "onnx", "--force"), "does not write (notes.txt)")
+    assert (bundle / "notes.txt").read_text() == "mine" and not (bundle / "onnx").exists()
+
+
+def test_pick_exports_a_tflite_bundle_that_bench_takes(labelled_classifier, tmp_path, run_cli, monkeypatch):
+    """A LiteRT profile's choice lands in `<model>-w<W>-d<D>-tflite/`, and bench runs the folder as it is."""
+    monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
+    args = ["pick", labelled_classifier, "--profile", "pixel-7", "--candidates", "0.5:0.5", "--latency-budget", "10s"]
+    result = run_cli(*args, "--memory-budget", "1GB", "--export", tmp_path / "out", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    bundle = tmp_path / "out" / "classifier-w0.5-d0.5-tflite"
+    precision = report["choice"]["precision"]
+    name = {"fp32": "model.tflite", "int8": "model_quantized.tflite", "fp16": "model_fp16.tflite"}[precision]
+    assert report["export"]["bundle"] == str(bundle) and report["export"]["path"] == str(bundle / name)
+    benched = bench_json(run_cli, bundle)
+    assert benched["artifact"]["path"] == str(bundle / name) and benched["artifact"]["precision"] == precision
+    assert benched["inputs"]["seq_len"] == 128  # the profile's length, fixed in the file

@@ -9,15 +9,26 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ProfileOpt, either
+from edgebert.cli.options import JsonOpt, ProfileOpt, choice_of, either
 from edgebert.cli.output import console, megabytes, print_json, print_warning
+from edgebert.precisions import PRECISIONS
 from edgebert.profiles import MAX_BATCH_SIZE, MAX_MIN_TIME_S, MAX_RUNS, MAX_THREADS, MAX_WARMUP_RUNS
 from edgebert.runtimes import SUFFIXES
 from edgebert.sidecar import MAX_SEQ_LEN
 
 
 def bench_command(
-    artifact: Annotated[Path, typer.Argument(help=f"An exported {either(SUFFIXES)} file (its .json sidecar is read).")],
+    artifact: Annotated[
+        Path,
+        typer.Argument(help=f"An exported {either(SUFFIXES)} file (its .json sidecar is read), or an export's bundle."),
+    ],
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help=f"In a bundle holding several, the file of this precision: {either(PRECISIONS)}.",
+            callback=choice_of(PRECISIONS),
+        ),
+    ] = None,
     profile: ProfileOpt = "local",
     runs: Annotated[
         int | None, typer.Option(min=1, max=MAX_RUNS, help="Measured runs (default: the profile's).")
@@ -68,6 +79,7 @@ def bench_command(
         min_time_s=min_time,
         text_file=text,
         tokenizer_dir=tokenizer,
+        precision=precision,
     )
     if out is not None:
         append_result(out, result)

@@ -24,7 +24,7 @@ from edgebert.bundle import (
     is_bundle_output,
     staged_bundle,
 )
-from edgebert.checkpoint import file_sha256
+from edgebert.checkpoint import READING_MODULES, file_sha256
 from edgebert.errors import EdgebertError, require_all
 from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, source_name, verify_artifact
 from edgebert.export.onnx import OnnxExporter
@@ -34,7 +34,6 @@ from edgebert.runtimes import (
     RuntimeLoadError,
     Session,
     SessionOptions,
-    artifact_name,
     open_session,
     runtime_for_format,
 )
@@ -59,8 +58,9 @@ def export_model(
 ) -> dict[str, Any]:
     """Export, verify in the target runtime, then write `<artifact>` and `<artifact>.json`; return the sidecar.
 
-    ONNX goes into a bundle folder (`edgebert.bundle`: config, tokenizer, `onnx/<precision file>`)
-    unless `out` names a single `.onnx` file; the bundle's default name is `<model>-w<W>-d<D>-onnx`.
+    Both formats go into a bundle folder (`edgebert.bundle`: config, tokenizer, `onnx/<precision file>`
+    or `<precision file>.tflite` with labels.txt and vocab.txt) unless `out` names a single `.onnx` or
+    `.tflite` file; the bundle's default name is `<model>-w<W>-d<D>-<format>`.
 
     `seq_len` is TFLite's fixed length (default 128); ONNX's axes are dynamic, and a given
     `seq_len` is verified as well. Either way it may not exceed the model's positions.
@@ -73,23 +73,24 @@ def export_model(
         raise EdgebertError(f"--seq-len must be between 1 and {MAX_SEQ_LEN}, got {seq_len}")
     protect = [Path(model)] if model is not None else []
     output = {"force": force, "replaceable": replaceable_export, "protect": protect}
-    bundled = is_bundle_output(format, Path(out) if out is not None else None)
-    name = source_name(model, width, depth)  # default names known from the path: refused before the slow part
-    if bundled:
-        bundle = Path(out) if out is not None else Path(default_bundle_name(name))
-        check_bundle_target(bundle, precision, force, protect)
-    else:
-        artifact = Path(out) if out is not None else Path(artifact_name(name, precision, format))
+    bundle: Path | None = None
+    if out is not None and not is_bundle_output(format, Path(out)):  # a single file
+        artifact = Path(out)
         refuse_existing(artifact, sidecar_of(artifact), **output)
+    else:  # default names known from the path: refused before the slow part
+        bundle = Path(out) if out is not None else Path(default_bundle_name(source_name(model, width, depth), format))
+        check_bundle_target(bundle, format, precision, force, protect)
     exporter = EXPORTERS[format]()
-    require_all(exporter.required_modules, f"{format} export")  # one hint naming the extra that has them all
+    # Every module the export needs (reading the model too), looked up before any is imported: one hint, at once.
+    require_all((*READING_MODULES, *exporter.required_modules), f"{format} export")
     source = load_source(model, width, depth, exporter.sentence_embedding)
     seq_len = exporter.fixed_seq_len(seq_len) or seq_len  # TFLite's default filled in; ONNX keeps None
     if seq_len is not None and seq_len > source.max_seq_len:
         raise EdgebertError(f"--seq-len {seq_len} exceeds the model's {source.max_seq_len} positions")
-    if bundled:
-        artifact = bundle_artifact(bundle, precision)
-        staging = staged_bundle(bundle, precision, source, tokenizer_source(model), force, protect)
+    fixed = exporter.fixed_seq_len(seq_len)  # the artifact's fixed length (None: dynamic axes)
+    if bundle is not None:
+        artifact = bundle_artifact(bundle, precision, format)
+        staging = staged_bundle(bundle, format, precision, source, tokenizer_source(model), fixed, force, protect)
     else:
         staging = staged_outputs(artifact, sidecar_of(artifact), **output)
 
@@ -110,7 +111,6 @@ def export_model(
                     raise
                 warnings.warn(f"{failure.summary}: retrying with {schemes[attempt + 1]}", stacklevel=2)
                 del session  # the next scheme rewrites the file
-        fixed = exporter.fixed_seq_len(seq_len)
         sidecar = Sidecar(
             schema_version=SCHEMA_VERSION,
             edgebert_version=__version__,
@@ -139,7 +139,7 @@ def export_model(
             parity=parity,
         )
         write_sidecar(staged_sidecar, sidecar)
-    written = {"path": str(artifact)} | ({"bundle": str(bundle)} if bundled else {})
+    written = {"path": str(artifact)} | ({"bundle": str(bundle)} if bundle is not None else {})
     return sidecar.model_dump(mode="json") | written
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgebert.bundle import LABELS_FILE, VOCAB_FILE, class_labels, labels_text
 from edgebert.checkpoint import model_file
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_json
@@ -42,7 +43,6 @@ METADATA_IDENTIFIER = b"M001"
 MODEL_IDENTIFIER = b"TFL3"
 # The newest schema feature written (input_process_units, BertTokenizerOptions): the parser MediaPipe checks against.
 MIN_PARSER_VERSION = "1.1.0"
-VOCAB_FILE, LABELS_FILE = "vocab.txt", "labels.txt"
 # Signature input name -> the metadata name BertPreprocessorCalculator looks the tensor up by.
 BERT_INPUT_NAMES = {"input_ids": "ids", "attention_mask": "mask", "token_type_ids": "segment_ids"}
 INPUT_DESCRIPTIONS = {
@@ -121,12 +121,10 @@ def text_metadata(source: ExportSource) -> TextModelMetadata:
         raise NotForMediaPipe("the tokenizer is cased (do_lower_case false) and MediaPipe lowercases all text")
     if source.pad_token_id != 0:
         raise NotForMediaPipe(f"MediaPipe pads with id 0 and this model's padding id is {source.pad_token_id}")
-    config = source.model.config
-    classifier = source.output_names == ["logits"]
-    labels = [str(config.id2label[index]) for index in range(config.num_labels)] if classifier else None
+    labels = class_labels(source)
     return TextModelMetadata(
         name=source.name,
-        description="Text classifier exported by edgebert" if classifier else "Text encoder exported by edgebert",
+        description=f"Text {'encoder' if labels is None else 'classifier'} exported by edgebert",
         outputs={f"output_{i}": OUTPUT_DOCS[name] for i, name in enumerate(source.output_names)},
         vocab=vocab,
         labels=labels,
@@ -166,7 +164,7 @@ def write_metadata(path: Path, metadata: TextModelMetadata) -> None:
     path.write_bytes(builder.Output())
     files = {VOCAB_FILE: metadata.vocab}
     if metadata.labels is not None:
-        files[LABELS_FILE] = "".join(f"{label}\n" for label in metadata.labels).encode()
+        files[LABELS_FILE] = labels_text(metadata.labels)
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive:  # MediaPipe maps them in place
         for name, data in files.items():
             archive.writestr(name, data)

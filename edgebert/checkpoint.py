@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 from edgebert.demo import DEMO_MARKER
-from edgebert.errors import EdgebertError, require
+from edgebert.errors import EdgebertError, require, require_all
 from edgebert.manifests import (
     SLICE_MANIFEST,
     Count,
     Index,
     SliceManifest,
+    TrainManifest,
     read_json,
     read_manifest,
     shown,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import torch
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+READING_MODULES = ("torch", "safetensors", "transformers")  # what reading any model needs (the `slice` extra)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = (
@@ -87,12 +89,16 @@ class Checkpoint:
         return file_sha256(self.weights_file)
 
     @cached_property
+    def training_manifest(self) -> TrainManifest | None:
+        """The model's edgebert-train.json, None when `edgebert train` did not write it."""
+        from edgebert.manifests import training_manifest  # its reader needs `model_file`, defined here
+
+        return training_manifest(self.path)
+
+    @property
     def trained_as_dynabert(self) -> bool:
         """Whether `edgebert train` trained this model's sub-networks (its edgebert-train.json says so)."""
-        from edgebert.manifests import training_manifest
-
-        manifest = training_manifest(self.path)
-        return manifest is not None and manifest.trains_subnetworks
+        return self.training_manifest is not None and self.training_manifest.trains_subnetworks
 
     @property
     def tokenizer_files(self) -> list[Path]:
@@ -406,8 +412,7 @@ Config = TypeVar("Config", bound=EncoderConfig)
 
 def require_reading_modules() -> None:
     """What reading a model needs (checking hidden_act imports edgebert.model): a missing one is an install hint."""
-    for module in ("torch", "safetensors", "transformers"):
-        require(module, "reading a checkpoint")
+    require_all(READING_MODULES, "reading a checkpoint")
 
 
 def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, dict[str, Any]]:

@@ -1,10 +1,14 @@
 """Task data for `eval`, `rewire` and `train`: GLUE-style files, labels, tokenization and batches.
 
 One reader for every command. It takes GLUE's files as they are: a header naming the text
-column (`sentence` or `sentence1`), optionally `sentence2`, and the target (`label`, or
-`score` as in STS-B); other columns (`index`, `genre`, ...) are ignored. Labels may be class
-ids or names (`entailment`), mapped through the model's `label2id`. `rewire` also accepts
-unlabelled text, one sentence per line. Training batches are padded per batch and grouped by
+column (`sentence` or `sentence1`, or `text` as most other datasets), optionally `sentence2`,
+and the target (`label`, or `score` as in STS-B); other columns (`index`, `genre`, ...) are
+ignored. Other names are given as `Columns` (`--text-column a` or `--text-column a,b` for
+sentence pairs, `--label-column y`), matched case-insensitively. A `.csv` file is
+comma-separated (quotes allowed), a `.tsv` file tab-separated as GLUE's (no quoting); any other
+name is tab-separated when its header line has a tab, else comma-separated when it has a comma.
+Labels may be class ids or names (`entailment`), mapped through the model's `label2id`.
+`rewire` also accepts unlabelled text, one sentence per line. Training batches are padded per batch and grouped by
 length: SST-2 sentences average 13 tokens, so padding everything to 128 would waste 90 % of
 the work.
 """
@@ -32,16 +36,50 @@ MAX_LENGTH = 128
 MAX_DATA_BYTES = 4 << 30  # GLUE's largest training file (MNLI) is 0.3 GB; the bound only stops a runaway read
 INTEGER_LABEL = re.compile(r"-?[0-9]+")
 MAX_CLASSES = 10_000  # a new classifier head from integer labels: bounds its size, not a real limit of tasks
-FIRST_COLUMNS = ("sentence", "sentence1")
+FIRST_COLUMNS = ("sentence", "sentence1", "text")
 SECOND_COLUMN = "sentence2"
 LABEL_COLUMNS = ("label", "score")
 # Examples per chunk sorted by length before cutting batches: batches of similar lengths, order still random.
 GROUPING_CHUNK_BATCHES = 50
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The columns to read: the text (one name, or two for sentence pairs) and the target; None: GLUE's names."""
+
+    text: tuple[str, ...] | None = None
+    label: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.text is not None or self.label is not None
+
+
+GLUE_COLUMNS = Columns()  # GLUE's names: sentence or sentence1 (+ sentence2) or text, label or score
+
+
+def parse_text_columns(text: str) -> tuple[str, ...]:
+    """'question,answer' -> ('question', 'answer'): one text column, or two for sentence pairs."""
+    names = tuple(name.strip().lower() for name in text.split(","))
+    if not 1 <= len(names) <= 2 or not all(names) or len(set(names)) != len(names):
+        raise EdgebertError(f"give one column name, or two different ones for sentence pairs (a,b), got {text!r}")
+    return names
+
+
+def parse_label_column(text: str) -> str:
+    name = text.strip().lower()
+    if not name or "," in name:
+        raise EdgebertError(f"give one column name, got {text!r}")
+    return name
+
+
 @dataclass
 class Dataset:
-    """One or two text columns and raw label strings (None for unlabelled text), with their line numbers."""
+    """One or two text columns and raw label strings (None for unlabelled text), with their line numbers.
+
+    `columns` names the columns read (text, then the target if any; empty for plain text): the same
+    file read through other columns is other data, so it is part of the eval cache's key.
+    """
 
     path: Path
     first: list[str]
@@ -49,6 +87,7 @@ class Dataset:
     labels: list[str] | None
     lines: list[int]
     sha256: str
+    columns: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.first)
@@ -59,7 +98,8 @@ class Dataset:
         def pick(values: list[str] | None) -> list[str] | None:
             return None if values is None else [values[i] for i in indices]
 
-        return Dataset(self.path, pick(self.first), pick(self.second), pick(self.labels), pick(self.lines), self.sha256)
+        first, second, labels, lines = (pick(values) for values in (self.first, self.second, self.labels, self.lines))
+        return Dataset(self.path, first, second, labels, lines, self.sha256, self.columns)
 
 
 def _read_text(path: Path) -> tuple[str, str]:
@@ -80,11 +120,14 @@ def _header(text: str, delimiter: str) -> list[str]:
     return [name.strip().lower() for name in first_line.split(delimiter)]
 
 
-def _dialect(path: Path) -> dict[str, Any]:
-    """.csv is comma-separated with quotes; anything else is GLUE's TSV, read without quote handling."""
-    if path.suffix.lower() == ".csv":
-        return {"delimiter": ","}
-    return {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+def _dialect(path: Path, text: str) -> dict[str, Any]:
+    """.csv is comma-separated with quotes, .tsv GLUE's tabs without quote handling; else the header decides."""
+    comma, tab = {"delimiter": ","}, {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return comma if suffix == ".csv" else tab
+    first_line = text.split("\n", 1)[0]
+    return comma if "\t" not in first_line and "," in first_line else tab
 
 
 def is_labelled_file(path: str | Path) -> bool:
@@ -94,32 +137,54 @@ def is_labelled_file(path: str | Path) -> bool:
 
 
 def _labelled(path: Path, text: str) -> bool:
-    header = _header(text, _dialect(path)["delimiter"])
+    header = _header(text, _dialect(path, text)["delimiter"])
     return any(name in header for name in FIRST_COLUMNS) and any(name in header for name in LABEL_COLUMNS)
 
 
-def read_dataset(path: str | Path) -> Dataset:
-    """Read a GLUE-style labelled file (header required; extra columns ignored)."""
+def read_dataset(path: str | Path, columns: Columns = GLUE_COLUMNS) -> Dataset:
+    """Read a labelled file with a header: GLUE's column names, or those `columns` gives (extra columns ignored)."""
     path = Path(path)
-    return _dataset(path, *_read_text(path))
+    return _dataset(path, *_read_text(path), columns)
 
 
-def _dataset(path: Path, text: str, sha256: str) -> Dataset:
-    dialect = _dialect(path)
-    rows = csv.reader(text_lines(text), **dialect)
+def _column(path: Path, header: list[str], name: str, option: str) -> int:
+    if name not in header:
+        shown = f"the file's columns: {', '.join(header)}" if any(header) else "the file is empty"
+        raise EdgebertError(f"{path}:1: no column {name!r} ({option}); {shown}")
+    return header.index(name)
+
+
+def _dataset(path: Path, text: str, sha256: str, columns: Columns = GLUE_COLUMNS, need_label: bool = True) -> Dataset:
+    """The rows of a file with a header; without `need_label` (rewire) a missing target leaves it unlabelled."""
+    rows = csv.reader(text_lines(text), **_dialect(path, text))
     header = [name.strip().lower() for name in next(rows, [])]
-    first = next((name for name in FIRST_COLUMNS if name in header), None)
-    label = next((name for name in LABEL_COLUMNS if name in header), None)
-    if first is None or label is None:
+    if columns.text is not None:
+        texts = [_column(path, header, name, "--text-column") for name in columns.text]
+    else:
+        first = next((name for name in FIRST_COLUMNS if name in header), None)
+        texts = [header.index(name) for name in (first, SECOND_COLUMN) if name in header]
+    if columns.label is not None:
+        label_index: int | None = _column(path, header, columns.label, "--label-column")
+    else:
+        label_index = next((header.index(name) for name in LABEL_COLUMNS if name in header), None)
+    columns_line = f"the file's columns: {', '.join(header)}" if any(header) else "the file is empty"
+    if not texts:
         raise EdgebertError(
-            f"{path}:1: the header must name a sentence column ({' or '.join(FIRST_COLUMNS)}), optionally "
-            f"{SECOND_COLUMN}, and a target ({' or '.join(LABEL_COLUMNS)}); got {header or 'an empty file'}"
+            f"{path}:1: the header must name a text column ({' or '.join(FIRST_COLUMNS)}, optionally with "
+            f"{SECOND_COLUMN}), or give it with --text-column; {columns_line}"
         )
-    first_index, label_index = header.index(first), header.index(label)
-    second_index = header.index(SECOND_COLUMN) if SECOND_COLUMN in header else None
-    data = Dataset(path, [], [] if second_index is not None else None, [], [], sha256)
+    if label_index is None and need_label:
+        raise EdgebertError(
+            f"{path}:1: the header must name a target column ({' or '.join(LABEL_COLUMNS)}), or give it with "
+            f"--label-column; {columns_line}"
+        )
+    if label_index in texts:
+        raise EdgebertError(f"{path}: column {header[label_index]!r} is given as both a text and the target")
+    read = tuple(header[i] for i in [*texts, *([] if label_index is None else [label_index])])
+    second = [] if len(texts) == 2 else None
+    data = Dataset(path, [], second, [] if label_index is not None else None, [], sha256, read)
     try:
-        _read_rows(data, rows, header, first_index, second_index, label_index)
+        _read_rows(data, rows, header, texts[0], texts[1] if len(texts) == 2 else None, label_index)
     except csv.Error as exc:  # e.g. a field over the csv module's size limit
         raise EdgebertError(f"{path}:{rows.line_num}: unreadable row ({exc})") from exc
     if not data.first:
@@ -128,24 +193,28 @@ def _dataset(path: Path, text: str, sha256: str) -> Dataset:
 
 
 def _read_rows(
-    data: Dataset, rows: Iterable[list[str]], header: list[str], first: int, second: int | None, label_index: int
+    data: Dataset, rows: Iterable[list[str]], header: list[str], first: int, second: int | None, label_index: int | None
 ) -> None:
-    label = header[label_index]
     for line, row in enumerate(rows, start=2):
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
             raise EdgebertError(f"{data.path}:{line}: {len(row)} fields, the header has {len(header)}")
-        target = row[label_index].strip()
-        if not target:
-            raise EdgebertError(f"{data.path}:{line}: empty {label}")
-        if _is_float(target) and not math.isfinite(float(target)):  # a NaN score would poison every loss and metric
-            raise EdgebertError(f"{data.path}:{line}: {label} {target!r} is not a finite number")
+        if data.labels is not None and label_index is not None:
+            data.labels.append(_target(data.path, line, header[label_index], row[label_index]))
         data.first.append(row[first])
-        if data.second is not None:
+        if data.second is not None and second is not None:
             data.second.append(row[second])
-        data.labels.append(target)
         data.lines.append(line)
+
+
+def _target(path: Path, line: int, label: str, cell: str) -> str:
+    target = cell.strip()
+    if not target:
+        raise EdgebertError(f"{path}:{line}: empty {label}")
+    if _is_float(target) and not math.isfinite(float(target)):  # a NaN score would poison every loss and metric
+        raise EdgebertError(f"{path}:{line}: {label} {target!r} is not a finite number")
+    return target
 
 
 def read_texts(path: str | Path) -> Dataset:
@@ -165,10 +234,13 @@ def _texts(path: Path, text: str, sha256: str) -> Dataset:
     return data
 
 
-def read_any(path: str | Path) -> Dataset:
-    """A labelled GLUE-style file when its header says so, else unlabelled text."""
+def read_any(path: str | Path, columns: Columns = GLUE_COLUMNS) -> Dataset:
+    """A labelled GLUE-style file when its header says so, else unlabelled text; with `columns`, a file with a
+    header whose target is optional (rewire's importance then uses the model's predictions)."""
     path = Path(path)
     text, sha256 = _read_text(path)
+    if columns.given:
+        return _dataset(path, text, sha256, columns, need_label=columns.label is not None)
     return _dataset(path, text, sha256) if _labelled(path, text) else _texts(path, text, sha256)
 
 

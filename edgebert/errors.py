@@ -7,6 +7,7 @@ line and exits non-zero. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 # Which extra provides which importable module; used to build the install hint.
@@ -56,20 +57,47 @@ def require_all(modules: list[str] | tuple[str, ...], purpose: str) -> list[Modu
     """Import every module a command needs; if any is missing, name the one extra that installs them all.
 
     Checking one module at a time would hint `[slice]` for torch, and only on the next run `[onnx]`.
+    Every module is looked up (`require_installed`) before any is imported: torch takes seconds to
+    import, and a missing litert found after it is half a minute lost.
     """
+    require_installed(modules, purpose)
     imported, missing = [], []
     for module in modules:
         try:
             imported.append(importlib.import_module(module))
-        except ImportError as exc:
+        except ImportError as exc:  # installed but broken (a missing shared library, a partial install)
             missing.append((module.split(".")[0], exc))
     if missing:
-        names = ", ".join(name for name, _ in missing)
-        raise MissingDependencyError(
-            f"{purpose} needs {names}, not installed: run `pip install 'edgebert[{covering_extra(modules)}]'` "
-            f"({missing[0][1]})"
-        ) from missing[0][1]
+        raise _missing_error(modules, [name for name, _ in missing], purpose, missing[0][1]) from missing[0][1]
     return imported
+
+
+def require_installed(modules: list[str] | tuple[str, ...], purpose: str) -> None:
+    """Fail with the one install hint unless every module's package is installed, without importing any.
+
+    Commands call it first, so a missing extra is reported in well under a second instead of after
+    importing torch; `find_spec` of a top-level name reads the import path only.
+    """
+    missing = [name for name in dict.fromkeys(module.split(".")[0] for module in modules) if not _installed(name)]
+    if missing:
+        raise _missing_error(modules, missing, purpose)
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules, or without a __spec__
+        return False
+
+
+def _missing_error(
+    modules: list[str] | tuple[str, ...], names: list[str], purpose: str, cause: ImportError | None = None
+) -> MissingDependencyError:
+    reason = f" ({cause})" if cause is not None else ""
+    return MissingDependencyError(
+        f"{purpose} needs {', '.join(names)}, not installed: run `pip install 'edgebert[{covering_extra(modules)}]'`"
+        + reason
+    )
 
 
 def covering_extra(modules: list[str] | tuple[str, ...]) -> str:

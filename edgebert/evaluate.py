@@ -4,8 +4,8 @@ The protocol follows the official DynaBERT evaluation: the model's own tokenizer
 as two segments, truncation to 128 tokens, right padding (per batch of similar lengths: padding is
 masked, so the logits equal those of padding to 128), argmax of the logits (or the raw score for a
 one-output regression head). Results are cached under `<cache>/eval/`, keyed by everything that
-decides them (`EvalKey`: weights, label map, tokenizer files, data file, max length, edgebert
-version) and the (width, depth), so a repeated call and `pick` reuse them instead of running the
+decides them (`EvalKey`: weights, label map, tokenizer files, data file and the columns read, max
+length, edgebert version) and the (width, depth), so a repeated call and `pick` reuse them instead of running the
 model again; an entry that does not validate against `CachedResult` (corrupt, truncated, foreign,
 renamed), is larger than an entry can be, or is not a regular file, is ignored and recomputed.
 """
@@ -24,7 +24,9 @@ from edgebert import __version__
 from edgebert.atomic import staged_outputs
 from edgebert.checkpoint import Checkpoint, file_sha256, read_config
 from edgebert.data import (
+    GLUE_COLUMNS,
     MAX_LENGTH,
+    Columns,
     Dataset,
     Encoded,
     check_tokenizer_files,
@@ -133,6 +135,7 @@ class EvalKey(ModelKey):
     """A result's full identity: the model's, the data file's content and the length examples were cut to."""
 
     data_sha256: str = Field(pattern=SHA256)
+    columns: tuple[str, ...] = ()  # the columns read (text, then target): the same file through others is other data
     max_length: int = Field(gt=0)
 
     def digest(self) -> str:
@@ -216,7 +219,7 @@ def record_result(
     """Cache one sub-network's metrics (`costs` as `subnet.costs` gives them); `train` fills the cache this way too."""
     result = CachedResult(
         version=CACHE_VERSION,
-        key=EvalKey(**model.model_dump(), data_sha256=data.sha256, max_length=max_length),
+        key=EvalKey(**model.model_dump(), data_sha256=data.sha256, columns=data.columns, max_length=max_length),
         data=str(data.path.resolve()),
         examples=len(data),
         width=costs["width"],
@@ -238,17 +241,18 @@ def evaluate(
     data_file: str | Path,
     configs: Iterable[tuple[float, float]],
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    columns: Columns = GLUE_COLUMNS,
 ) -> dict[str, Any]:
     """Evaluate each (width, depth), reusing cached results; `on_result` sees each result as it is ready."""
     configs = [check_fractions(width, depth) for width, depth in configs]
-    data = read_dataset(data_file)
+    data = read_dataset(data_file, columns)
     if model is not None:
         read_config(Path(model))  # a missing or bad directory fails before the slow weight load
     checkpoint = open_checkpoint(model)
     targets = targets_for(data, checkpoint)
     check_tokenizer_files(checkpoint.path, {path.name for path in checkpoint.tokenizer_files})
     model_id = model_key(checkpoint)
-    key = EvalKey(**model_id.model_dump(), data_sha256=data.sha256, max_length=MAX_LENGTH)
+    key = EvalKey(**model_id.model_dump(), data_sha256=data.sha256, columns=data.columns, max_length=MAX_LENGTH)
     encoded = None  # tokenized on the first cache miss only
     results = []
     for width, depth in configs:
@@ -270,6 +274,7 @@ def evaluate(
         "model_sha256": checkpoint.weights_sha256,
         "data": str(data.path),
         "data_sha256": data.sha256,
+        "columns": list(data.columns),
         "max_length": MAX_LENGTH,
         "examples": len(data.labels),
         "task": "regression" if checkpoint.arch.num_labels == 1 else "classification",

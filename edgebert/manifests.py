@@ -35,6 +35,11 @@ NOT_DYNABERT_NOTE = (
     "{model} was not trained as a DynaBERT (no edgebert-train.json): sub-networks below full size are only "
     "accurate for a model trained so; run `edgebert train` to make one, and `edgebert eval` to measure"
 )
+FINE_TUNED_ONLY_NOTE = (
+    "{model} was fine-tuned by `edgebert train` at full size only, not trained as a DynaBERT (its "
+    "edgebert-train.json records no width or depth phase): sub-networks below full size are only accurate after "
+    "those phases; run `edgebert train {model} --phases width,depth` to make one, and `edgebert eval` to measure"
+)
 WARNING_FIELDS = ("untrained", "not_dynabert")  # the SliceManifest fields that warn about the slice
 
 
@@ -153,6 +158,11 @@ class TrainManifest(_Record):
         return any((w, d) != (1.0, 1.0) for phase in self.phases for w, d in phase.subnetworks)
 
 
+def not_dynabert_text(model: Path, manifest: TrainManifest | None) -> str:
+    """What is true of a model whose sub-networks were not trained: no manifest, or one of plain fine-tuning."""
+    return (NOT_DYNABERT_NOTE if manifest is None else FINE_TUNED_ONLY_NOTE).format(model=model)
+
+
 # ---- a training run in progress: read again by `train --resume` --------------------------------------
 
 
@@ -167,11 +177,8 @@ class RunSpec(_Record):
     hyperparameters: dict[str, Any]
     world_size: Count
     replace_out: bool = False  # started with --force: the finished run may replace an earlier one at --out
-
-    def differences(self, other: RunSpec) -> list[str]:
-        """The fields a resumed run must share with the run it continues, where they differ."""
-        same = ("version", "replace_out")
-        return [key for key in type(self).model_fields if key not in same and getattr(self, key) != getattr(other, key)]
+    text_column: list[str] | None = None  # --text-column and --label-column (None: GLUE's names): the data read
+    label_column: str | None = None
 
 
 class TrainState(_Record):

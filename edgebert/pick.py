@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert.bench import BUDGET_PERCENTILE
-from edgebert.errors import EdgebertError
+from edgebert.data import GLUE_COLUMNS, Columns
+from edgebert.errors import EdgebertError, require_installed
 from edgebert.latency_model import (
     LatencyModel,
     Measurement,
@@ -125,19 +126,24 @@ class Candidate:
 
 
 def accuracy_lookup(
-    model_key: ModelKey, configs: list[tuple[float, float]], data: Path | None
+    model_key: ModelKey, configs: list[tuple[float, float]], data: Path | None, columns: Columns = GLUE_COLUMNS
 ) -> tuple[dict[tuple[float, float], float], dict[str, Any] | None, list[str]]:
     """Cached eval results of this model: {(w, d): metric}, where they come from, and notes on the choice of file.
 
-    With `data`, only that file's results; without, the data file (and max length) covering most
-    configurations, named in the notes next to the others the cache holds.
+    With `data`, only that file's results (and with `columns`, only those read through them); without,
+    the data file (columns, max length) covering most configurations, named in the notes next to the
+    others the cache holds.
     """
     from edgebert.checkpoint import file_sha256
     from edgebert.evaluate import cached_results, primary_metric
 
-    groups: dict[tuple[str, int], list] = {}
+    groups: dict[tuple[str, tuple[str, ...], int], list] = {}
     for result in cached_results(model_key):
-        groups.setdefault((result.key.data_sha256, result.key.max_length), []).append(result)
+        key = result.key
+        if (columns.text is None or key.columns[:-1] == columns.text) and (
+            columns.label is None or key.columns[-1:] == (columns.label,)
+        ):
+            groups.setdefault((key.data_sha256, key.columns, key.max_length), []).append(result)
     if data is not None:
         if not Path(data).is_file():
             raise EdgebertError(f"--data {data}: no such file")
@@ -161,17 +167,27 @@ def accuracy_lookup(
         "metric": primary_metric(first.metrics)[0],
         "data": first.data,
         "data_sha256": first.key.data_sha256,
+        "columns": list(first.key.columns),
         "max_length": first.key.max_length,
         "examples": first.examples,
         "chosen_by": "--data" if data is not None else "most configurations covered",
         "covered": len(wanted & set(scores)),
         "candidates": len(wanted),
     }
-    others = sorted({results[0].data for k, results in groups.items() if k != key})
+    paths = [results[0].data for results in groups.values()]
+
+    def named(result: Any) -> str:  # one file read through other columns is named with them
+        columns = ",".join(result.key.columns)
+        return result.data if paths.count(result.data) == 1 else f"{result.data} (columns {columns})"
+
+    others = sorted({named(results[0]) for k, results in groups.items() if k != key})
     notes = []
     if data is None and others:
         notes.append(
-            Note(f"accuracy from {first.data}; the cache also holds results on {', '.join(others)}: choose with --data")
+            Note(
+                f"accuracy from {named(first)}; the cache also holds results on {', '.join(others)}: choose with "
+                "--data (and --text-column, --label-column)"
+            )
         )
     return scores, source, notes
 
@@ -246,6 +262,7 @@ def pick(
     export_dir: Path | None = None,
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
+    columns: Columns = GLUE_COLUMNS,
 ) -> dict[str, Any]:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules.
 
@@ -262,6 +279,12 @@ def pick(
             f"--measure benchmarks on this machine, which is not {profile.name}: use --profile local, or pass "
             f"--calibration files from `edgebert bench --profile {profile.name} --out FILE` run on the device"
         )
+    if measure or export_dir is not None:  # what exporting needs, looked up before the model loads (torch: seconds)
+        from edgebert.checkpoint import READING_MODULES
+        from edgebert.export import EXPORTERS
+
+        modules = (*READING_MODULES, *EXPORTERS[FORMAT_FOR_RUNTIME[profile.runtime]].required_modules)
+        require_installed(modules, "pick --measure" if measure else "pick --export")
     limits = resolve_budgets(budgets, profile)
     measurements = load_calibration(list(calibration), profile)
     progress("loading the model")
@@ -273,7 +296,7 @@ def pick(
         measurements += measured.values()
         latency_model = calibrate(profile, measurements, precisions)
         memory_model = calibrate_memory(profile.runtime, measurements)
-        scores, accuracy, notes = accuracy_for(checkpoint, configs, data)
+        scores, accuracy, notes = accuracy_for(checkpoint, configs, data, columns)
 
         rows = []
         for width, depth in configs:
@@ -349,12 +372,12 @@ def measure_here(
 
 
 def accuracy_for(
-    checkpoint: Checkpoint, configs: list[tuple[float, float]], data: Path | None
+    checkpoint: Checkpoint, configs: list[tuple[float, float]], data: Path | None, columns: Columns = GLUE_COLUMNS
 ) -> tuple[dict[tuple[float, float], float], dict[str, Any] | None, list[str]]:
     """Scores from the eval cache when they cover every candidate (else none: ranking by FLOPs), and the notes."""
     from edgebert.evaluate import model_key
 
-    scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data)
+    scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data, columns)
     if accuracy and accuracy["covered"] < accuracy["candidates"]:
         notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
             Note(
@@ -525,17 +548,16 @@ def _memory_noun(limits: dict[str, Any]) -> str:
 def export_choice(
     model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path, force: bool = False
 ) -> dict[str, Any]:
-    """Write the chosen artifact (with its parity gate; ONNX as a bundle, as `export` does); it sizes the choice.
+    """Write the chosen artifact (with its parity gate) into a bundle, as `export` does; it sizes the choice.
 
-    With `force`, an artifact (or a bundle's precision) edgebert wrote there earlier is replaced, as `export --force`.
+    With `force`, a bundle's precision edgebert wrote there earlier is replaced, as `export --force`.
     """
-    from edgebert.bundle import default_bundle_name, is_bundle_output
+    from edgebert.bundle import default_bundle_name
     from edgebert.export import export_model
 
     export_dir.mkdir(parents=True, exist_ok=True)
     name = subnet_name(stem, choice.width, choice.depth)
-    bundled = is_bundle_output(choice.format, None)
-    out = export_dir / (default_bundle_name(name) if bundled else artifact_name(name, choice.precision, choice.format))
+    out = export_dir / default_bundle_name(name, choice.format)
     sidecar = export_model(
         model,
         choice.format,
@@ -547,5 +569,4 @@ def export_choice(
         force=force,
     )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
-    written = {"path": sidecar["path"], "size_bytes": sidecar["size_bytes"], "parity": sidecar["parity"]}
-    return written | ({"bundle": sidecar["bundle"]} if "bundle" in sidecar else {})
+    return {key: sidecar[key] for key in ("path", "bundle", "size_bytes", "parity")}

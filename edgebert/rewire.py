@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Literal
 from edgebert import __version__
 from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, model_state, read_config
-from edgebert.data import Dataset, check_tokenizer_files, collate, encode, label_targets, load_tokenizer, read_any
+from edgebert.data import (
+    GLUE_COLUMNS,
+    Columns,
+    Dataset,
+    check_tokenizer_files,
+    collate,
+    encode,
+    label_targets,
+    load_tokenizer,
+    read_any,
+)
 from edgebert.errors import EdgebertError
 from edgebert.manifests import REWIRE_MANIFEST, FileRef, RewireManifest
 from edgebert.slicing import MODEL_DIR_FILES, open_checkpoint
@@ -192,21 +202,25 @@ def rewire_model(
     batch_size: int = IMPORTANCE_BATCH_SIZE,
     accumulation: Accumulation = "official",
     progress: Callable[[str], None] = lambda message: None,
+    columns: Columns = GLUE_COLUMNS,
 ) -> tuple[Path, RewireManifest]:
-    """Write `model` rewired as a stock checkpoint with `edgebert-rewire.json`; return the directory and manifest."""
-    from edgebert.dynabert import save_checkpoint
+    """Write `model` rewired as a stock checkpoint with `edgebert-rewire.json`; return the directory and manifest.
 
+    `columns` names a table's text (and target) columns; without them, a GLUE-style file or plain text.
+    """
     if batch_size < 1:
         raise EdgebertError(f"--batch-size must be at least 1, got {batch_size}")
     read_config(Path(model))
     out_dir = Path(out) if out is not None else Path(f"{Path(model).resolve().name}-rewired")
     output = {"force": force, "replaceable": REPLACEABLE_REWIRED, "protect": [Path(model)]}
     refuse_existing(out_dir, **output)
-    data = read_any(data_file)
+    data = read_any(data_file, columns)
     progress("loading the model")
-    checkpoint = open_checkpoint(model)
+    checkpoint = open_checkpoint(model)  # checks the modules reading needs before importing torch (dynabert's)
     progress(f"importance over {len(data)} examples")
     rewired, manifest = rewire_checkpoint(checkpoint, data, batch_size, accumulation)
+    from edgebert.dynabert import save_checkpoint
+
     with staged_outputs(out_dir, **output) as (staging,):
         save_checkpoint(rewired, checkpoint, staging, {REWIRE_MANIFEST: manifest.model_dump_json(indent=2) + "\n"})
     return out_dir, manifest

@@ -31,8 +31,8 @@ from edgebert.checkpoint import (
 )
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE
 from edgebert.errors import EdgebertError
-from edgebert.manifests import NOT_DYNABERT_NOTE, SliceManifest, read_json
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
+from edgebert.manifests import SliceManifest, not_dynabert_text, read_json
 from edgebert.notes import Note, warning
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
 
@@ -154,7 +154,7 @@ def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
 
 def not_dynabert_note(checkpoint: Checkpoint) -> Note:
     """The warning for sub-networks of a model `edgebert train` did not train (slice, export, pick)."""
-    return warning(NOT_DYNABERT_NOTE.format(model=checkpoint.path))
+    return warning(not_dynabert_text(checkpoint.path, checkpoint.training_manifest))
 
 
 def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> SlicedModel:

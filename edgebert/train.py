@@ -7,6 +7,8 @@ Steps (Hou et al., 2020; ../shared/dynabert-training.md restates the released co
 3. phase `depth` (DynaBERT): every (width, depth) distils from DynaBERT_W, loss = SCE + 1.0 x
    the MSEs of the hidden states matched by the depth rule;
 4. optional phase `finetune`: the task loss on gold labels, no teacher.
+Before a width or depth phase the teacher is measured on --dev once: one no better than a constant
+guess (`weak_result`) is refused unless allowed, and a fine-tune ending so is warned about.
 Each batch runs every sub-network of the phase, largest first, on views of the full weights
 (`edgebert.dynabert`); their losses are summed through separate backward passes and one
 optimizer step follows (AdamW, linear decay, clip 1.0). Every `eval_every` steps all
@@ -57,6 +59,7 @@ from edgebert.atomic import (
 from edgebert.checkpoint import Checkpoint, load_checkpoint, read_config, write_safetensors
 from edgebert.data import (
     MAX_LENGTH,
+    Columns,
     Dataset,
     Encoded,
     check_tokenizer_files,
@@ -106,6 +109,14 @@ PHASES_DIR = "phases"  # each finished phase's best model (rewired/, width/, dep
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.pt"
 RUN_FILE = "run.json"
+# A model no better than a constant guess on --dev learnt nothing to pass on: accuracy at most the majority class's
+# share of the dev labels (or chance, 1 / classes) plus this margin, or a Pearson correlation at most WEAK_CORRELATION.
+WEAK_MARGIN = 0.02
+WEAK_CORRELATION = 0.1
+# Settings --resume may change: when a run evaluates and checkpoints (not what it trains), and how long each phase
+# trains, which sets the phase's learning-rate decay: it may change where it changes no step already taken.
+RESUME_MAY_CHANGE = ("eval_every", "save_every")
+PHASE_LENGTH = ("max_steps", "epochs")
 
 
 @dataclass(frozen=True)
@@ -284,6 +295,27 @@ def selection_score(results: dict[str, dict]) -> float:
         value = primary_metric(values)[1]
         total += 0.0 if math.isnan(value) else value
     return total
+
+
+def weak_result(values: dict[str, float], targets: np.ndarray, num_labels: int) -> str | None:
+    """How a model scoring `values` on data with gold `targets` is no better than a constant guess; None if it is."""
+    import numpy as np
+
+    if "accuracy" in values:
+        majority = float(np.bincount(targets.astype(np.int64)).max() / len(targets))
+        floor = max(majority, 1 / num_labels)
+        if values["accuracy"] <= floor + WEAK_MARGIN:
+            return (
+                f"accuracy {values['accuracy']:.4f}, no better than always answering the majority class "
+                f"({majority:.4f} of the dev labels; chance {1 / num_labels:.4f}; margin {WEAK_MARGIN})"
+            )
+        return None
+    pearson = values["pearson"]
+    if math.isnan(pearson):
+        return "an undefined Pearson correlation (constant predictions)"
+    if pearson <= WEAK_CORRELATION:
+        return f"Pearson {pearson:.4f}, no better than a constant guess (at most {WEAK_CORRELATION})"
+    return None
 
 
 # ---- the run directory ----------------------------------------------------------------------------
@@ -629,7 +661,12 @@ def _eval_set(data: Dataset, tokenizer, checkpoint: Checkpoint, label2id, num_la
 
 
 def read_inputs(
-    model: str | Path, train_file: Path, dev_file: Path, eval_file: Path | None, config: TrainConfig
+    model: str | Path,
+    train_file: Path,
+    dev_file: Path,
+    eval_file: Path | None,
+    config: TrainConfig,
+    columns: Columns | None = None,
 ) -> Inputs:
     """Read and check everything up front: one clear error before any slow work."""
     import numpy as np
@@ -637,8 +674,9 @@ def read_inputs(
     from edgebert.slicing import open_checkpoint
 
     read_config(Path(model))
-    train, dev = read_dataset(train_file), read_dataset(dev_file)
-    evaluation = read_dataset(eval_file) if eval_file is not None else None
+    columns = columns or Columns()
+    train, dev = read_dataset(train_file, columns), read_dataset(dev_file, columns)
+    evaluation = read_dataset(eval_file, columns) if eval_file is not None else None
     checkpoint = open_checkpoint(model)
     check_tokenizer_files(checkpoint.path, {path.name for path in checkpoint.tokenizer_files})
     new_labels = None
@@ -717,10 +755,12 @@ class Trainer:
         runtime: Runtime,
         reporter: Reporter,
         replace: bool = False,
+        allow_weak_teacher: bool = False,
     ):
         self.inputs, self.config, self.runtime, self.reporter = inputs, config, runtime, reporter
         self.files = RunFiles(out)
         self.replace = replace  # --force: the finished run may replace an earlier one at --out
+        self.allow_weak_teacher = allow_weak_teacher  # distil a teacher no better than a constant guess anyway
         self.saved = "no checkpoint yet"  # what state.pt holds, for the line that stops a run
         self.checkpoint = inputs.checkpoint
         self.plans = plan_phases(config, self.checkpoint)
@@ -770,6 +810,8 @@ class Trainer:
             start = resume_state["phase_index"]
             mid_phase = resume_state if "model" in resume_state else None
             self._check_resumed(resume_state)
+        if resume_state is None and self.plans[0].name != "finetune":
+            self._check_teacher()
         if self.config.rewires and resume_state is None:
             self._rewire()
         elif self.config.rewires:
@@ -788,6 +830,33 @@ class Trainer:
                 f"finished, of {len(self.plans)} phases"
             )
         self.saved = self._saved_at(start, state["step"] if mid_phase else None)
+
+    def _check_teacher(self) -> None:
+        """One pass over --dev before distilling: a teacher no better than a constant guess (a fine-tune that ended at
+        the majority class) would make hours of training copy nothing, so it is refused unless allowed."""
+        teacher = self._load(None)
+        full = subnetwork(teacher.arch, 1.0, 1.0)
+        values = evaluate_subnetworks(teacher, self.inputs.dev_set, [full], self.runtime.device)
+        del teacher
+        weak = self._weak(next(iter(values.values())))
+        if weak is None:
+            from edgebert.evaluate import primary_metric
+
+            name, value = primary_metric(next(iter(values.values())))
+            self.reporter.message(f"teacher: {name} {value:.4f} on {self.inputs.dev.path}")
+            return
+        line = f"the teacher {self.checkpoint.path} scores {weak} on {self.inputs.dev.path}"
+        if not self.allow_weak_teacher:
+            raise EdgebertError(
+                f"{line}: distilling it teaches nothing; fine-tune it until it beats that (check the labels, --lr, "
+                "steps), or pass --allow-weak-teacher"
+            )
+        if self.runtime.is_main:
+            warnings.warn(f"{line}; distilling it anyway (--allow-weak-teacher)", stacklevel=2)
+
+    def _weak(self, values: dict[str, float]) -> str | None:
+        dev = self.inputs.dev_set
+        return weak_result(values, dev.targets, len(self.inputs.new_labels or {}) or self.checkpoint.arch.num_labels)
 
     def _saved_at(self, index: int, step: int | None) -> str:
         """What a checkpoint at phase `index` holds: a step of it, or (step None) the end of the phase before."""
@@ -1095,11 +1164,12 @@ class Trainer:
         return manifest
 
     def _final_grid(self, arch) -> list[Subnetwork]:
-        """The sub-networks the final model is evaluated at: every one trained, and the whole trained grid."""
-        grid = sorted(
-            {(s.width, s.depth) for plan in self.plans for s in plan.subs} | set(TRAINED_GRID),
-            key=lambda wd: (-wd[1], -wd[0]),
-        )
+        """The sub-networks the final model is evaluated at: every one trained, and the whole trained grid when a
+        width or depth phase made a DynaBERT (plain fine-tuning trained only its own sub-networks)."""
+        trained = {(s.width, s.depth) for plan in self.plans for s in plan.subs}
+        if any(plan.name != "finetune" for plan in self.plans):
+            trained |= set(TRAINED_GRID)
+        grid = sorted(trained, key=lambda wd: (-wd[1], -wd[0]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # off-grid points were warned about when the run started
             return [subnetwork(arch, w, d) for w, d in grid]
@@ -1112,8 +1182,19 @@ class Trainer:
         final_dir = self.files.phase_dir(self.plans[-1].name)
         model = self._load(final_dir)
         subs = self._final_grid(model.arch)
-        self.reporter.message(f"evaluating the final model's {len(subs)} sub-networks on {self.inputs.dev.path}")
+        many = f"{len(subs)} sub-networks" if len(subs) > 1 else "sub-network"
+        self.reporter.message(f"evaluating the final model's {many} on {self.inputs.dev.path}")
         dev_metrics = evaluate_subnetworks(model, self.inputs.dev_set, subs, self.runtime.device)
+        if self.plans[-1].name == "finetune":
+            largest = self.plans[-1].subs[0]
+            weak = self._weak(dev_metrics[subnet_key(largest.width, largest.depth)])
+            if weak is not None:
+                warnings.warn(
+                    f"the fine-tuned model {self.files.out} scores {weak} on {self.inputs.dev.path}: it learnt "
+                    "nothing a teacher could pass on (check the labels, --lr, steps); width and depth phases refuse "
+                    "it without --allow-weak-teacher",
+                    stacklevel=2,
+                )
         inputs = self.inputs
         manifest = TrainManifest(
             edgebert_version=__version__,
@@ -1174,9 +1255,12 @@ def _load_weights(path: Path) -> dict:
 # ---- entry point ----------------------------------------------------------------------------------
 
 
-def _run_spec(inputs: Inputs, config: TrainConfig, world: int) -> RunSpec:
-    """What must match for --resume to continue a run: same teacher, data, hyperparameters and processes."""
+def _run_spec(inputs: Inputs, config: TrainConfig, world: int, columns: Columns) -> RunSpec:
+    """What must match for --resume to continue a run: same teacher, data (and its columns), hyperparameters and
+    processes."""
     return RunSpec(
+        text_column=list(columns.text) if columns.text is not None else None,
+        label_column=columns.label,
         teacher_sha256=inputs.checkpoint.weights_sha256,
         train_sha256=inputs.train.sha256,
         dev_sha256=inputs.dev.sha256,
@@ -1186,7 +1270,34 @@ def _run_spec(inputs: Inputs, config: TrainConfig, world: int) -> RunSpec:
     )
 
 
-def _prepare_run(files: RunFiles, spec: RunSpec, force: bool, resume: bool) -> tuple[dict | None, bool]:
+def resume_conflicts(previous: RunSpec, spec: RunSpec, state: dict | None, examples: int) -> list[str]:
+    """Each setting of a resumed run (`spec`) that differs from the run it continues and would change what that run
+    already trained, named with both values. Phase lengths may change except for the phase under way, whose
+    learning-rate decay (and warm-up) follows its number of steps; `examples`: the training examples per epoch."""
+    kept = ("version", "replace_out", "hyperparameters")  # not settings, or compared one by one below
+    old, new = ({**{k: v for k, v in x if k not in kept}, **x.hyperparameters} for x in (previous, spec))
+    mid_phase = state is not None and "model" in state
+    conflicts = []
+    for name in dict.fromkeys([*new, *old]):
+        if old.get(name) == new.get(name) or name in RESUME_MAY_CHANGE:
+            continue
+        why = ""
+        if name in PHASE_LENGTH:
+            lengths = [steps_for(_length_settings(values), examples)[1] for values in (previous, spec)]
+            if not mid_phase or lengths[0] == lengths[1]:
+                continue
+            why = f": phase {state['phase_index'] + 1} is under way and its learning-rate decay follows its steps"
+        values = "other content" if name.endswith("sha256") else f"{old.get(name)!r}, now {new.get(name)!r}"
+        conflicts.append(f"{name} ({values}){why}")
+    return conflicts
+
+
+def _length_settings(spec: RunSpec) -> TrainConfig:
+    """The settings `steps_for` reads, from a run spec's hyperparameters."""
+    return TrainConfig(**{key: spec.hyperparameters[key] for key in (*PHASE_LENGTH, "batch_size")})
+
+
+def _prepare_run(files: RunFiles, spec: RunSpec, force: bool, resume: bool, examples: int) -> tuple[dict | None, bool]:
     """With the run's home locked: check what --resume continues, or clear what a fresh run starts over.
 
     Returns the resume state (None: from the start) and whether the finished run may replace --out.
@@ -1204,12 +1315,14 @@ def _prepare_run(files: RunFiles, spec: RunSpec, force: bool, resume: bool) -> t
     if not files.spec.is_file():
         raise _nothing_to_resume(files)
     previous = read_manifest(files.spec, RunSpec)
-    changed = spec.differences(previous)
-    if changed:
-        raise EdgebertError(
-            f"--resume: {out} was started with different {', '.join(changed)}: resume with the same arguments"
-        )
     state = load_state(files.state) if files.state.is_file() else None
+    conflicts = resume_conflicts(previous, spec, state, examples)
+    if conflicts:
+        raise EdgebertError(
+            f"--resume: {out} was started with other settings: {'; '.join(conflicts)}; resume with the values it was "
+            f"started with (only {', '.join(RESUME_MAY_CHANGE)} may change, and {', '.join(PHASE_LENGTH)} at a phase "
+            "boundary)"
+        )
     if state is not None and state.get("final_sha256") and not _unpublished(files, state["final_sha256"]):
         shutil.rmtree(files.home)  # killed after publishing, before this cleanup
         raise EdgebertError(f"{out} has no unfinished edgebert run to resume: {out} holds the finished run")
@@ -1239,14 +1352,19 @@ def train(
     force: bool = False,
     resume: bool = False,
     reporter: Reporter | None = None,
+    allow_weak_teacher: bool = False,
+    columns: Columns | None = None,
 ) -> TrainManifest | None:
     """Train a DynaBERT from `model`; returns the manifest (on rank 0; None on other ranks).
 
     The run lives beside --out (`RunFiles`) and is published onto it by one rename when done; with
     `force` it may replace an earlier run `train` wrote there (`replaceable_run`), never the teacher.
+    Width and depth phases refuse a teacher no better than a constant guess on the dev set unless
+    `allow_weak_teacher`. `columns` names the data files' text and target columns (None: GLUE's names).
     """
     check_config(config)
     reporter = reporter or SilentReporter()
+    columns = columns or Columns()
     out = Path(out)
     output = {"replaceable": replaceable_run, "protect": [Path(model)]}
     files = RunFiles(out)
@@ -1255,14 +1373,17 @@ def train(
     refuse_existing(out, force=force or resume, **output)  # before any work; a resumed run's own --force below
     refuse_existing(files.home, force=True, protect=[Path(model)])  # nor is it in the run's own directory
     runtime = start_runtime(config.mixed_precision)
+    if not runtime.is_main:  # one process shows progress: a log gets each line once
+        reporter = SilentReporter()
     if config.batch_size < runtime.world:
         raise EdgebertError(f"batch size {config.batch_size} is smaller than the {runtime.world} processes")
-    inputs = read_inputs(model, Path(train_file), Path(dev_file), Path(eval_file) if eval_file else None, config)
-    spec = _run_spec(inputs, config, runtime.world)
+    evaluation = Path(eval_file) if eval_file else None
+    inputs = read_inputs(model, Path(train_file), Path(dev_file), evaluation, config, columns)
+    spec = _run_spec(inputs, config, runtime.world, columns)
     with hold_run(files) if runtime.is_main else contextlib.nullcontext():
         resume_state, replace = None, force
         if runtime.is_main:
-            resume_state, replace = _prepare_run(files, spec, force, resume)
+            resume_state, replace = _prepare_run(files, spec, force, resume, len(inputs.encoded_train))
             refuse_existing(out, force=replace, **output)
             files.run_dir.mkdir(exist_ok=True)
             files.work.mkdir(exist_ok=True)
@@ -1272,4 +1393,4 @@ def train(
         runtime.barrier()
         if not runtime.is_main and resume and files.state.is_file():
             resume_state = load_state(files.state)
-        return Trainer(inputs, config, out, runtime, reporter, replace).run(resume_state)
+        return Trainer(inputs, config, out, runtime, reporter, replace, allow_weak_teacher).run(resume_state)

@@ -155,7 +155,7 @@ def test_default_output_of_slice_is_checked_before_loading(run_cli, tiny_models,
 
 
 @pytest.mark.parametrize(
-    ("format", "existing"), [("onnx", "bert-cls-w0.5-d1-onnx"), ("tflite", "bert-cls-w0.5-d1.fp32.tflite")]
+    ("format", "existing"), [("onnx", "bert-cls-w0.5-d1-onnx"), ("tflite", "bert-cls-w0.5-d1-tflite")]
 )
 def test_default_output_of_export_is_checked_before_loading(
     run_cli, tiny_models, tmp_path, monkeypatch, format, existing

@@ -222,8 +222,8 @@ def test_bare_encoder_fine_tunes_as_regression_then_distils(tmp_path):
     assert manifest.metric == "pearson"
     assert load_checkpoint(teacher).arch.num_labels == 1
     assert not training_manifest(teacher).trains_subnetworks  # ordinary fine-tuning
-    config = TrainConfig(phases=("width",), max_steps=2, **QUICK)
-    manifest = train(teacher, train_file, dev_file, tmp_path / "dyna", config)
+    config = TrainConfig(phases=("width",), max_steps=2, **QUICK)  # 4 steps taught it nothing: distil it anyway
+    manifest = train(teacher, train_file, dev_file, tmp_path / "dyna", config, allow_weak_teacher=True)
     assert set(manifest.dev_metrics["w0.25-d1"]) == {"pearson", "spearman"}
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import warnings
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +26,7 @@ from edgebert.cli import pick as pick_commands
 from edgebert.cli import profiles as profiles_commands
 from edgebert.cli import slice as slice_commands
 from edgebert.cli import train as train_commands
-from edgebert.cli.options import HELP_OPTIONS, Group, use_edgebert_classes
+from edgebert.cli.options import HELP_OPTIONS, Group, Interrupted, use_edgebert_classes
 from edgebert.cli.output import print_error, print_warning
 from edgebert.errors import EdgebertError
 
@@ -78,8 +81,39 @@ def os_error_line(exc: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
+NOTHING_WRITTEN = "interrupted: nothing was written"  # every output is staged and renamed into place at the end
+
+
+def _train_interrupted(params: dict[str, Any], argv: list[str]) -> str:
+    """A run that saved a state is kept beside --out for `--resume` (else train removes it: nothing was written)."""
+    from edgebert.train import RunFiles
+
+    files = RunFiles(Path(params["out"]))
+    if not files.state.is_file():
+        return NOTHING_WRITTEN
+    resume = shlex.join(["edgebert", *argv, *([] if "--resume" in argv else ["--resume"])])
+    return f"interrupted: the run is kept in {files.home}; `{resume}` continues it"
+
+
+def _eval_interrupted(params: dict[str, Any], argv: list[str]) -> str:
+    return "interrupted: the sub-networks evaluated so far are cached; the same command continues from there"
+
+
+# What is true after Ctrl-C, for the commands that keep something (the others: NOTHING_WRITTEN).
+INTERRUPT_NOTES: dict[str, Callable[[dict[str, Any], list[str]], str]] = {
+    "train": _train_interrupted,
+    "eval": _eval_interrupted,
+}
+
+
+def interrupt_note(interrupted: Interrupted, argv: list[str]) -> str:
+    note = INTERRUPT_NOTES.get(interrupted.command)
+    return NOTHING_WRITTEN if note is None else note(interrupted.params, argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and turn known failures into one-line errors."""
+    argv = sys.argv[1:] if argv is None else argv
     debug = bool(os.environ.get(DEBUG_ENV))
     if not debug:
         warnings.showwarning = _one_line_warning
@@ -92,8 +126,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print_error(str(exc))
         sys.exit(exc.exit_code)  # 2 for an option's bad value (OptionError), 1 for the rest
-    except (typer.Abort, KeyboardInterrupt):
-        print_error("interrupted: nothing was written")
+    except Interrupted as interrupted:
+        print_error(interrupt_note(interrupted, argv))
+        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):  # outside a command (while reading the command line)
+        print_error(NOTHING_WRITTEN)
         sys.exit(130)
     except OSError as exc:  # a read-only or full disk, a missing directory: name the path
         if debug:

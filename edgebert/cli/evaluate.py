@@ -7,11 +7,19 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ModelArg, check_depth, check_width
-from edgebert.cli.output import console, err_console, print_json, print_notes
+from edgebert.cli.options import (
+    JsonOpt,
+    LabelColumnOpt,
+    ModelArg,
+    TextColumnOpt,
+    check_depth,
+    check_width,
+    data_columns,
+)
+from edgebert.cli.output import console, print_json, print_notes
+from edgebert.cli.progress import Progress
 from edgebert.errors import OptionError
 from edgebert.subnet import TRAINED_GRID
 
@@ -19,7 +27,7 @@ from edgebert.subnet import TRAINED_GRID
 def eval_command(
     data: Annotated[
         Path,
-        typer.Option(help="Labelled dev set: a GLUE-style TSV (or .csv) with a header."),
+        typer.Option(help="Labelled dev set with a header: GLUE's TSV, or CSV (other column names: --text-column)."),
     ],
     model: ModelArg = None,
     width: Annotated[
@@ -31,32 +39,25 @@ def eval_command(
     grid: Annotated[
         bool, typer.Option("--grid", help=f"Evaluate the {len(TRAINED_GRID)} trained (width, depth), the default.")
     ] = False,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Accuracy (or Pearson/Spearman for regression) of sub-networks, sliced in memory; results are cached."""
     from edgebert.evaluate import evaluate
 
+    columns = data_columns(text_column, label_column)
     single = width is not None or depth is not None
     if grid and single:
         raise OptionError("give --width/--depth for one sub-network or --grid for all, not both")
     configs = [(1.0 if width is None else width, 1.0 if depth is None else depth)] if single else list(TRAINED_GRID)
-    progress = Progress(
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,  # a redirected stderr keeps only the error line, if any
-    )
-    with progress:
-        task = progress.add_task("", total=len(configs))
+    with Progress() as progress:
+        progress.stage("evaluating", len(configs), unit="sub-network")
 
         def advance(result: dict) -> None:
-            progress.update(task, advance=1, description=f"w{result['width']:g} d{result['depth']:g}")
+            progress.update(advance=1, detail=f"w{result['width']:g} d{result['depth']:g}")
 
-        report = evaluate(model, data, configs, on_result=advance)
+        report = evaluate(model, data, configs, on_result=advance, columns=columns)
     if json:
         print_json(report)
         return

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, check_depth, check_width, default_is
-from edgebert.cli.output import console, err_console, megabytes, print_json, print_notes
+from edgebert.cli.output import console, megabytes, print_json, print_notes
+from edgebert.cli.progress import Progress
 from edgebert.manifests import manifest_warnings
 from edgebert.sidecar import DEFAULT_SEQ_LEN, MAX_SEQ_LEN, gate_relation
 
@@ -36,9 +37,8 @@ def export_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="ONNX: a bundle folder (config, tokenizer, onnx/<file>) "
-            f"{default_is('<model>-w<W>-d<D>-onnx')}, or one file when it ends in .onnx; TFLite: the artifact "
-            f"{default_is('<model>-w<W>-d<D>.<precision>.tflite')}."
+            help="A bundle folder (config, tokenizer, labels; onnx/<file> or <file>.tflite) "
+            f"{default_is('<model>-w<W>-d<D>-<format>')}, or one file when it ends in .onnx or .tflite."
         ),
     ] = None,
     force: Annotated[
@@ -50,7 +50,8 @@ def export_command(
     """Export a slice (or a checkpoint sliced in memory) and prove it against PyTorch."""
     from edgebert.export import export_model
 
-    with err_console.status(f"exporting {format} {precision} and checking parity..."):
+    with Progress() as progress:
+        progress.stage(f"exporting {format} {precision}" + ("" if no_verify else " and checking parity"))
         sidecar = export_model(
             model,
             format,

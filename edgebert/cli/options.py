@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
+from edgebert.data import Columns, parse_label_column, parse_text_columns
 from edgebert.errors import EdgebertError, OptionError
 from edgebert.manifests import shown
 from edgebert.precisions import PRECISIONS
@@ -95,11 +96,28 @@ def untyped_flags(params: list) -> list:
     return params
 
 
+class Interrupted(Exception):
+    """Ctrl-C in a command, with the command's name and parameters: `edgebert.cli.main` says what is true then.
+
+    Typer turns a KeyboardInterrupt into a bare exit code 130, so the command catches it first.
+    """
+
+    def __init__(self, command: str, params: dict[str, Any]) -> None:
+        super().__init__(command)
+        self.command, self.params = command, params
+
+
 class Command(TyperCommand):
-    """Every edgebert command: flags without a `<bool>` type in help."""
+    """Every edgebert command: flags without a `<bool>` type in help; Ctrl-C raises `Interrupted`."""
 
     def get_params(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
         return untyped_flags(super().get_params(ctx))
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 (click's signature)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(ctx.info_name or self.name or "", dict(ctx.params)) from exc
 
 
 class Group(TyperGroup):
@@ -129,4 +147,22 @@ ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP, callback=checked(che
 ProfileArg = Annotated[str, typer.Argument(help=PROFILE_HELP)]
 FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.", callback=choice_of(FORMATS))]
 PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.", callback=choice_of(PRECISIONS))]
+TextColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The data's text column, or two for sentence pairs (question,answer) "
+        + default_is("sentence or sentence1 (+ sentence2), else text")
+    ),
+]
+LabelColumnOpt = Annotated[str | None, typer.Option(help="The data's target column " + default_is("label, else score"))]
+
+
+def data_columns(text_column: str | None, label_column: str | None) -> Columns:
+    """--text-column and --label-column as the data reader takes them (a bad value: exit 2, before any work)."""
+    return Columns(
+        option_value("--text-column", parse_text_columns, text_column) if text_column is not None else None,
+        option_value("--label-column", parse_label_column, label_column) if label_column is not None else None,
+    )
+
+
 HELP_OPTIONS = ["-h", "--help"]

@@ -24,10 +24,12 @@ from edgebert.cli.options import (
     ModelArg,
     ProfileOpt,
     choice_of,
+    data_columns,
     default_is,
     option_value,
 )
-from edgebert.cli.output import console, err_console, print_json, print_notes, print_warning
+from edgebert.cli.output import console, print_json, print_notes, print_warning
+from edgebert.cli.progress import Progress
 from edgebert.errors import EdgebertError, require
 from edgebert.precisions import PRECISIONS
 from edgebert.profiles import parse_latency, parse_memory
@@ -90,6 +92,10 @@ def pick_command(
             help=f"Rank by `edgebert eval` results on this file {default_is('the cached file covering most')}."
         ),
     ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Only eval results read through this text column (a,b for pairs).")
+    ] = None,
+    label_column: Annotated[str | None, typer.Option(help="Only eval results read through this target column.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-memory Pareto plot (PNG).")] = None,
     export: Annotated[Path | None, typer.Option(help="Export the chosen artifact into this directory.")] = None,
     force: Annotated[
@@ -111,11 +117,13 @@ def pick_command(
         memory_scope=memory_scope,  # type: ignore[arg-type]
     )
     configs = option_value("--candidates", parse_candidates, candidates) if candidates else None
+    columns = data_columns(text_column, label_column)
     plot_output: dict[str, Any] = {"force": force, "replaceable": replaceable_plot, "protect": [model] if model else []}
     if plot is not None:
         require("matplotlib", "--plot")  # before the slow work
         refuse_existing(plot, **plot_output)
-    with err_console.status("picking...") as status:
+    with Progress() as progress:
+        progress.stage("picking")
         report = pick(
             model,
             load_profile(profile),
@@ -126,7 +134,8 @@ def pick_command(
             data=data,
             export_dir=export,
             force=force,
-            progress=lambda message: status.update(message),
+            progress=lambda message: progress.stage(f"picking: {message}"),
+            columns=columns,
         )
         if plot is not None:
             with staged_outputs(plot, **plot_output) as (staged,):

@@ -7,11 +7,11 @@ from typing import Annotated, Any, get_args, get_type_hints
 
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, check_choice, default_is
-from edgebert.cli.output import console, err_console, print_json
+from edgebert.cli.options import JsonOpt, LabelColumnOpt, TextColumnOpt, check_choice, data_columns, default_is
+from edgebert.cli.output import console, print_json
+from edgebert.cli.progress import Progress
 from edgebert.errors import EdgebertError
 
 ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT/RoBERTa directory (the teacher).")]
@@ -29,40 +29,25 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
     return values
 
 
-class RichReporter:
-    """A progress bar per phase (step, loss, steps/s, ETA) and a table of dev metrics per evaluation."""
+class CliReporter:
+    """A progress bar per phase (step, loss, steps/s, ETA; plain lines off a terminal) and a table of dev metrics per
+    evaluation."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.2f} it/s"),
-            TimeRemainingColumn(),
-            console=err_console,
-            disable=quiet,
-        )
-        self.task = None
+        self.progress = Progress(transient=False)
 
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
+    def __enter__(self) -> CliReporter:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        self.progress.__exit__(*exc)
 
     def phase_started(self, phase: str, total_steps: int, done_steps: int) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, visible=False)
-        self.task = self.progress.add_task(
-            f"phase {phase}", total=total_steps, completed=done_steps, loss=0.0, rate=0.0
-        )
+        self.progress.stage(f"phase {phase}", total_steps, done_steps)
 
     def step(self, step: int, loss: float) -> None:
-        task = self.progress.tasks[self.task]
-        rate = task.speed or 0.0
-        self.progress.update(self.task, completed=step, loss=loss, rate=rate)
+        self.progress.update(step, detail=f"loss {loss:.4f}")
 
     def evaluated(self, record: dict[str, Any]) -> None:
         if self.quiet:
@@ -72,11 +57,11 @@ class RichReporter:
             title=f"phase {record['phase']} step {record['step']}: {record['selected_on']} metrics, "
             f"sum {record['score']:.4f}{' (best so far)' if record['best'] else ''}",
         )
-        self.progress.console.print(table)
+        self.progress.print(table)
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.progress.console.print(text)
+            self.progress.print(text)
 
 
 def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
@@ -129,8 +114,21 @@ def train_command(
     ] = "official",
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU only).")] = "no",
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the unfinished run of --out (kept beside it until done).")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the unfinished run of --out (kept beside it until done); --eval-every, --save-every and, at "
+            "a phase boundary, --max-steps/--epochs may differ.",
+        ),
     ] = False,
+    allow_weak_teacher: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak-teacher", help="Distil a teacher no better than the majority class on --dev anyway."
+        ),
+    ] = False,
+    text_column: TextColumnOpt = None,
+    label_column: LabelColumnOpt = None,
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
@@ -142,6 +140,7 @@ def train_command(
     check_choice("depth teacher", depth_teacher, get_args(allowed["depth_teacher"]))
     check_choice("importance", importance, get_args(allowed["importance_accumulation"]))
     check_choice("mixed precision", mixed_precision, get_args(allowed["mixed_precision"]))
+    columns = data_columns(text_column, label_column)
     config = TrainConfig(
         phases=tuple(part.strip() for part in phases.split(",") if part.strip()),
         widths=parse_floats(widths, "--widths"),
@@ -161,9 +160,19 @@ def train_command(
         importance_accumulation=importance,
         mixed_precision=mixed_precision,
     )
-    with RichReporter(quiet=json) as reporter:
+    with CliReporter(quiet=json) as reporter:
         manifest = run_training(
-            model, train, dev, out, config, eval_file, force=force, resume=resume, reporter=reporter
+            model,
+            train,
+            dev,
+            out,
+            config,
+            eval_file,
+            force=force,
+            resume=resume,
+            reporter=reporter,
+            allow_weak_teacher=allow_weak_teacher,
+            columns=columns,
         )
     if manifest is None:  # not rank 0
         return
@@ -194,9 +203,9 @@ def rewire_command(
     from edgebert.rewire import Accumulation, rewire_model, summary
 
     check_choice("importance", importance, get_args(Accumulation))
-    with err_console.status("rewiring...") as status:
+    with Progress() as progress:
         out_dir, manifest = rewire_model(
-            model, data, out, force, batch_size, importance, progress=lambda m: status.update(m)
+            model, data, out, force, batch_size, importance, progress=lambda m: progress.stage(f"rewiring: {m}")
         )
     if json:
         print_json({"output": str(out_dir), **summary(manifest)})

@@ -124,34 +124,27 @@ def _profile_with(tmp_path, field: str, text: str):
     return parse_profile(json.dumps(data), source="budget.yaml")
 
 
-@pytest.mark.parametrize("text, expected", MEMORY)
-def test_memory_budget_reads_alike_on_the_command_line_and_in_a_profile(tiny_models, tmp_path, run_cli, text, expected):
-    args = ["pick", tiny_models["bert-cls"], "--profile", "pixel-7", "--candidates", "0.25:0.5", "--json"]
-    option = run_cli(*args, "--memory-budget", text)
-    if expected is None:
-        assert_one_line_error(option, "--memory-budget")
-        assert option.code == 2
-        with pytest.raises(EdgebertError, match="memory_budget_mb"):
-            _profile_with(tmp_path, "memory_budget_mb", text)
-        return
-    assert json.loads(option.stdout)["budgets"]["memory_bytes"] == expected, option.stderr
-    assert _profile_with(tmp_path, "memory_budget_mb", text).memory_budget_bytes == expected
+# (option, profile field, the report's key, the profile's value in the report's unit)
+BUDGETS = {
+    "memory": ("--memory-budget", "memory_budget_mb", "memory_bytes", lambda p: p.memory_budget_bytes),
+    "latency": ("--latency-budget", "latency_budget_ms", "latency_ms", lambda p: p.latency_budget_ms),
+}
+BUDGET_CASES = [("memory", *case) for case in MEMORY] + [("latency", *case) for case in LATENCY]
 
 
-@pytest.mark.parametrize("text, expected", LATENCY)
-def test_latency_budget_reads_alike_on_the_command_line_and_in_a_profile(
-    tiny_models, run_cli, tmp_path, text, expected
-):
+@pytest.mark.parametrize("budget, text, expected", BUDGET_CASES)
+def test_budgets_read_alike_in_options_and_profiles(tiny_models, tmp_path, run_cli, budget, text, expected):
+    option_name, field, key, profile_value = BUDGETS[budget]
     args = ["pick", tiny_models["bert-cls"], "--profile", "pixel-7", "--candidates", "0.25:0.5", "--json"]
-    option = run_cli(*args, "--latency-budget", text)
+    option = run_cli(*args, option_name, text)
     if expected is None:
-        assert_one_line_error(option, "--latency-budget")
+        assert_one_line_error(option, option_name)
         assert option.code == 2
-        with pytest.raises(EdgebertError, match="latency_budget_ms"):
-            _profile_with(tmp_path, "latency_budget_ms", text)
+        with pytest.raises(EdgebertError, match=field):
+            _profile_with(tmp_path, field, text)
         return
-    assert json.loads(option.stdout)["budgets"]["latency_ms"] == pytest.approx(expected), option.stderr
-    assert _profile_with(tmp_path, "latency_budget_ms", text).latency_budget_ms == pytest.approx(expected)
+    assert json.loads(option.stdout)["budgets"][key] == pytest.approx(expected), option.stderr
+    assert profile_value(_profile_with(tmp_path, field, text)) == pytest.approx(expected)
 
 
 # ---- bench says where it ran --------------------------------------------------------------------------------------

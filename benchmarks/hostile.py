@@ -432,9 +432,8 @@ def train_cmd(teacher: Path, out: Path, *options: object, train: Path | None = N
     """`edgebert train` on the tiny data; --json: no progress on stderr, where a case looks for one error line."""
     train = train or BASE / "t.tsv"
     # The tiny random teacher is at chance: --allow-weak-teacher lets the cases reach what they test (one warning line).
-    return edgebert(
-        "train", teacher, "--train", train, "--dev", dev or train, "--out", out, "--json", "--allow-weak-teacher", *options
-    )
+    data = ("--train", train, "--dev", dev or train)
+    return edgebert("train", teacher, *data, "--out", out, "--json", "--allow-weak-teacher", *options)
 
 
 def run_copy(work: Path, source: str = "trained") -> Path:

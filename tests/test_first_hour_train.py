@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from edgebert.train import RunFiles, TrainConfig, train
 from tests.labelled import build_classifier
-from tests.test_train import write_task
+from tests.test_train import small_task
 
 QUICK = dict(batch_size=8, eval_every=4, save_every=2)
 FINETUNE = TrainConfig(phases=("finetune",), widths=(1.0,), depths=(1.0,), max_steps=2, **QUICK)
@@ -24,13 +24,7 @@ FINETUNE = TrainConfig(phases=("finetune",), widths=(1.0,), depths=(1.0,), max_s
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    root = tmp_path_factory.mktemp("first-hour-train")
-    return {
-        "root": root,
-        "teacher": build_classifier(root / "teacher", seed=0, dropout=0.0),
-        "train": write_task(root / "train.tsv", 32, seed=11),
-        "dev": write_task(root / "dev.tsv", 24, seed=12),
-    }
+    return small_task(tmp_path_factory.mktemp("first-hour-train"))
 
 
 def edgebert(*args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -43,6 +43,16 @@ def write_task(path: Path, count: int, seed: int, regression: bool = False) -> P
     return path
 
 
+def small_task(root: Path) -> dict[str, Path]:
+    """A seeded tiny teacher (it beats the majority class on its dev set) with 32 training and 24 dev pairs."""
+    return {
+        "root": root,
+        "teacher": build_classifier(root / "teacher", seed=0, dropout=0.0),
+        "train": write_task(root / "train.tsv", 32, seed=11),
+        "dev": write_task(root / "dev.tsv", 24, seed=12),
+    }
+
+
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")

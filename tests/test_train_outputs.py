@@ -18,8 +18,7 @@ import torch
 from edgebert.errors import EdgebertError
 from edgebert.manifests import TRAIN_MANIFEST, training_manifest
 from edgebert.train import RunFiles, TrainConfig, Trainer, check_config, load_state, train
-from tests.labelled import build_classifier
-from tests.test_train import write_task
+from tests.test_train import small_task
 
 ROOT = Path(__file__).resolve().parent.parent
 # One phase, rewired (so phases/rewired/ exists), evaluated at the end only, checkpointed every 2 steps.
@@ -29,13 +28,7 @@ CONFIG = TrainConfig(phases=("width",), max_steps=4, batch_size=8, eval_every=4,
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-outputs")
-    return {
-        "root": root,
-        "teacher": build_classifier(root / "teacher", seed=0, dropout=0.0),
-        "train": write_task(root / "train.tsv", 32, seed=11),
-        "dev": write_task(root / "dev.tsv", 24, seed=12),  # the teacher beats the majority class here, as it must
-    }
+    return small_task(tmp_path_factory.mktemp("train-outputs"))
 
 
 def arguments(task, out: Path, *extra: str) -> list[str]:

@@ -132,8 +132,7 @@ def reference(model: Model, texts: list[str], sidecars: dict[str, dict]) -> dict
     import transformers
 
     from edgebert.bundle import bundle_artifact
-    from edgebert.export import tokenizer_source
-    from edgebert.export.base import load_source, torch_outputs
+    from edgebert.export.base import load_source, tokenizer_source, torch_outputs
     from edgebert.runtimes import SessionOptions, open_session
 
     checkpoint = model.checkpoint()

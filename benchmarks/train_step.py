@@ -37,7 +37,12 @@ def main() -> None:
 
     from edgebert.rewire import task_loss
     from edgebert.subnet import full_network, layer_flops
-    from edgebert.train import LossTerms, Runtime, SilentReporter, TrainConfig, Trainer, make_optimizer, read_inputs
+    from edgebert.train import SilentReporter, TrainConfig
+    from edgebert.train.distributed import Runtime
+    from edgebert.train.inputs import read_inputs
+    from edgebert.train.loop import Trainer
+    from edgebert.train.losses import LossTerms
+    from edgebert.train.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     if args.model is None:

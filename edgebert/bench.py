@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
+from edgebert import sidecar as sidecars
 from edgebert.atomic import append_json_list
 from edgebert.bundle import artifact_in, tokenizer_dir_of
 from edgebert.errors import EdgebertError
 from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
 from edgebert.manifests import manifest_warnings
 from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes, usable_cores
-from edgebert.profiles import MAX_RUNS, Hardware, Profile, detect_hardware, other_device
+from edgebert.profiles import BUDGET_PERCENTILE, MAX_RUNS, Hardware, Profile, detect_hardware, other_device
 from edgebert.runtimes import (
     SPIN_CONFIG_KEY,
     SUFFIXES,
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 BUSY_LOAD_PER_CORE = 0.5
 BUSY_TAIL_RATIO = 1.5
 BUSY_CV = 0.10
-# Which latency the profile's latency budget is checked against.
-BUDGET_PERCENTILE = "p95"
 # Which memory figure a profile's memory budget limits (Profile.memory_budget_scope).
 MEMORY_CHECKED = {"model": "model_footprint_bytes", "process": "peak_rss_bytes"}
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
@@ -353,8 +352,6 @@ def read_sidecar(artifact: Path) -> Sidecar | None:
     if not artifact.is_file():
         raise EdgebertError(f"{artifact}: not a file; give an {' or '.join(SUFFIXES)} artifact or a bundle folder")
     runtime_for_artifact(artifact)  # an unknown suffix is one line
-    from edgebert import sidecar as sidecars
-
     return sidecars.read_sidecar(artifact)  # validated, and checked to describe this very file
 
 

@@ -27,7 +27,11 @@ from edgebert.atomic import staged_outputs
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_manifest
 from edgebert.notes import warning
+from edgebert.parameter_names import model_state
+from edgebert.shapes import expected_shapes
 from edgebert.subnet import Architecture
+from edgebert.tokenizer import tokenizer_config, wordpiece_tokenizer
+from edgebert.weights import write_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -92,8 +96,6 @@ def demo_config() -> dict:
 
 def demo_tokenizer_config() -> dict:
     """BERT's uncased tokenizer settings over the generated vocabulary, saying that it is generated."""
-    from edgebert.bundle import tokenizer_config
-
     return tokenizer_config(TOKENIZER_CONFIG, "bert", DEMO_ARCH.max_positions) | {"edgebert_note": TOKENIZER_NOTE}
 
 
@@ -108,8 +110,6 @@ def demo_vocab() -> list[str]:
 def demo_weights() -> dict[str, torch.Tensor]:
     """Seeded N(0, INIT_STD) weights (LayerNorm scales 1), independent of transformers' initialisers."""
     import torch
-
-    from edgebert.checkpoint import expected_shapes, model_state
 
     generator = torch.Generator().manual_seed(DEMO_SEED)
     weights = {}
@@ -133,8 +133,6 @@ class DemoStamp(BaseModel):
 
 def recipe_sha256() -> str:
     """A digest of everything that decides the demo's files; any change to the recipe changes it."""
-    from edgebert.checkpoint import expected_shapes
-
     recipe = {
         "seed": DEMO_SEED,
         "init_std": INIT_STD,
@@ -159,8 +157,6 @@ def _is_current(directory: Path, recipe: str) -> bool:
 
 def write_tokenizer_files(directory: Path) -> None:
     """tokenizer_config.json and tokenizer.json (built with `tokenizers`) over the vocab.txt in `directory`."""
-    from edgebert.bundle import wordpiece_tokenizer
-
     settings = demo_tokenizer_config()
     (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
     wordpiece_tokenizer(directory / "vocab.txt", settings).save(str(directory / "tokenizer.json"))
@@ -172,8 +168,6 @@ def demo_checkpoint_dir() -> Path:
     recipe = recipe_sha256()
     if _is_current(target, recipe):
         return target
-    from edgebert.checkpoint import write_safetensors
-
     with staged_outputs(target, force=True) as (staging,):
         staging.mkdir()
         (staging / "config.json").write_text(json.dumps(demo_config(), indent=2) + "\n")

@@ -22,17 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgebert.checkpoint import (
-    Checkpoint,
-    copy_tokenizer_files,
-    model_state,
-    stock_config,
-    stock_state,
-    write_safetensors,
-)
+from edgebert.checkpoint import Checkpoint
+from edgebert.configs import stock_config
 from edgebert.errors import EdgebertError
+from edgebert.layout import LAYER, Dim, axis_sizes, kept
 from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
+from edgebert.model_files import copy_tokenizer_files
+from edgebert.parameter_names import model_state, stock_state
 from edgebert.subnet import Architecture, Subnetwork, full_network
+from edgebert.weights import write_safetensors
 
 INITIALIZER_RANGE = 0.02  # BERT's std for new weights (a new classifier on a bare encoder)
 
@@ -99,7 +97,7 @@ class DynaBert(nn.Module):
         return self.arch.num_labels or 1
 
     def canonical_state(self) -> dict[str, torch.Tensor]:
-        """Weights under checkpoint.py's canonical names (no `bert.` prefix)."""
+        """Weights under canonical names (`edgebert.parameter_names`: no `bert.` prefix)."""
         return {name.removeprefix("bert."): t.detach() for name, t in self.net.state_dict().items()}
 
     def forward(
@@ -133,29 +131,34 @@ class DynaBert(nn.Module):
     def _layer(self, layer, x, additive_mask, sub: Subnetwork, head_mask: torch.Tensor | None) -> torch.Tensor:
         batch, seq = x.shape[0], x.shape[1]
         heads, size = sub.heads, self.arch.head_size
-        inner, ffn = heads * size, sub.ffn_neurons
+        sizes = axis_sizes(self.arch, sub)
+        inner, w = sizes["heads"], sub_weights(layer, sizes)
         p = self.dropout.hidden if self.training else 0.0
-        attention = layer.attention.self
 
-        def split(linear: nn.Linear) -> torch.Tensor:  # (B, S, D) -> (B, h, S, A), first h heads only
-            return F.linear(x, linear.weight[:inner], linear.bias[:inner]).view(batch, seq, heads, size).transpose(1, 2)
+        def split(name: str) -> torch.Tensor:  # (B, S, D) -> (B, h, S, A), first h heads only
+            linear = F.linear(x, w[f"attention.self.{name}.weight"], w[f"attention.self.{name}.bias"])
+            return linear.view(batch, seq, heads, size).transpose(1, 2)
 
-        q, k, v = split(attention.query), split(attention.key), split(attention.value)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * attention.scale + additive_mask  # (B, h, S, S)
+        q, k, v = split("query"), split("key"), split("value")
+        scores = torch.matmul(q, k.transpose(-1, -2)) * layer.attention.self.scale + additive_mask  # (B, h, S, S)
         probs = F.dropout(scores.softmax(dim=-1), self.dropout.attention if self.training else 0.0, self.training)
         if head_mask is not None:
             probs = probs * head_mask[None, :, None, None]
         context = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, inner)  # (B, S, h*A)
-        out = layer.attention.output
-        x = out.LayerNorm(
-            F.dropout(F.linear(context, out.dense.weight[:, :inner], out.dense.bias), p, self.training) + x
-        )
-        intermediate = layer.intermediate
-        h = intermediate.activation(
-            F.linear(x, intermediate.dense.weight[:ffn], intermediate.dense.bias[:ffn])
+        attended = F.linear(context, w["attention.output.dense.weight"], w["attention.output.dense.bias"])
+        x = layer.attention.output.LayerNorm(F.dropout(attended, p, self.training) + x)
+        h = layer.intermediate.activation(
+            F.linear(x, w["intermediate.dense.weight"], w["intermediate.dense.bias"])
         )  # (B, S, f)
-        out = layer.output
-        return out.LayerNorm(F.dropout(F.linear(h, out.dense.weight[:, :ffn], out.dense.bias), p, self.training) + x)
+        out = F.linear(h, w["output.dense.weight"], w["output.dense.bias"])
+        return layer.output.LayerNorm(F.dropout(out, p, self.training) + x)
+
+
+def sub_weights(layer: nn.Module, sizes: dict[Dim, int]) -> dict[str, torch.Tensor]:
+    """One layer's tensors as a sub-network of axis lengths `sizes` uses them (`edgebert.layout`), by name
+    within the layer: views of the full tensors, so the sub-network's gradients flow into them."""
+    full = dict(layer.named_parameters())
+    return {parameter.name: kept(full[parameter.name], parameter, sizes) for parameter in LAYER}
 
 
 def save_checkpoint(
@@ -167,13 +170,14 @@ def save_checkpoint(
     stock transformers, `slice`, `eval`, `export` and `pick` all load it.
     """
     directory.mkdir()
-    config = stock_config(source, dict(model.net.config.id2label))  # the source's as read (never through a link)
+    labels = dict(model.net.config.id2label)
+    config = stock_config(source.config, source.model_type, labels)  # the source's as read (never through a link)
     if model.num_labels == 1:
         config["problem_type"] = "regression"
     state = {name: t.contiguous() for name, t in stock_state(model.canonical_state(), source.model_type).items()}
     write_safetensors(state, directory / "model.safetensors")
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    copy_tokenizer_files(source, directory)
+    copy_tokenizer_files(source.path, directory)
     for name, text in (extra_files or {}).items():
         (directory / name).write_text(text, encoding="utf-8")
 

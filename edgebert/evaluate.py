@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgebert import __version__
 from edgebert.atomic import staged_outputs
-from edgebert.checkpoint import Checkpoint, file_sha256, read_config
+from edgebert.checkpoint import Checkpoint, read_config
 from edgebert.data import (
     GLUE_COLUMNS,
     MAX_LENGTH,
@@ -39,7 +39,7 @@ from edgebert.data import (
 )
 from edgebert.demo import UNTRAINED_NOTE, cache_dir
 from edgebert.errors import EdgebertError
-from edgebert.reading import read_regular
+from edgebert.reading import file_sha256, read_regular
 from edgebert.slicing import open_checkpoint, slice_checkpoint
 from edgebert.subnet import check_fractions, subnet_name
 

@@ -14,7 +14,7 @@ of its own behind it); with no measurement at all the profile's hardware facts g
 from specs": FLOPs / (peak GFLOP/s x SPEC_EFFICIENCY[precision] x threads/cores) plus fixed costs,
 good to a factor of two, not to 10 %. `leave_one_out` refits without each measurement in turn and
 reports how well it is predicted. The statistic modelled and validated is the one budgets are
-checked against (`bench.BUDGET_PERCENTILE`). A measurement taken with other threads or another
+checked against (`profiles.BUDGET_PERCENTILE`). A measurement taken with other threads or another
 spin-wait setting than the profile's is refused: latency does not scale across them predictably.
 """
 
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebert.bench import BUDGET_PERCENTILE
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SliceManifest, read_json
-from edgebert.profiles import Profile
+from edgebert.profiles import BUDGET_PERCENTILE, Profile
 from edgebert.runtimes import RUNTIMES, SPIN_CONFIG_KEY
 from edgebert.subnet import Architecture, Subnetwork, layer_flops
 

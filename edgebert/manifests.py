@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgebert.errors import EdgebertError
+from edgebert.model_files import model_file
 from edgebert.notes import Note, warning
 from edgebert.reading import read_regular
 
@@ -306,7 +307,5 @@ def read_manifest(path: Path, schema: type[Schema]) -> Schema:
 
 def training_manifest(model_dir: Path) -> TrainManifest | None:
     """The training manifest of a model directory, None when it has none."""
-    from edgebert.checkpoint import model_file
-
     path = model_file(model_dir, TRAIN_MANIFEST)
     return read_manifest(path, TrainManifest) if path is not None else None

@@ -8,6 +8,9 @@ because of the words in it (a model path containing "unknown" is no warning). A 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
+
+from pydantic import PlainValidator
 
 
 class NoteKind(str, Enum):
@@ -33,3 +36,14 @@ def warning(text: str) -> Note:
 def is_warning(note: str) -> bool:
     """A plain string carries no kind: it is informational."""
     return isinstance(note, Note) and note.kind is NoteKind.WARNING
+
+
+def _as_made(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a note is text")
+    return value
+
+
+# A note in a pydantic result, kept as it was made: pydantic's own `str` would turn a `Note` into plain text, and
+# a warning would print as information. Read back from JSON, a note is plain text (informational).
+NoteText = Annotated[str, PlainValidator(_as_made, json_schema_input_type=str)]

@@ -17,7 +17,8 @@ that order that fits every budget and is on the frontier, so it is always a row 
 after its parity gate). When nothing fits,
 `choice` is None and the verdict names the smallest memory and lowest latency any candidate
 reaches. With an export, the choice is re-checked against the artifact written, and the verdict
-is about that artifact.
+is about that artifact. Everything is decided here and returned as a `PickReport`; the command
+line only shows it (a table, or the report's JSON).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebert.bench import BUDGET_PERCENTILE
+from pydantic import BaseModel, ConfigDict, computed_field
+
 from edgebert.data import GLUE_COLUMNS, Columns
 from edgebert.errors import EdgebertError, require_installed
 from edgebert.latency_model import (
@@ -48,9 +50,16 @@ from edgebert.latency_model import (
     measurement_from_result,
 )
 from edgebert.memory_model import MemoryModel, calibrate_memory
-from edgebert.notes import Note, warning
+from edgebert.notes import Note, NoteText, warning
 from edgebert.precisions import PRECISIONS, estimated_size_bytes
-from edgebert.profiles import MemoryScope, Profile, budget_bytes, checked_budget
+from edgebert.profiles import (
+    BUDGET_PERCENTILE,
+    MEMORY_SCOPE_LABELS,
+    MemoryScope,
+    Profile,
+    budget_bytes,
+    checked_budget,
+)
 from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
 from edgebert.subnet import TRAINED_GRID, Architecture, OffGridWarning, costs, subnet_name, subnetwork
 
@@ -79,8 +88,39 @@ class Budgets:
             checked_budget(self.latency_ms, "latency budget", f"{self.latency_ms} ms")
 
 
-@dataclass
-class Candidate:
+class ResolvedBudgets(BaseModel):
+    """The budgets in force (the user's, else the profile's), each with where it comes from; None is no budget."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_bytes: int | None
+    memory_from: str | None  # "--memory-budget" or "profile"
+    memory_scope: MemoryScope
+    latency_ms: float | None
+    latency_from: str | None  # "--latency-budget" or "profile"
+    latency_statistic: str = BUDGET_PERCENTILE
+
+    @property
+    def counts_baseline(self) -> bool:
+        """The runtime's baseline is part of the memory budgeted (the budget is the whole process's)."""
+        return self.memory_scope == "process"
+
+    @property
+    def memory_label(self) -> str:
+        """What the memory figure is called: "model footprint", or "process total"."""
+        return MEMORY_SCOPE_LABELS[self.memory_scope]
+
+    def limits(self) -> list[str]:
+        """Each budget as the limit it sets, with where it comes from; ["no budgets"] without any."""
+        limits = []
+        if self.memory_bytes is not None:
+            limits.append(f"{self.memory_label} <= {self.memory_bytes / 1e6:g} MB ({self.memory_from})")
+        if self.latency_ms is not None:
+            limits.append(f"latency {self.latency_statistic} <= {self.latency_ms:g} ms ({self.latency_from})")
+        return limits or ["no budgets"]
+
+
+class Candidate(BaseModel):
     """One (width, depth, precision) with its costs, each labelled with what is behind it."""
 
     width: float
@@ -104,6 +144,7 @@ class Candidate:
     fits_latency: bool = True
     pareto: bool = False
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def fits(self) -> bool:
         return self.fits_memory and self.fits_latency
@@ -112,30 +153,95 @@ class Candidate:
     def name(self) -> str:
         return f"width {self.width:g} depth {self.depth:g} {self.precision}"
 
-    def to_json(self) -> dict[str, Any]:
-        return {**vars(self), "fits": self.fits}  # its fields, all scalars: no deep copy (thousands of rows)
+    @property
+    def config(self) -> tuple[float, float, str]:
+        """What tells candidates apart: (width, depth, precision)."""
+        return self.width, self.depth, self.precision
 
-    def set_footprint(self, footprint: int, source: str, scope: MemoryScope) -> None:
+    def set_footprint(self, footprint: int, source: str, budgets: ResolvedBudgets) -> None:
         """The memory the budget sees follows the footprint, with the baseline when the budget is the process's."""
         self.footprint_bytes, self.footprint_source = footprint, source
-        if scope == "process":
+        if budgets.counts_baseline:
             self.memory_bytes = footprint + self.baseline_bytes
             self.memory_source = min(source, self.baseline_source, key=SOURCE_RANK.__getitem__)
         else:
             self.memory_bytes, self.memory_source = footprint, source
 
 
+class AccuracySource(BaseModel):
+    """Where the accuracies come from: the cached eval results on one data file, and why that file."""
+
+    metric: str
+    data: str
+    data_sha256: str
+    columns: list[str]
+    max_length: int
+    examples: int
+    chosen_by: str  # "--data" or "most configurations covered"
+    covered: int  # candidates with a result in it
+    candidates: int
+
+
+class LatencyFit(BaseModel):
+    """The latency model behind the predictions: a curve per (runtime, precision), and how well it held out."""
+
+    curves: dict[str, dict[str, Any]]
+    leave_one_out: dict[str, Any] | None  # `latency_model.leave_one_out`, with two measurements or more
+
+
+class ExportedChoice(BaseModel):
+    """The artifact `pick --export` wrote for the choice, as its sidecar records it."""
+
+    path: str
+    bundle: str
+    size_bytes: int
+    parity: dict[str, Any] | None
+
+
+class PickReport(BaseModel):
+    """What `pick` decided, under which settings and budgets, from which candidates, and in one sentence why."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    model: str
+    model_sha256: str
+    profile: str
+    runtime: str
+    format: str
+    batch_size: int
+    seq_len: int
+    threads: int
+    budgets: ResolvedBudgets
+    accuracy: AccuracySource | None  # None: ranked by encoder FLOPs
+    latency_model: LatencyFit
+    memory_model: dict[str, Any]
+    candidates: list[Candidate]
+    choice: Candidate | None  # one of `candidates`
+    fits: bool  # a choice, and it fits (with an export: the artifact written)
+    verdict: str
+    notes: list[NoteText]
+    warnings: list[str]
+    export: ExportedChoice | None
+
+    def frontier(self) -> list[Candidate]:
+        """The candidates on the Pareto frontier, fastest first: what a table or a plot shows."""
+        return sorted((row for row in self.candidates if row.pareto), key=lambda row: row.latency_ms)
+
+    def is_choice(self, row: Candidate) -> bool:
+        return self.choice is not None and row.config == self.choice.config
+
+
 def accuracy_lookup(
     model_key: ModelKey, configs: list[tuple[float, float]], data: Path | None, columns: Columns = GLUE_COLUMNS
-) -> tuple[dict[tuple[float, float], float], dict[str, Any] | None, list[str]]:
+) -> tuple[dict[tuple[float, float], float], AccuracySource | None, list[str]]:
     """Cached eval results of this model: {(w, d): metric}, where they come from, and notes on the choice of file.
 
     With `data`, only that file's results (and with `columns`, only those read through them); without,
     the data file (columns, max length) covering most configurations, named in the notes next to the
     others the cache holds.
     """
-    from edgebert.checkpoint import file_sha256
     from edgebert.evaluate import cached_results, primary_metric
+    from edgebert.reading import file_sha256
 
     groups: dict[tuple[str, tuple[str, ...], int], list] = {}
     for result in cached_results(model_key):
@@ -163,17 +269,17 @@ def accuracy_lookup(
     )
     first = best[0]
     scores = {(r.width, r.depth): primary_metric(r.metrics)[1] for r in best}
-    source = {
-        "metric": primary_metric(first.metrics)[0],
-        "data": first.data,
-        "data_sha256": first.key.data_sha256,
-        "columns": list(first.key.columns),
-        "max_length": first.key.max_length,
-        "examples": first.examples,
-        "chosen_by": "--data" if data is not None else "most configurations covered",
-        "covered": len(wanted & set(scores)),
-        "candidates": len(wanted),
-    }
+    source = AccuracySource(
+        metric=primary_metric(first.metrics)[0],
+        data=first.data,
+        data_sha256=first.key.data_sha256,
+        columns=list(first.key.columns),
+        max_length=first.key.max_length,
+        examples=first.examples,
+        chosen_by="--data" if data is not None else "most configurations covered",
+        covered=len(wanted & set(scores)),
+        candidates=len(wanted),
+    )
     paths = [results[0].data for results in groups.values()]
 
     def named(result: Any) -> str:  # one file read through other columns is named with them
@@ -230,18 +336,17 @@ def spread(configs: list[tuple[float, float]], arch: Architecture, count: int) -
     return [ordered[round(i * (len(ordered) - 1) / (count - 1))] for i in range(count)]
 
 
-def resolve_budgets(budgets: Budgets, profile: Profile) -> dict[str, Any]:
+def resolve_budgets(budgets: Budgets, profile: Profile) -> ResolvedBudgets:
     """The budgets in force (the user's, else the profile's), with where each comes from."""
     memory, memory_from = _budget(budgets.memory_bytes, "--memory-budget", profile.memory_budget_bytes)
     latency, latency_from = _budget(budgets.latency_ms, "--latency-budget", profile.latency_budget_ms)
-    return {
-        "memory_bytes": memory,
-        "memory_from": memory_from,
-        "memory_scope": budgets.memory_scope or profile.memory_budget_scope,
-        "latency_ms": latency,
-        "latency_from": latency_from,
-        "latency_statistic": BUDGET_PERCENTILE,
-    }
+    return ResolvedBudgets(
+        memory_bytes=memory,
+        memory_from=memory_from,
+        memory_scope=budgets.memory_scope or profile.memory_budget_scope,
+        latency_ms=latency,
+        latency_from=latency_from,
+    )
 
 
 def _budget(given: float | None, option: str, profile_value: float | None) -> tuple[Any, str | None]:
@@ -263,7 +368,7 @@ def pick(
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
     columns: Columns = GLUE_COLUMNS,
-) -> dict[str, Any]:
+) -> PickReport:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules.
 
     The stages: measurements (calibration files, `--measure`), the models fitted to them, accuracy
@@ -280,7 +385,7 @@ def pick(
             f"--calibration files from `edgebert bench --profile {profile.name} --out FILE` run on the device"
         )
     if measure or export_dir is not None:  # what exporting needs, looked up before the model loads (torch: seconds)
-        from edgebert.checkpoint import READING_MODULES
+        from edgebert.configs import READING_MODULES
         from edgebert.export import EXPORTERS
 
         modules = (*READING_MODULES, *EXPORTERS[FORMAT_FOR_RUNTIME[profile.runtime]].required_modules)
@@ -310,7 +415,7 @@ def pick(
     choice = choose(rows, by_accuracy=accuracy is not None)
     tied = {row.accuracy for row in rows}
     if accuracy is not None and len(tied) == 1:
-        notes.append(tied_note(accuracy["metric"], tied.pop()))
+        notes.append(tied_note(accuracy.metric, tied.pop()))
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
     cautions = [caution for caution in [leave_one_out_warning(loo), off_grid_warning(configs)] if caution]
     if checkpoint.is_demo:
@@ -322,27 +427,27 @@ def pick(
         progress(f"exporting {choice.name}")
         exported = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir, force)
         recheck_exported(choice, checkpoint.arch, profile, memory_model, limits)
-    return {
-        "model": str(checkpoint.path),
-        "model_sha256": checkpoint.weights_sha256,
-        "profile": profile.name,
-        "runtime": profile.runtime,
-        "format": FORMAT_FOR_RUNTIME[profile.runtime],
-        "batch_size": profile.batch_size,
-        "seq_len": profile.seq_len,
-        "threads": profile.threads,
-        "budgets": limits,
-        "accuracy": accuracy,
-        "latency_model": {"curves": latency_model.describe(), "leave_one_out": loo},
-        "memory_model": memory_model.describe(),
-        "candidates": [row.to_json() for row in rows],
-        "choice": choice.to_json() if choice else None,
-        "fits": choice is not None and choice.fits,
-        "verdict": verdict(rows, choice, limits, exported is not None),
-        "notes": notes,
-        "warnings": cautions,
-        "export": exported,
-    }
+    return PickReport(
+        model=str(checkpoint.path),
+        model_sha256=checkpoint.weights_sha256,
+        profile=profile.name,
+        runtime=profile.runtime,
+        format=FORMAT_FOR_RUNTIME[profile.runtime],
+        batch_size=profile.batch_size,
+        seq_len=profile.seq_len,
+        threads=profile.threads,
+        budgets=limits,
+        accuracy=accuracy,
+        latency_model=LatencyFit(curves=latency_model.describe(), leave_one_out=loo),
+        memory_model=memory_model.describe(),
+        candidates=rows,
+        choice=choice,
+        fits=choice is not None and choice.fits,
+        verdict=verdict(rows, choice, limits, exported is not None),
+        notes=notes,
+        warnings=cautions,
+        export=exported,
+    )
 
 
 def off_grid_warning(configs: list[tuple[float, float]]) -> str | None:
@@ -373,16 +478,16 @@ def measure_here(
 
 def accuracy_for(
     checkpoint: Checkpoint, configs: list[tuple[float, float]], data: Path | None, columns: Columns = GLUE_COLUMNS
-) -> tuple[dict[tuple[float, float], float], dict[str, Any] | None, list[str]]:
+) -> tuple[dict[tuple[float, float], float], AccuracySource | None, list[str]]:
     """Scores from the eval cache when they cover every candidate (else none: ranking by FLOPs), and the notes."""
     from edgebert.evaluate import model_key
 
     scores, accuracy, notes = accuracy_lookup(model_key(checkpoint), configs, data, columns)
-    if accuracy and accuracy["covered"] < accuracy["candidates"]:
+    if accuracy is not None and accuracy.covered < accuracy.candidates:
         notes.append(  # ranking evaluated against unevaluated sub-networks would favour whatever was evaluated
             Note(
-                f"eval results cover only {accuracy['covered']} of {accuracy['candidates']} configurations "
-                f"(run `edgebert eval MODEL --data {accuracy['data']} --grid`): accuracy not used"
+                f"eval results cover only {accuracy.covered} of {accuracy.candidates} configurations "
+                f"(run `edgebert eval MODEL --data {accuracy.data} --grid`): accuracy not used"
             )
         )
         scores, accuracy = {}, None
@@ -396,8 +501,8 @@ def accuracy_for(
     else:
         notes.append(
             Note(
-                f"{accuracy['metric']} from the eval cache ({accuracy['data']}, {accuracy['examples']} examples, "
-                f"max length {accuracy['max_length']}; file chosen by {accuracy['chosen_by']}), measured in fp32; "
+                f"{accuracy.metric} from the eval cache ({accuracy.data}, {accuracy.examples} examples, "
+                f"max length {accuracy.max_length}; file chosen by {accuracy.chosen_by}), measured in fp32; "
                 "fp16/int8 artifacts pass a parity gate"
             )
         )
@@ -405,13 +510,13 @@ def accuracy_for(
 
 
 def recheck_exported(
-    choice: Candidate, arch: Architecture, profile: Profile, memory_model: MemoryModel, limits: dict[str, Any]
+    choice: Candidate, arch: Architecture, profile: Profile, memory_model: MemoryModel, limits: ResolvedBudgets
 ) -> None:
     """The written artifact's real size replaces the estimate; the budgets are checked again on it."""
     if choice.size_source == "exported" and choice.footprint_source != "measured":
         shape, _ = _shape_and_cost(arch, profile, choice.width, choice.depth)
         footprint, source = memory_model.footprint(profile.runtime, choice.precision, shape, choice.size_bytes)
-        choice.set_footprint(footprint, source, limits["memory_scope"])
+        choice.set_footprint(footprint, source, limits)
     apply_budgets([choice], limits)
 
 
@@ -428,7 +533,7 @@ def _candidate(
     cost: dict[str, Any],
     precision: str,
     measurement: Measurement | None,
-    limits: dict[str, Any],
+    limits: ResolvedBudgets,
 ) -> Candidate:
     size = measurement.size_bytes if measurement else estimated_size_bytes(cost["parameters"], precision)
     if measurement is not None and measurement.footprint_bytes is not None:
@@ -457,14 +562,14 @@ def _candidate(
         latency_ms=latency,
         latency_source=latency_source,
     )
-    row.set_footprint(footprint, footprint_source, limits["memory_scope"])
+    row.set_footprint(footprint, footprint_source, limits)
     return row
 
 
-def apply_budgets(rows: list[Candidate], limits: dict[str, Any]) -> None:
+def apply_budgets(rows: list[Candidate], limits: ResolvedBudgets) -> None:
     for row in rows:
-        row.fits_memory = limits["memory_bytes"] is None or row.memory_bytes <= limits["memory_bytes"]
-        row.fits_latency = limits["latency_ms"] is None or row.latency_ms <= limits["latency_ms"]
+        row.fits_memory = limits.memory_bytes is None or row.memory_bytes <= limits.memory_bytes
+        row.fits_latency = limits.latency_ms is None or row.latency_ms <= limits.latency_ms
 
 
 def _quality(row: Candidate, by_accuracy: bool) -> float:
@@ -520,7 +625,7 @@ def mark_pareto(rows: list[Candidate], by_accuracy: bool) -> list[Candidate]:
     return ranked
 
 
-def verdict(rows: list[Candidate], choice: Candidate | None, limits: dict[str, Any], exported: bool) -> str:
+def verdict(rows: list[Candidate], choice: Candidate | None, limits: ResolvedBudgets, exported: bool) -> str:
     """One sentence about the decision; with an export, about the artifact written."""
     if choice is None:
         smallest = min(rows, key=lambda r: r.memory_bytes)
@@ -530,24 +635,20 @@ def verdict(rows: list[Candidate], choice: Candidate | None, limits: dict[str, A
             f"({smallest.name}, {smallest.memory_source}) and the lowest latency {fastest.latency_ms:.1f} ms "
             f"({fastest.name}, {fastest.latency_source})"
         )
-    memory = f"{choice.memory_bytes / 1e6:.1f} MB {_memory_noun(limits)} ({choice.memory_source})"
-    latency = f"{choice.latency_ms:.1f} ms {BUDGET_PERCENTILE} ({choice.latency_source})"
+    memory = f"{choice.memory_bytes / 1e6:.1f} MB {limits.memory_label} ({choice.memory_source})"
+    latency = f"{choice.latency_ms:.1f} ms {limits.latency_statistic} ({choice.latency_source})"
     if not choice.fits:
         over = [
-            f"memory {memory} > {limits['memory_bytes'] / 1e6:g} MB" if not choice.fits_memory else "",
-            f"latency {latency} > {limits['latency_ms']:g} ms" if not choice.fits_latency else "",
+            f"memory {memory} > {limits.memory_bytes / 1e6:g} MB" if not choice.fits_memory else "",
+            f"latency {latency} > {limits.latency_ms:g} ms" if not choice.fits_latency else "",
         ]
         return f"the exported {choice.name} does not fit after all: {'; '.join(o for o in over if o)}"
     return f"{'exported' if exported else 'ship'} {choice.name}: {memory}, {latency}"
 
 
-def _memory_noun(limits: dict[str, Any]) -> str:
-    return "process total" if limits["memory_scope"] == "process" else "model footprint"
-
-
 def export_choice(
     model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path, force: bool = False
-) -> dict[str, Any]:
+) -> ExportedChoice:
     """Write the chosen artifact (with its parity gate) into a bundle, as `export` does; it sizes the choice.
 
     With `force`, a bundle's precision edgebert wrote there earlier is replaced, as `export --force`.
@@ -569,4 +670,4 @@ def export_choice(
         force=force,
     )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
-    return {key: sidecar[key] for key in ("path", "bundle", "size_bytes", "parity")}
+    return ExportedChoice.model_validate(sidecar)  # the fields it records, of all the sidecar holds

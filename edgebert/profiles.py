@@ -20,7 +20,7 @@ import platform
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,6 +38,16 @@ ARM_SIMD_FLAGS = ("asimd", "asimddp", "asimdhp", "i8mm", "bf16", "sve", "sve2")
 
 # What a memory budget limits: the model's own footprint, or the whole process (pick's --memory-scope).
 MemoryScope = Literal["model", "process"]
+MEMORY_SCOPES: tuple[MemoryScope, ...] = get_args(MemoryScope)
+DEFAULT_MEMORY_SCOPE: MemoryScope = "model"
+# The name of the figure each scope limits (in verdicts, tables and plots), and what that figure holds.
+MEMORY_SCOPE_LABELS: dict[MemoryScope, str] = {"model": "model footprint", "process": "process total"}
+MEMORY_SCOPE_HOLDS: dict[MemoryScope, str] = {
+    "model": "what loading and running the model adds",
+    "process": "model + the runtime's baseline: Python, numpy, the runtime",
+}
+# The latency a latency budget limits: bench checks this percentile, pick predicts it.
+BUDGET_PERCENTILE = "p95"
 
 # Upper bounds of every count a benchmark runs with, from a profile or from bench's own arguments.
 MAX_THREADS = 256
@@ -192,7 +202,7 @@ class Profile(BaseModel):
     )
     memory_budget_mb: PositiveFloat | None = None
     memory_budget_scope: MemoryScope = Field(
-        "model",
+        DEFAULT_MEMORY_SCOPE,
         description="what memory_budget_mb limits: the model's own footprint (what loading and running it adds "
         "to the process), or the whole process (the runtime's baseline included); as `pick --memory-scope`",
     )
@@ -269,6 +279,19 @@ def load_profile(name_or_path: str | Path) -> Profile:
             raise EdgebertError(f"{path}: no such profile file")
         return parse_profile(_read_bounded(path), source=str(path))
     return parse_profile((shipped_dir() / f"{text}.yaml").read_text(encoding="utf-8"), source=f"{text}.yaml")
+
+
+def check_profiles(names_or_paths: list[str]) -> dict[str, dict[str, Any]]:
+    """Each profile (as `load_profile` takes it): valid with its name, or not with every problem, one line each."""
+    report: dict[str, dict[str, Any]] = {}
+    for profile in names_or_paths:
+        try:
+            report[profile] = {"valid": True, "name": load_profile(profile).name, "problems": []}
+        except ProfileError as exc:
+            report[profile] = {"valid": False, "problems": exc.problems}
+        except EdgebertError as exc:  # a missing file, an unknown name: one problem
+            report[profile] = {"valid": False, "problems": [str(exc)]}
+    return report
 
 
 def check_profile_name(name_or_path: str | Path) -> str:

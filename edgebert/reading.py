@@ -8,6 +8,7 @@ on the opened descriptor, so nothing can be swapped in between the check and the
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ SPECIAL_KINDS = {
     stat.S_IFSOCK: "a socket",
 }
 MAX_VOCAB_BYTES = 64 << 20  # BERT's vocab.txt is 0.2 MB
+READ_BLOCK = 1 << 20  # hashing and copying read files in blocks of this size
 
 
 @contextmanager
@@ -62,6 +64,15 @@ def read_regular(path: Path, limit: int) -> bytes:
             return file.read(limit + 1)
         except OSError as exc:
             raise EdgebertError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def file_sha256(path: Path) -> str:
+    """Identifies weights (in manifests) and data files (in the eval cache) by content, not by path."""
+    digest = hashlib.sha256()
+    with open_regular(path) as f:
+        for block in iter(lambda: f.read(READ_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def text_lines(text: str) -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from edgebert import __version__
 from edgebert.atomic import owned_directory, refuse_existing, staged_outputs
-from edgebert.checkpoint import Checkpoint, model_state, read_config
+from edgebert.checkpoint import Checkpoint, read_config
 from edgebert.data import (
     GLUE_COLUMNS,
     Columns,
@@ -33,7 +33,9 @@ from edgebert.data import (
     read_any,
 )
 from edgebert.errors import EdgebertError
+from edgebert.layout import LAYER, layer_name
 from edgebert.manifests import REWIRE_MANIFEST, FileRef, RewireManifest
+from edgebert.parameter_names import model_state
 from edgebert.slicing import MODEL_DIR_FILES, open_checkpoint
 
 # `--force` replaces only a directory `rewire` wrote: a stock checkpoint and its manifest.
@@ -97,24 +99,18 @@ def descending_order(scores: torch.Tensor) -> torch.Tensor:
 def permute_state(
     state: dict[str, torch.Tensor], head_size: int, head_order: torch.Tensor, neuron_order: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Reorder Q/K/V rows and attention-output columns per head block, FFN rows/columns per neuron."""
+    """Reorder every tensor width cuts along its cut axis (`edgebert.layout`): blocks of `head_size` per head,
+    single rows or columns per FFN neuron (Q/K/V rows and attention-output columns, FFN rows and columns)."""
     import torch
 
     permuted = dict(state)
     for layer, (heads, neurons) in enumerate(zip(head_order, neuron_order, strict=True)):
         rows = torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads.tolist()])
-        prefix = f"encoder.layer.{layer}."
-        for name in ("query", "key", "value"):
-            for kind in ("weight", "bias"):
-                key = f"{prefix}attention.self.{name}.{kind}"
-                permuted[key] = state[key][rows]
-        key = f"{prefix}attention.output.dense.weight"
-        permuted[key] = state[key][:, rows]
-        for kind in ("weight", "bias"):
-            key = f"{prefix}intermediate.dense.{kind}"
-            permuted[key] = state[key][neurons]
-        key = f"{prefix}output.dense.weight"
-        permuted[key] = state[key][:, neurons]
+        order = {"heads": rows, "neurons": neurons}
+        for parameter in LAYER:
+            if (cut := parameter.cut) is not None:
+                key = layer_name(layer, parameter.name)
+                permuted[key] = state[key].index_select(cut.axis, order[cut.unit])
     return {name: tensor.contiguous() for name, tensor in permuted.items()}
 
 

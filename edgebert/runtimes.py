@@ -261,6 +261,7 @@ def native_stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
 RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (OnnxRuntime(), LiteRT())}
 RUNTIME_FOR_FORMAT = {runtime.format: name for name, runtime in RUNTIMES.items()}
 FORMAT_FOR_RUNTIME = {name: runtime.format for name, runtime in RUNTIMES.items()}
+FORMATS = tuple(RUNTIME_FOR_FORMAT)  # the formats `export` writes (`export.EXPORTERS`), each with its runtime
 SUFFIXES = tuple(runtime.suffix for runtime in RUNTIMES.values())
 
 

@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SliceManifest, read_json, validation_line
 from edgebert.precisions import Precision
-from edgebert.runtimes import RUNTIME_FOR_FORMAT, TensorSpec, ort_opt_level
+from edgebert.reading import file_sha256
+from edgebert.runtimes import FORMATS, RUNTIME_FOR_FORMAT, TensorSpec, ort_opt_level
 
 SCHEMA_VERSION = 1
 # Which side of its bound each parity metric must lie on: the one statement of the gate's direction.
 GATE_RELATIONS = {"max_abs_diff": "<=", "cosine": ">="}
-Format = Literal[tuple(RUNTIME_FOR_FORMAT)]  # type: ignore[valid-type]  # the runtime registry's formats
+Format = Literal[FORMATS]  # type: ignore[valid-type]  # the runtime registry's formats
 RuntimeName = Literal[tuple(RUNTIME_FOR_FORMAT.values())]  # type: ignore[valid-type]
 GateMetric = Literal[tuple(GATE_RELATIONS)]  # type: ignore[valid-type]
 # The embedded slice manifest nests two levels; this bounds what later code may recurse into.
@@ -197,8 +198,6 @@ def read_sidecar(artifact: Path) -> Sidecar | None:
 
 def check_describes(sidecar: Sidecar, artifact: Path, path: Path) -> None:
     """Refuse a sidecar written for another file (e.g. an interrupted `--force` replaced only the artifact)."""
-    from edgebert.checkpoint import file_sha256
-
     if artifact.suffix != f".{sidecar.format}":
         raise EdgebertError(f"{path} describes a {sidecar.format} artifact, not {artifact.name}")
     size = artifact.stat().st_size

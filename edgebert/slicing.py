@@ -11,30 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert import __version__
 from edgebert.atomic import naming, owned_directory, refuse_existing, staged_outputs
-from edgebert.checkpoint import (
-    ST_MODULES_FILE,
-    TOKENIZER_FILES,
-    Checkpoint,
-    canonical_state,
-    checkpoint_config_file,
-    copy_model_files,
-    copy_tokenizer_files,
-    load_checkpoint,
-    model_state,
-    read_slice,
-    refuse_non_finite,
-    require_reading_modules,
-    sentence_transformers_files,
-    stock_config,
-    stock_state,
-    write_safetensors,
-)
-from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE
+from edgebert.checkpoint import Checkpoint, checkpoint_config_file, load_checkpoint, read_slice
+from edgebert.configs import require_reading_modules, stock_config
+from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE, demo_checkpoint_dir
 from edgebert.errors import EdgebertError
+from edgebert.layout import ENCODER_PREFIX, LAYER_PARAMETERS, axis_sizes, kept, layer_name
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
 from edgebert.manifests import SliceManifest, not_dynabert_text, read_json
+from edgebert.model_files import TOKENIZER_FILES, copy_model_files, copy_tokenizer_files
 from edgebert.notes import Note, warning
+from edgebert.parameter_names import canonical_state, model_state, stock_state
+from edgebert.st_modules import ST_MODULES_FILE, sentence_transformers_files
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
+from edgebert.tokenizer import TOKENIZER_CLASS
+from edgebert.weights import refuse_non_finite, write_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -67,27 +57,20 @@ replaceable_slice = owned_directory(MANIFEST_FILE, slice_files, "slice")
 def slice_state(state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetwork) -> dict[str, torch.Tensor]:
     """The DynaBERT rule on weights: keep the first heads and FFN neurons of the kept layers.
 
-    Q, K, V keep output rows [:k*a]; the attention output keeps input columns [:k*a]; the
-    intermediate dense keeps rows [:f]; the FFN output keeps columns [:f]. Output biases,
+    Each tensor `edgebert.layout` marks as cut keeps a prefix along its cut axis (Q, K and V rows and
+    the attention output's columns per head, the FFN's rows and columns per neuron); output biases,
     LayerNorms, embeddings, pooler and classifier keep the full hidden size.
     """
-    inner, ffn = sub.heads * arch.head_size, sub.ffn_neurons
-    keep_rows = {"attention.self.query": inner, "attention.self.key": inner, "attention.self.value": inner}
-    keep_rows["intermediate.dense"] = ffn
-    keep_cols = {"attention.output.dense": inner, "output.dense": ffn}
-
-    sliced = {name: t for name, t in state.items() if not name.startswith("encoder.")}
+    sizes = axis_sizes(arch, sub)
+    sliced = {name: t for name, t in state.items() if not name.startswith(ENCODER_PREFIX)}
     for new_index, old_index in enumerate(sub.layers):
-        prefix = f"encoder.layer.{old_index}."
+        prefix = layer_name(old_index, "")
         for name, tensor in state.items():
             if not name.startswith(prefix):
                 continue
-            module, kind = name[len(prefix) :].rsplit(".", 1)
-            if module in keep_rows:
-                tensor = tensor[: keep_rows[module]]
-            elif module in keep_cols and kind == "weight":
-                tensor = tensor[:, : keep_cols[module]]
-            sliced[f"encoder.layer.{new_index}.{module}.{kind}"] = tensor
+            local = name[len(prefix) :]
+            parameter = LAYER_PARAMETERS.get(local)
+            sliced[layer_name(new_index, local)] = tensor if parameter is None else kept(tensor, parameter, sizes)
     return {name: t.contiguous().clone() for name, t in sliced.items()}
 
 
@@ -216,8 +199,6 @@ def open_checkpoint(model: str | Path | None) -> Checkpoint:
         checkpoint_config_file(Path(model))  # a wrong path is refused before torch and transformers load (seconds)
     require_reading_modules()
     if model is None:
-        from edgebert.demo import demo_checkpoint_dir
-
         model = demo_checkpoint_dir()
     return load_checkpoint(model)
 
@@ -240,7 +221,7 @@ def slice_model(
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
         stock = stock_class_config(checkpoint, sliced.model)
         save_model(sliced.model, staging, stock)
-        copy_tokenizer_files(checkpoint, staging)
+        copy_tokenizer_files(checkpoint.path, staging)
         if stock is None:
             name_tokenizer_class(staging, checkpoint.model_type)
         copy_model_files(checkpoint.path, kept_files, staging)  # sentence-transformers' modules: still valid
@@ -257,8 +238,6 @@ def name_tokenizer_class(directory: Path, model_type: str) -> None:
     A narrower slice's config.json says model_type "edgebert", which AutoTokenizer (and sentence-transformers
     through it) cannot map to a tokenizer, while the source's "bert" or "roberta" could.
     """
-    from edgebert.bundle import TOKENIZER_CLASS
-
     if not any((directory / name).is_file() for name in ("vocab.txt", "vocab.json", "tokenizer.json")):
         return
     config_file = directory / "tokenizer_config.json"
@@ -276,7 +255,7 @@ def stock_class_config(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[s
     if (config.num_attention_heads, config.intermediate_size) != (arch.num_heads, arch.intermediate_size):
         return None
     labels = dict(config.id2label) if arch.num_labels else None
-    return stock_config(checkpoint, labels, num_hidden_layers=config.num_hidden_layers)
+    return stock_config(checkpoint.config, checkpoint.model_type, labels, num_hidden_layers=config.num_hidden_layers)
 
 
 def save_model(model: torch.nn.Module, directory: Path, stock: dict[str, Any] | None = None) -> None:

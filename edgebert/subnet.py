@@ -9,6 +9,7 @@ sub-network keeps a *prefix* of the heads and neurons of each kept layer.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -66,6 +67,18 @@ def check_fractions(width: float, depth: float) -> tuple[float, float]:
 def subnet_key(width: float, depth: float) -> str:
     """`w0.5-d0.75`: one sub-network, as a key (training metrics) and in names (`subnet_name`)."""
     return f"w{width:g}-d{depth:g}"
+
+
+# What `subnet_key` writes for a width or depth in (0, 1]: `:g` gives 0.5, 1 or 1e-05.
+_KEY = re.compile(r"w(\d+(?:\.\d+)?(?:e-\d+)?)-d(\d+(?:\.\d+)?(?:e-\d+)?)")
+
+
+def parse_subnet_key(key: str) -> tuple[float, float]:
+    """`w0.5-d0.75` -> (0.5, 0.75): the (width, depth) `subnet_key` wrote; any other string is an EdgebertError."""
+    match = _KEY.fullmatch(key)
+    if match is None or subnet_key(float(match[1]), float(match[2])) != key:
+        raise EdgebertError(f"{key!r} is not a sub-network key such as {subnet_key(0.5, 0.75)!r}")
+    return check_fractions(float(match[1]), float(match[2]))
 
 
 def subnet_name(stem: str, width: float, depth: float) -> str:

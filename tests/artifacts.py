@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from edgebert import __version__
-from edgebert.checkpoint import file_sha256
 from edgebert.manifests import SliceManifest
+from edgebert.reading import file_sha256
 from edgebert.runtimes import SessionOptions, open_session, runtime_for_artifact
 from edgebert.sidecar import SCHEMA_VERSION, Sidecar, sidecar_path, write_sidecar
 

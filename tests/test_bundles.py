@@ -264,7 +264,7 @@ def test_a_cased_tokenizer_stays_cased_in_the_bundle(tmp_path, given, expected_c
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    from edgebert.bundle import write_tokenizer
+    from edgebert.tokenizer import write_tokenizer
 
     source = cased_source(tmp_path / "source", given)
     (tmp_path / "bundle").mkdir()
@@ -282,6 +282,6 @@ def test_a_cased_tokenizer_stays_cased_in_the_bundle(tmp_path, given, expected_c
 @pytest.mark.parametrize(("given", "kept"), [(100, 100), (512, 512), (10**30, 512), (0, 512), ("100", 512)])
 def test_the_sources_shorter_max_length_is_kept(given, kept):
     """A tokenizer capped below the model's positions keeps its cap (else clients truncate later than the source)."""
-    from edgebert.bundle import tokenizer_config
+    from edgebert.tokenizer import tokenizer_config
 
     assert tokenizer_config({"model_max_length": given}, "bert", 512)["model_max_length"] == kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from edgebert.errors import EdgebertError
-from edgebert.export import EXPORTERS, PARITY_GATES, export_model
+from edgebert.export import EXPORTERS, export_model
 from edgebert.export.base import ParityGateError, load_source, verify_artifact
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
@@ -21,6 +22,7 @@ from edgebert.runtimes import SessionOptions, artifact_name, open_session
 from edgebert.sidecar import gate_holds, sidecar_path
 from edgebert.slicing import slice_model
 from tests.models import TINY, padded_batch
+from tests.test_gates import DOCUMENTED_GATES
 
 FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
 
@@ -35,8 +37,9 @@ def tiny_slices(tiny_models, tmp_path_factory):
 
 
 def assert_gate(sidecar: dict, precision: str) -> None:
+    """Passed, and within the documented bound (not only the package's, which a change could loosen)."""
     parity = sidecar["parity"]
-    metric, bound = PARITY_GATES[precision]
+    metric, bound = DOCUMENTED_GATES[precision]
     assert parity["gate"] == {"metric": metric, "bound": bound, "passed": True}
     assert gate_holds(metric, parity[metric], bound)
 
@@ -149,8 +152,6 @@ def test_export_slices_a_checkpoint_in_memory(tiny_models, tmp_path):
 
 def test_minilm_int8_onnx_keeps_real_embeddings(minilm_dir, tmp_path):
     """Real weights, real sentences: int8 embeddings point the same way as fp32 PyTorch; file <= 0.3 x fp32."""
-    import warnings
-
     import onnxruntime as ort
     import transformers
 
@@ -195,6 +196,49 @@ def test_mixed_int8_is_blockwise_exactly_in_the_ffn_down_projections(tiny_models
     assert len(dynamic) == 5 * layers + 2  # Q, K, V, attention output, FFN up; the pooler and the classifier
     weights = {tensor.name for tensor in graph.initializer}
     assert not [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
+
+
+INT8_ORDER = ["dynamic", "mixed", "blockwise"]  # ONNX int8 schemes, fastest first (edgebert.export.onnx)
+
+
+def nan_classifier_bias(path) -> None:
+    """A NaN in the artifact's classifier bias: its outputs are NaN, so it fails every gate."""
+    model = onnx.load(str(path))
+    bias = next(t for t in model.graph.initializer if t.name.endswith("classifier.bias"))
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[0] = np.nan
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(path))
+
+
+@pytest.mark.parametrize("failing", range(len(INT8_ORDER) + 1))
+def test_int8_ships_the_fastest_scheme_that_passes_its_gate(tiny_models, tmp_path, monkeypatch, failing):
+    """The scheme order without the real MiniLM (whose outliers fail "dynamic"): the `failing` fastest schemes are
+    made to fail the gate; the export tries them fastest first, warns at each retry and ships the first that
+    passes, or nothing when none does."""
+    tried = []
+    real_convert = OnnxExporter.convert
+
+    def convert(self, source, path, precision, scheme, seq_len, work_dir):
+        real_convert(self, source, path, precision, scheme, seq_len, work_dir)
+        tried.append(scheme)
+        if scheme in INT8_ORDER[:failing]:
+            nan_classifier_bias(path)
+
+    monkeypatch.setattr(OnnxExporter, "convert", convert)
+    out = tmp_path / "out" / "m.onnx"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            sidecar = export_model(tiny_models["bert-cls"], "onnx", "int8", width=0.25, depth=0.5, out=out)
+        except ParityGateError as failure:
+            assert failing == len(INT8_ORDER) and "non-finite" in str(failure)
+            assert list((tmp_path / "out").iterdir()) == []
+        else:
+            assert sidecar["quantization"] == INT8_ORDER[failing] and sidecar["parity"]["gate"]["passed"]
+    assert tried == INT8_ORDER[: failing + 1]
+    retries = [str(w.message) for w in caught if "parity gate failed" in str(w.message)]
+    assert [retry.rsplit(": ", 1)[-1] for retry in retries] == [f"retrying with {s}" for s in tried[1:]]
 
 
 def exact_integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -95,14 +95,16 @@ def test_pick_table_of_bert_base_sizes_with_an_accuracy_column_reads_at_80_colum
     """The demo's BERT-base figures (three-digit MB, two-digit ms) are the widest cells; an accuracy column is
     added to its real report as an eval cache would (eval on BERT-base is too slow for a test)."""
     from edgebert.cli.pick import print_report
+    from edgebert.pick import PickReport
 
     result = run_cli("pick", "--memory-budget", "1KB", "--latency-budget", "1ms", "--json")
     assert result.code == 3, result.stderr
     report = json.loads(result.stdout)
-    report["accuracy"] = {"metric": "accuracy"}
+    report["accuracy"] = {"metric": "accuracy", "data": "dev.tsv", "data_sha256": "0" * 64, "columns": ["sentence"]}
+    report["accuracy"] |= {"max_length": 128, "examples": 8, "chosen_by": "--data", "covered": 12, "candidates": 12}
     for row in report["candidates"]:
         row["accuracy"] = 0.8765  # four decimals, as the table prints every accuracy
-    print_report(report)
+    print_report(PickReport.model_validate(report))
     out = capsys.readouterr().out
     assert re.search(r"\b0\.25\s+0\.75\s+int8\b", out) and "0.8765" in out and "no: mem+lat" in out
     readable_at_80(out)

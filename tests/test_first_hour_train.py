@@ -136,7 +136,7 @@ def test_a_fine_tune_ending_at_the_majority_class_warns(task, constant, tmp_path
 def test_weak_means_no_better_than_the_majority_class_or_chance():
     import numpy as np
 
-    from edgebert.train import WEAK_CORRELATION, WEAK_MARGIN, weak_result
+    from edgebert.train.evaluation import WEAK_CORRELATION, WEAK_MARGIN, weak_result
 
     targets = np.array([1] * 14 + [0] * 10)  # majority 14 / 24 = 0.583: the tests' teacher scores 15 / 24
     assert weak_result({"accuracy": 15 / 24}, targets, 2) is None
@@ -178,7 +178,7 @@ def start_and_stop(task, out: Path, stop_after: int = 2) -> None:
     """Start a 4-step fine-tune saving every 2 steps, stopped (by a failing evaluation) after `stop_after`."""
     from unittest import mock
 
-    import edgebert.train as training
+    import edgebert.train.loop as training
 
     calls = []
 
@@ -224,7 +224,7 @@ def test_ctrl_c_in_train_says_resume_continues(task, tmp_path, run_cli):
     """KeyboardInterrupt inside a run (after its first checkpoint) reaches the CLI: exit 130, one line."""
     from unittest import mock
 
-    import edgebert.train as training
+    import edgebert.train.loop as training
 
     with mock.patch.object(training, "evaluate_subnetworks", side_effect=KeyboardInterrupt):
         result = run_cli("train", task["teacher"], *data_options(task), "--phases", "finetune", "--widths", "1",

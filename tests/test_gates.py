@@ -1,4 +1,5 @@
-"""The parity gate's rules (non-finite outputs, classifiers' top-1, padded rows) and the typed sidecar's reader."""
+"""The parity gate's rules (its documented bounds, non-finite outputs, classifiers' top-1, padded rows) and the typed
+sidecar's reader."""
 
 from __future__ import annotations
 
@@ -47,6 +48,42 @@ def exported(bert_slice, tmp_path_factory) -> dict[str, Path]:
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel(), b.ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# --- the bounds ------------------------------------------------------------------------------------
+
+# The documented gates (README: fp32 max abs diff <= 1e-4, fp16 cosine >= 0.999, int8 cosine >= 0.99), as numbers
+# here: loosening one in the package fails a test. Tests about behaviour at the bound read the package's.
+DOCUMENTED_GATES = {"fp32": ("max_abs_diff", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99)}
+EXACT = {"max_abs_diff": 0.0, "cosine": 1.0}  # each metric's value for identical outputs
+
+
+def moved_to(reference: np.ndarray, metric: str, value: float) -> np.ndarray:
+    """Outputs whose `metric` against `reference` is `value`: one entry shifted, or the whole rotated by
+    arccos(value) towards an orthogonal direction of the same norm."""
+    if metric == "max_abs_diff":
+        moved = reference.copy()
+        moved.flat[0] += value
+        return moved
+    flat = reference.ravel()
+    other = np.random.default_rng(1).normal(size=flat.shape)
+    other -= (other @ flat) / (flat @ flat) * flat
+    other *= np.linalg.norm(flat) / np.linalg.norm(other)
+    angle = np.arccos(value)
+    return (np.cos(angle) * flat + np.sin(angle) * other).reshape(reference.shape)
+
+
+@pytest.mark.parametrize(("precision", "metric", "bound"), [(p, *gate) for p, gate in DOCUMENTED_GATES.items()])
+def test_each_precision_is_held_to_its_documented_bound(precision, metric, bound):
+    """The package's gate is the documented one, and the gate applies it: outputs a tenth of the tolerance inside
+    the bound pass, a tenth outside fail."""
+    assert PARITY_GATES.keys() == DOCUMENTED_GATES.keys() and PARITY_GATES[precision] == (metric, bound)
+    reference = np.random.default_rng(0).normal(size=(6, 4))
+    for share, passes in [(0.9, True), (1.1, False)]:
+        value = EXACT[metric] + share * (bound - EXACT[metric])
+        report, failures = parity_report([reference], [moved_to(reference, metric, value)], precision, classifier=False)
+        assert report[metric] == pytest.approx(value, rel=1e-9)
+        assert report["gate"] == {"metric": metric, "bound": bound, "passed": passes} and (not failures) is passes
 
 
 # --- non-finite outputs --------------------------------------------------------------------------
@@ -261,6 +298,21 @@ def test_wrong_shaped_sidecars_are_one_line_naming_file_and_field(exported, tmp_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {artifact}.json is not a valid sidecar")
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize(("pad_token_id", "accepted"), [(TINY["vocab_size"] - 1, True), (TINY["vocab_size"], False)])
+def test_pad_token_id_is_one_of_the_vocabularys_ids(exported, tmp_path, pad_token_id, accepted):
+    """Token ids run 0 .. vocab_size - 1: the last id may be the padding, vocab_size itself is outside."""
+    artifact = tmp_path / "m.onnx"
+    shutil.copy(exported["fp32"], artifact)
+    good = json.loads(sidecar_path(exported["fp32"]).read_text())
+    assert good["vocab_size"] == TINY["vocab_size"]
+    sidecar_path(artifact).write_text(json.dumps(good | {"pad_token_id": pad_token_id}))
+    if accepted:
+        assert read_sidecar(artifact).pad_token_id == pad_token_id
+    else:
+        with pytest.raises(EdgebertError, match=f"pad_token_id {pad_token_id} is outside the vocabulary of"):
+            read_sidecar(artifact)
 
 
 @pytest.mark.parametrize(

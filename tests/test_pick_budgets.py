@@ -1,9 +1,13 @@
 """`pick`'s consistency: the frontier over what the user trades, the verdict about the artifact written,
-the eval file it ranks by, and a warning when the latency model predicts its own measurements poorly."""
+the eval file it ranks by, a warning when the latency model predicts its own measurements poorly, and a
+candidate exactly on a budget."""
 
 from __future__ import annotations
 
 import json
+
+import numpy as np
+import pytest
 
 from edgebert.bundle import ONNX_FILES
 from edgebert.cli.pick import NOTHING_FITS
@@ -96,3 +100,40 @@ def test_poor_leave_one_out_warns_before_the_recommendation():
     assert "17% within +-10 %, worst error 51%" in leave_one_out_warning(poor)
     assert leave_one_out_warning({**poor, "within_10_percent": 1.0}) is None
     assert leave_one_out_warning(None) is None
+
+
+# (option, the candidates' figure it limits, the row's flag for it, the figure written as the option reads it)
+BUDGET_EDGES = {
+    "memory": ("--memory-budget", "memory_bytes", "fits_memory", lambda bytes_: f"{bytes_}B"),
+    "latency": ("--latency-budget", "latency_ms", "fits_latency", lambda ms: f"{np.format_float_positional(ms)}ms"),
+}
+LOOSE = {"memory": ["--memory-budget", "1GB"], "latency": ["--latency-budget", "10s"]}
+
+
+def config(row: dict) -> tuple:
+    return row["width"], row["depth"], row["precision"]
+
+
+@pytest.mark.parametrize("budget", list(BUDGET_EDGES))
+def test_a_candidate_exactly_on_the_budget_fits(tiny_models, run_cli, budget):
+    """A budget is a limit (README: "model footprint <= 60 MB", "latency p95 <= 4 ms"): the candidate pick ranks
+    first, budgeted at exactly its own figure, fits and ships; a budget one byte (one float step) below it does not."""
+    option, figure, fits, written = BUDGET_EDGES[budget]
+    args = ["pick", tiny_models["bert-cls"], "--profile", "raspberry-pi-4", "--candidates", "0.5:0.5,1:1", "--json"]
+    first = json.loads(run_cli(*args, *LOOSE["memory"], *LOOSE["latency"]).stdout)["choice"]  # everything fits
+    other = LOOSE["latency" if budget == "memory" else "memory"]
+
+    def picked(limit: float) -> tuple[dict, dict]:
+        """The report under `limit` (the other budget loose), and the first run's choice as a row of it."""
+        result = run_cli(*args, *other, option, written(limit))
+        assert result.code in (0, NOTHING_FITS), result.stderr
+        report = json.loads(result.stdout)
+        assert report["budgets"][figure] == limit  # the option reads back as exactly the figure written
+        return report, next(row for row in report["candidates"] if config(row) == config(first))
+
+    report, row = picked(first[figure])
+    assert row[figure] == first[figure] and row[fits] and row["fits"]
+    assert report["fits"] and config(report["choice"]) == config(first)
+    below = first[figure] - 1 if budget == "memory" else float(np.nextafter(first[figure], 0))
+    report, row = picked(below)
+    assert not row[fits] and (report["choice"] is None or config(report["choice"]) != config(first))

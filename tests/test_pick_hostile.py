@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from edgebert.errors import EdgebertError
-from edgebert.pick import Budgets, mark_pareto
+from edgebert.pick import Budgets, PickReport, mark_pareto
 
 PICK = ["pick", "--profile", "raspberry-pi-4", "--candidates", "0.25:0.5"]
 
@@ -50,7 +50,8 @@ def test_plot_replaces_only_its_own_png_and_refuses_before_the_slow_work(run_cli
     assert result.code == 0, result.stderr
     assert Image.open(plot).text["Software"].startswith("edgebert ")  # how --force recognises it, read by PIL
     first = plot.stat().st_ino
-    monkeypatch.setattr("edgebert.pick.pick", lambda *args, **kwargs: json.loads(result.stdout))  # the same again
+    same_again = PickReport.model_validate_json(result.stdout)
+    monkeypatch.setattr("edgebert.pick.pick", lambda *args, **kwargs: same_again)
     assert "already exists" in one_error(run_cli(*PICK, "--plot", plot))
     assert run_cli(*PICK, "--plot", plot, "--force").code == 0
     assert plot.stat().st_ino != first  # a new file put in place by a rename, not the old one rewritten

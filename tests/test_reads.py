@@ -22,14 +22,15 @@ except ImportError:  # Windows
     resource = None
 
 from edgebert import manifests
-from edgebert.bundle import write_tokenizer
-from edgebert.checkpoint import sentence_transformers_files, tokenizer_files
 from edgebert.data import read_any, read_dataset, read_texts
 from edgebert.errors import EdgebertError
 from edgebert.evaluate import MAX_ENTRY_BYTES, CachedResult, EvalKey, cache_path, read_cached
 from edgebert.inputs import read_text
 from edgebert.manifests import json_depth, read_json
+from edgebert.model_files import tokenizer_files
 from edgebert.reading import read_regular
+from edgebert.st_modules import sentence_transformers_files
+from edgebert.tokenizer import write_tokenizer
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
 BOUNDED_PROCESS_BYTES = 2 << 30  # address space of a process reading an endless device (imports take ~0.5 GB)

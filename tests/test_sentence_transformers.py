@@ -144,7 +144,7 @@ def test_a_hub_cache_snapshot_slices_with_its_modules(run_cli, st_model, tmp_pat
 
 
 def test_oversized_module_files_are_refused_before_loading(run_cli, source, work) -> None:
-    from edgebert.checkpoint import MAX_ST_MODULE_BYTES
+    from edgebert.st_modules import MAX_ST_MODULE_BYTES
 
     dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
     write_json(source / "modules.json", [*MODULES[:2], dense])

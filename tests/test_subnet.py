@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from edgebert.errors import EdgebertError
-from edgebert.subnet import OffGridWarning, subnetwork
+from edgebert.subnet import TRAINED_GRID, OffGridWarning, parse_subnet_key, subnet_key, subnetwork
 from tests.models import EVERY_GRID_POINT
 from tests.reference import BERT_BASE
 
@@ -99,3 +99,16 @@ def test_smallest_width_in_message_is_really_the_smallest():
     smallest = float(info.value.args[0].rsplit(" ", 1)[1])
     with pytest.warns(OffGridWarning):
         assert subnetwork(BERT_BASE, smallest, 1.0).heads == 1
+
+
+@pytest.mark.parametrize(("width", "depth"), [*TRAINED_GRID, (0.3, 0.6), (1e-05, 1.0)])
+def test_a_subnet_key_parses_back_to_its_width_and_depth(width, depth):
+    assert parse_subnet_key(subnet_key(width, depth)) == (width, depth)
+
+
+@pytest.mark.parametrize(
+    "key", ["", "w0.5", "w0.5-d", "0.5-0.75", "w0.50-d1", "W0.5-D1", "w0.5-d0.75-x", "w2-d1", "wnan-dnan", "w-1-d1"]
+)
+def test_a_malformed_subnet_key_is_refused(key):
+    with pytest.raises(EdgebertError, match="not a sub-network key|must be in"):
+        parse_subnet_key(key)

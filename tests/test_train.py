@@ -23,7 +23,11 @@ from edgebert.dynabert import Dropout, DynaBert
 from edgebert.manifests import TRAIN_MANIFEST, training_manifest
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, subnetwork
-from edgebert.train import LossTerms, RunFiles, Runtime, SilentReporter, TrainConfig, Trainer, read_inputs, train
+from edgebert.train import RunFiles, SilentReporter, TrainConfig, train
+from edgebert.train.distributed import Runtime
+from edgebert.train.inputs import read_inputs
+from edgebert.train.loop import Trainer
+from edgebert.train.losses import LossTerms
 from tests.labelled import build_classifier, sentences
 from tests.models import EVERY_GRID_POINT
 from tests.reference import SharedSubnetworks
@@ -454,3 +458,18 @@ def test_saved_checkpoint_loads_in_its_stock_class(tiny_models, tmp_path, kind):
         expected = stock(input_ids=ids, attention_mask=mask).logits
         got = model(ids, mask, types).logits
     assert (got - expected).abs().max() <= 1e-5
+
+
+# ---- the command line reads the library's defaults ---------------------------------------------------------
+
+
+def test_options_left_out_give_the_library_defaults(run_cli, monkeypatch):
+    """`edgebert train` with no option builds `TrainConfig()`: a default written again in the CLI would drift."""
+    configs = []
+    monkeypatch.setattr("edgebert.cli.train.run_training", lambda *args, **kwargs: configs.append(args[4]))
+    result = run_cli("train", ".", "--train", "t.tsv", "--dev", "d.tsv", "--out", "out")
+    assert result.code == 0, result.stderr
+    assert configs == [TrainConfig()]
+    shown = " ".join(run_cli("train", "--help").stdout.replace("│", " ").split())
+    for default in ("[default: 1,0.75,0.5,0.25]", "[default: 1,0.75,0.5]", "[default: 2e-05]", "[default: 32]"):
+        assert default in shown

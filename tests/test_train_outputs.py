@@ -17,7 +17,10 @@ import torch
 
 from edgebert.errors import EdgebertError
 from edgebert.manifests import TRAIN_MANIFEST, training_manifest
-from edgebert.train import RunFiles, TrainConfig, Trainer, check_config, load_state, train
+from edgebert.train import RunFiles, TrainConfig, train
+from edgebert.train.config import check_config
+from edgebert.train.loop import Trainer
+from edgebert.train.state import load_state
 from tests.test_train import small_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,13 +188,13 @@ def test_sigkill_during_force_keeps_the_old_run_and_a_second_train_is_refused_at
 # Kills the process the moment it would write run.json: the state a SIGKILL in a run's first moments leaves.
 DIE_BEFORE_RUN_JSON = """
 import os, signal, sys
-import edgebert.train
-write = edgebert.train.replace_file
+import edgebert.train.run
+write = edgebert.train.run.replace_file
 def dying(path, *args):
     if path.name == "run.json":
         os.kill(os.getpid(), signal.SIGKILL)
     return write(path, *args)
-edgebert.train.replace_file = dying
+edgebert.train.run.replace_file = dying
 from edgebert.cli import main
 main(sys.argv[1:])
 """

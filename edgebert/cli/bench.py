@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from edgebert.cli.options import JsonOpt, ProfileOpt, choice_of, either
-from edgebert.cli.output import console, megabytes, print_json, print_warning
+from edgebert.cli.output import console, megabytes, print_warning, show
 from edgebert.precisions import PRECISIONS
 from edgebert.profiles import MAX_BATCH_SIZE, MAX_MIN_TIME_S, MAX_RUNS, MAX_THREADS, MAX_WARMUP_RUNS
 from edgebert.runtimes import SUFFIXES
@@ -83,17 +83,11 @@ def bench_command(
     )
     if out is not None:
         append_result(out, result)
-    if json:
-        print_json(result)
-        return
-    print_result(result)
-    if out is not None:
-        console.print(f"appended to {out}")
-    for warning in result["warnings"]:
-        print_warning(warning)
+    show(result, json, lambda result: print_result(result, appended_to=out))
 
 
-def print_result(result: dict[str, Any]) -> None:
+def print_result(result: dict[str, Any], appended_to: Path | None = None) -> None:
+    """The summary and latency tables, the file the result was appended to, then the warnings."""
     env, inputs, lat, mem = result["environment"], result["inputs"], result["latency_ms"], result["memory"]
     runtime = f"{env['runtime']} {env['runtime_version']}, {env['threads']} threads"
     if "xnnpack" in env:
@@ -145,6 +139,10 @@ def print_result(result: dict[str, Any]) -> None:
         latency.add_column(name, justify="right")
     latency.add_row(*(f"{lat[name]:.3f}" for name in names))
     console.print(latency)
+    if appended_to is not None:
+        console.print(f"appended to {appended_to}")
+    for warning in result["warnings"]:
+        print_warning(warning)
 
 
 def budget_rows(result: dict[str, Any]) -> list[tuple[str, str]]:

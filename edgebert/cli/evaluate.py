@@ -18,7 +18,7 @@ from edgebert.cli.options import (
     check_width,
     data_columns,
 )
-from edgebert.cli.output import console, print_json, print_notes
+from edgebert.cli.output import console, print_notes, show
 from edgebert.cli.progress import Progress
 from edgebert.errors import OptionError
 from edgebert.subnet import TRAINED_GRID
@@ -58,10 +58,7 @@ def eval_command(
             progress.update(advance=1, detail=f"w{result['width']:g} d{result['depth']:g}")
 
         report = evaluate(model, data, configs, on_result=advance, columns=columns)
-    if json:
-        print_json(report)
-        return
-    print_report(report)
+    show(report, json, print_report)
 
 
 def print_report(report: dict) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, check_depth, check_width, default_is
-from edgebert.cli.output import console, megabytes, print_json, print_notes
+from edgebert.cli.output import console, megabytes, print_notes, show
 from edgebert.cli.progress import Progress
 from edgebert.manifests import manifest_warnings
 from edgebert.sidecar import DEFAULT_SEQ_LEN, MAX_SEQ_LEN, gate_relation
@@ -63,9 +63,11 @@ def export_command(
             force=force,
             verify=not no_verify,
         )
-    if json:
-        print_json(sidecar)
-        return
+    show(sidecar, json, print_sidecar)
+
+
+def print_sidecar(sidecar: dict[str, Any]) -> None:
+    """What was written, the artifact's signature, and the parity gate it passed."""
     manifest = sidecar["manifest"]
     written = f"{sidecar['path']} (+ .json sidecar)"
     if "bundle" in sidecar:

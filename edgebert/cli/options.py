@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -17,11 +17,10 @@ from edgebert.data import Columns, parse_label_column, parse_text_columns
 from edgebert.errors import EdgebertError, OptionError
 from edgebert.manifests import shown
 from edgebert.precisions import PRECISIONS
-from edgebert.profiles import MemoryScope, check_profile_name, shipped_names
-from edgebert.runtimes import RUNTIME_FOR_FORMAT
+from edgebert.profiles import check_profile_name, shipped_names
+from edgebert.runtimes import FORMATS
 from edgebert.subnet import check_fractions
 
-FORMATS = tuple(RUNTIME_FOR_FORMAT)  # the formats `export` writes: each has its runtime (edgebert.runtimes)
 T, V = TypeVar("T"), TypeVar("V")
 
 
@@ -135,7 +134,6 @@ def use_edgebert_classes(app: typer.Typer) -> None:
         use_edgebert_classes(group.typer_instance)
 
 
-MEMORY_SCOPES: tuple[str, ...] = get_args(MemoryScope)
 PROFILE_HELP = f"A shipped profile ({either(shipped_names())}) or a YAML file."
 
 ModelArg = Annotated[

@@ -1,10 +1,12 @@
-"""Shared terminal output: rich consoles, JSON, one-line errors and number formatting."""
+"""Shared terminal output: a result as JSON or for people, rich consoles, one-line errors and number formatting."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
@@ -13,11 +15,25 @@ from edgebert.notes import is_warning
 MAX_MESSAGE = 2000  # characters of one error or warning line: input is never echoed unbounded
 console = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+R = TypeVar("R")
 
 
-def print_json(data: Any) -> None:
-    """Machine-readable output on stdout, nothing else on that stream."""
-    print(json.dumps(data, indent=2))
+def show(result: R, as_json: bool, render: Callable[[R], object]) -> None:
+    """A command's result: with --json, its JSON and nothing else on stdout; else `render` prints it for people
+    (tables, lines, notes: whatever the command shows, all of it in `render`)."""
+    if as_json:
+        print(json.dumps(jsonable(result), indent=2))
+    else:
+        render(result)
+
+
+def jsonable(result: Any) -> Any:
+    """A typed result (a pydantic model, or a list of them) as JSON data: results are serialised here, at the edge."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if isinstance(result, list):
+        return [jsonable(item) for item in result]
+    return result
 
 
 def print_error(message: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -19,26 +19,39 @@ from rich.table import Table
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.cli.options import (
-    MEMORY_SCOPES,
     JsonOpt,
     ModelArg,
     ProfileOpt,
     choice_of,
     data_columns,
     default_is,
+    either,
     option_value,
 )
-from edgebert.cli.output import console, print_json, print_notes, print_warning
+from edgebert.cli.output import console, print_notes, print_warning, show
 from edgebert.cli.progress import Progress
 from edgebert.errors import EdgebertError, require
 from edgebert.precisions import PRECISIONS
-from edgebert.profiles import parse_latency, parse_memory
+from edgebert.profiles import (
+    BARE_MEMORY_UNIT,
+    BARE_TIME_UNIT,
+    BUDGET_PERCENTILE,
+    DEFAULT_MEMORY_SCOPE,
+    MEMORY_SCOPE_HOLDS,
+    MEMORY_SCOPES,
+    parse_latency,
+    parse_memory,
+)
 from edgebert.subnet import check_fractions
+
+if TYPE_CHECKING:
+    from edgebert.pick import PickReport
 
 NOTHING_FITS = 3  # exit code: nothing fits the budgets (1 is an error, 2 a usage error)
 PLOT_SOFTWARE = "edgebert"  # a plot's PNG Software text starts with it: what `--force` may replace
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_HEAD_BYTES = 64 * 1024  # where a plot's text chunks are (before the image data): read no further
+SCOPES_HELD = either(f"{scope!r} ({MEMORY_SCOPE_HOLDS[scope]})" for scope in MEMORY_SCOPES)
 SOURCE_MARKS = {"measured": "m", "predicted": "p", "derived": "d", "estimated": "e", "estimate from specs": "s"}
 
 
@@ -60,22 +73,24 @@ def pick_command(
     memory_budget: Annotated[
         str | None,
         typer.Option(
-            help="The model's footprint, e.g. 60MB, 0.5GiB, 512KiB; a bare number is MB, as in a profile "
-            + default_is("the profile's memory_budget_mb")
+            help=f"The model's footprint, e.g. 60MB, 0.5GiB, 512KiB; a bare number is {BARE_MEMORY_UNIT}, as in a "
+            "profile " + default_is("the profile's memory_budget_mb")
         ),
     ] = None,
     memory_scope: Annotated[
         str | None,
         typer.Option(
-            help="What the memory budget covers: 'model' (what loading and running the model adds) or 'process' "
-            "(model + the runtime's baseline: Python, numpy, the runtime) "
-            + default_is("the profile's memory_budget_scope, model unless set"),
+            help=f"What the memory budget covers: {SCOPES_HELD} "
+            + default_is(f"the profile's memory_budget_scope, {DEFAULT_MEMORY_SCOPE} unless set"),
             callback=choice_of(MEMORY_SCOPES),
         ),
     ] = None,
     latency_budget: Annotated[
         str | None,
-        typer.Option(help="p95 latency, e.g. 40ms, 0.2s, 150us; a bare number is ms " + default_is("the profile's")),
+        typer.Option(
+            help=f"{BUDGET_PERCENTILE} latency, e.g. 40ms, 0.2s, 150us; a bare number is {BARE_TIME_UNIT} "
+            + default_is("the profile's")
+        ),
     ] = None,
     measure: Annotated[
         bool, typer.Option("--measure", help="Export and bench a few candidates here (profile local only).")
@@ -140,91 +155,74 @@ def pick_command(
         if plot is not None:
             with staged_outputs(plot, **plot_output) as (staged,):
                 plot_pareto(report, staged)
-    if json:
-        print_json(report)
-    else:
-        print_report(report)
-        if plot is not None:
-            console.print(f"plot: {plot}")
-    if not report["fits"]:
+    show(report, json, lambda report: print_report(report, plot))
+    if not report.fits:
         raise typer.Exit(NOTHING_FITS)
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_report(report: PickReport, plot: Path | None = None) -> None:
     """Warnings first (they qualify the recommendation), then the frontier, the legend and the verdict."""
-    for warning in report["warnings"]:
+    for warning in report.warnings:
         print_warning(warning)
-    budgets = report["budgets"]
-    scope = "process total" if budgets["memory_scope"] == "process" else "model footprint"
-    limits = [
-        f"{scope} <= {budgets['memory_bytes'] / 1e6:g} MB ({budgets['memory_from']})"
-        if budgets["memory_bytes"]
-        else "",
-        f"latency {budgets['latency_statistic']} <= {budgets['latency_ms']:g} ms ({budgets['latency_from']})"
-        if budgets["latency_ms"]
-        else "",
-    ]
-    limits = [limit for limit in limits if limit] or ["no budgets"]
-    accuracy = report["accuracy"]
+    budgets, accuracy = report.budgets, report.accuracy
     table = Table(
-        title=f"Pareto frontier: {report['profile']}, {report['format']}, {report['threads']} thread(s), "
-        f"batch {report['batch_size']} x {report['seq_len']} tokens",
+        title=f"Pareto frontier: {report.profile}, {report.format}, {report.threads} thread(s), "
+        f"batch {report.batch_size} x {report.seq_len} tokens",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,  # one space between columns: ten of them fit 80 columns with accuracy shown
     )
-    memory_column = "proc MB" if budgets["memory_scope"] == "process" else "model MB"
+    memory_column = "proc MB" if budgets.counts_baseline else "model MB"
     columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["acc"] if accuracy else [])
     for column in [*columns, "fits"]:
         table.add_column(column, justify="left" if column in ("", "prec", "fits") else "right", no_wrap=True)
-    choice = report["choice"]
-    for row in sorted((r for r in report["candidates"] if r["pareto"]), key=lambda r: r["latency_ms"]):
-        chosen = choice is not None and all(row[k] == choice[k] for k in ("width", "depth", "precision"))
-        shown = choice if chosen else row  # after an export, the choice carries the artifact's real figures
+    for row in report.frontier():
         cells = [
-            "[bold green]>[/]" if chosen else "",
-            f"{shown['width']:g}",
-            f"{shown['depth']:g}",
-            shown["precision"],
-            f"{shown['encoder_flops_seq128'] / 1e9:.1f}",
-            f"{shown['size_bytes'] / 1e6:.1f}{'' if shown['size_source'] == 'exported' else '*'}",
-            f"{shown['memory_bytes'] / 1e6:.1f} {SOURCE_MARKS[shown['memory_source']]}",
-            f"{shown['latency_ms']:.1f} {SOURCE_MARKS[shown['latency_source']]}",
+            "[bold green]>[/]" if report.is_choice(row) else "",
+            f"{row.width:g}",
+            f"{row.depth:g}",
+            row.precision,
+            f"{row.encoder_flops_seq128 / 1e9:.1f}",
+            f"{row.size_bytes / 1e6:.1f}{'' if row.size_source == 'exported' else '*'}",
+            f"{row.memory_bytes / 1e6:.1f} {SOURCE_MARKS[row.memory_source]}",
+            f"{row.latency_ms:.1f} {SOURCE_MARKS[row.latency_source]}",
         ]
         if accuracy:
-            cells.append("?" if shown["accuracy"] is None else f"{shown['accuracy']:.4f}")
-        over = [kind[:3] for kind in ("memory", "latency") if not shown[f"fits_{kind}"]]
-        cells.append("yes" if shown["fits"] else f"[red]no: {'+'.join(over)}[/]")
+            cells.append("?" if row.accuracy is None else f"{row.accuracy:.4f}")
+        over = [kind for kind, fits in (("mem", row.fits_memory), ("lat", row.fits_latency)) if not fits]
+        cells.append("yes" if row.fits else f"[red]no: {'+'.join(over)}[/]")
         table.add_row(*cells)
     console.print(table)
-    console.print(f"budgets: {'; '.join(limits)}")
-    memory = report["memory_model"]
+    console.print(f"budgets: {'; '.join(budgets.limits())}")
+    memory = report.memory_model
     console.print(
         f"runtime baseline (Python + runtime before the model loads): {memory['baseline_bytes'] / 1e6:.1f} MB "
         f"({memory['baseline_source']}), "
-        + ("included above" if budgets["memory_scope"] == "process" else "not in the budget (--memory-scope process)")
+        + ("included above" if budgets.counts_baseline else "not in the budget (--memory-scope process)")
     )
     console.print(
-        f"w, d: width, depth; file: * parameters x bytes per weight; ms: latency {budgets['latency_statistic']}; "
+        f"w, d: width, depth; file: * parameters x bytes per weight; ms: latency {budgets.latency_statistic}; "
         "m measured, p predicted from this precision's own bench results, d derived from another precision's fit, "
         "e estimated from constants, s estimate from the profile's specs"
-        + (f"; acc: {accuracy['metric']}" if accuracy else "")
+        + (f"; acc: {accuracy.metric}" if accuracy else "")
     )
-    loo = report["latency_model"]["leave_one_out"]
+    loo = report.latency_model.leave_one_out
     if loo and loo["within_10_percent"] is not None:
         console.print(
             f"latency model, leave-one-out ({loo['statistic']}) over {loo['configurations']} measurements: "
             f"{loo['within_10_percent']:.0%} within +-10 %, worst error {loo['worst_relative_error']:.0%}"
         )
-    print_notes(*report["notes"])
-    if report["export"]:
-        console.print(f"wrote {report['export']['path']} ({report['export']['size_bytes'] / 1e6:.1f} MB)")
-    style = "bold green" if report["fits"] else "bold red"
-    console.print(f"[{style}]{report['verdict']}[/]")
+    print_notes(*report.notes)
+    if report.export:
+        console.print(f"wrote {report.export.path} ({report.export.size_bytes / 1e6:.1f} MB)")
+    style = "bold green" if report.fits else "bold red"
+    console.print(f"[{style}]{report.verdict}[/]")
+    if plot is not None:
+        console.print(f"plot: {plot}")
 
 
-def plot_pareto(report: dict[str, Any], path: Path) -> None:
+def plot_pareto(report: PickReport, path: Path) -> None:
     """Latency vs budgeted memory of every candidate, frontier highlighted, budgets as lines, the choice starred."""
     require("matplotlib", "--plot")
     import matplotlib
@@ -232,36 +230,33 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report["candidates"]
-    accuracy = report["accuracy"]
-    quality = [r["accuracy"] if accuracy else r["encoder_flops_seq128"] / 1e9 for r in rows]
+    rows, accuracy, budgets = report.candidates, report.accuracy, report.budgets
+    quality = [row.accuracy if accuracy else row.encoder_flops_seq128 / 1e9 for row in rows]
     figure, axes = plt.subplots(figsize=(7, 4.5))
     markers = dict(zip(PRECISIONS, "os^Dv<>", strict=False))  # one per precision, most faithful first
     for precision, marker in markers.items():
-        index = [i for i, r in enumerate(rows) if r["precision"] == precision]
+        index = [i for i, row in enumerate(rows) if row.precision == precision]
         points = axes.scatter(
-            [rows[i]["latency_ms"] for i in index],
-            [rows[i]["memory_bytes"] / 1e6 for i in index],
+            [rows[i].latency_ms for i in index],
+            [rows[i].memory_bytes / 1e6 for i in index],
             c=[quality[i] for i in index],
             vmin=min(quality),
             vmax=max(quality),
             marker=marker,
-            edgecolors=["black" if rows[i]["pareto"] else "none" for i in index],
+            edgecolors=["black" if rows[i].pareto else "none" for i in index],
             label=precision,
         )
-    figure.colorbar(points, label=accuracy["metric"] if accuracy else "encoder GFLOPs (seq 128)")
-    frontier = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency_ms"])
-    axes.step([r["latency_ms"] for r in frontier], [r["memory_bytes"] / 1e6 for r in frontier], "k:", where="post")
-    budgets = report["budgets"]
-    if budgets["latency_ms"]:
-        axes.axvline(budgets["latency_ms"], color="red", linestyle="--", linewidth=1)
-    if budgets["memory_bytes"]:
-        axes.axhline(budgets["memory_bytes"] / 1e6, color="red", linestyle="--", linewidth=1)
-    if report["choice"]:
-        choice = report["choice"]
+    figure.colorbar(points, label=accuracy.metric if accuracy else "encoder GFLOPs (seq 128)")
+    frontier = report.frontier()
+    axes.step([row.latency_ms for row in frontier], [row.memory_bytes / 1e6 for row in frontier], "k:", where="post")
+    if budgets.latency_ms is not None:
+        axes.axvline(budgets.latency_ms, color="red", linestyle="--", linewidth=1)
+    if budgets.memory_bytes is not None:
+        axes.axhline(budgets.memory_bytes / 1e6, color="red", linestyle="--", linewidth=1)
+    if report.choice:
         axes.scatter(
-            [choice["latency_ms"]],
-            [choice["memory_bytes"] / 1e6],
+            [report.choice.latency_ms],
+            [report.choice.memory_bytes / 1e6],
             marker="*",
             s=300,
             c="gold",
@@ -269,10 +264,9 @@ def plot_pareto(report: dict[str, Any], path: Path) -> None:
             label="choice",
             zorder=3,
         )
-    axes.set_xlabel(f"latency {report['budgets']['latency_statistic']} (ms)")
-    scope = "process total" if budgets["memory_scope"] == "process" else "model footprint"
-    axes.set_ylabel(f"memory, {scope} (MB)")
-    axes.set_title(f"{Path(report['model']).name} on {report['profile']}")
+    axes.set_xlabel(f"latency {budgets.latency_statistic} (ms)")
+    axes.set_ylabel(f"memory, {budgets.memory_label} (MB)")
+    axes.set_title(f"{Path(report.model).name} on {report.profile}")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120, format="png", metadata={"Software": f"{PLOT_SOFTWARE} {__version__}"})

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
 from rich.table import Table
 
 from edgebert.cli.options import Group, JsonOpt, ProfileArg
-from edgebert.cli.output import console, print_error, print_json
+from edgebert.cli.output import console, print_error, show
+
+if TYPE_CHECKING:
+    from edgebert.profiles import Profile
 
 profiles_app = typer.Typer(help="List, show and validate device profiles.", no_args_is_help=True, cls=Group)
 
@@ -19,10 +22,11 @@ def list_command(json: JsonOpt = False) -> None:
     """The shipped profiles, with their runtime and main hardware facts."""
     from edgebert.profiles import load_shipped
 
-    profiles = load_shipped()
-    if json:
-        print_json([profile.model_dump() for profile in profiles])
-        return
+    show(load_shipped(), json, print_profiles)
+
+
+def print_profiles(profiles: list[Profile]) -> None:
+    """One row per profile: its runtime and main hardware facts."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for column in ("name", "runtime", "threads", "cores", "GHz", "GFLOP/s", "GB/s", "RAM GB"):
         table.add_column(column, justify="left" if column in ("name", "runtime") else "right", no_wrap=True)
@@ -47,10 +51,12 @@ def show_command(name: ProfileArg, json: JsonOpt = False) -> None:
     """Every setting and hardware fact of one profile (`local`: detected on this machine)."""
     from edgebert.profiles import load_profile
 
-    data = load_profile(name).model_dump()
-    if json:
-        print_json(data)
-        return
+    show(load_profile(name), json, print_profile)
+
+
+def print_profile(profile: Profile) -> None:
+    """Every field that is set, hardware facts prefixed `hardware.`."""
+    data = profile.model_dump()
     hardware = data.pop("hardware")
     table = Table(title=f"profile {data['name']}", show_header=False, title_justify="left")
     table.add_column("field", no_wrap=True)
@@ -67,25 +73,21 @@ def validate_command(
     json: JsonOpt = False,
 ) -> None:
     """Check profiles (files or names, as `show` takes them); each problem gets a line naming file and field."""
-    from edgebert.errors import EdgebertError
-    from edgebert.profiles import load_profile
+    from edgebert.profiles import check_profiles
 
-    report = {}
-    for profile in profiles:
-        try:
-            report[profile] = {"valid": True, "name": load_profile(profile).name, "problems": []}
-        except EdgebertError as exc:  # a ProfileError lists each problem; a missing file is one
-            report[profile] = {"valid": False, "problems": getattr(exc, "problems", [str(exc)])}
-    if json:
-        print_json(report)
-    else:
-        for path, entry in report.items():
-            if entry["valid"]:
-                console.print(f"[green]ok[/] {path} (profile {entry['name']})")
-            for problem in entry["problems"]:
-                print_error(problem)
+    report = check_profiles(profiles)
+    show(report, json, print_validation)
     if not all(entry["valid"] for entry in report.values()):
         raise typer.Exit(1)
+
+
+def print_validation(report: dict[str, dict[str, Any]]) -> None:
+    """`ok` for each valid profile; each problem of the others as an error line."""
+    for path, entry in report.items():
+        if entry["valid"]:
+            console.print(f"[green]ok[/] {path} (profile {entry['name']})")
+        for problem in entry["problems"]:
+            print_error(problem)
 
 
 def _num(value: float | None) -> str:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.table import Table
 
 from edgebert.cli.options import JsonOpt, ModelArg, check_depth, check_width, default_is
-from edgebert.cli.output import console, megabytes, millions, print_json, print_notes
+from edgebert.cli.output import console, megabytes, millions, print_notes, show
 from edgebert.manifests import manifest_warnings
 
 
@@ -28,9 +28,11 @@ def slice_command(
     from edgebert.slicing import slice_model
 
     out_dir, manifest = slice_model(model, width, depth, out=out, force=force)
-    if json:
-        print_json({"output": str(out_dir), **manifest})
-        return
+    show({"output": str(out_dir), **manifest}, json, lambda _: print_slice(out_dir, manifest))
+
+
+def print_slice(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """What was kept of the original, and what the slice costs."""
     table = Table(title=f"Wrote {out_dir}", show_header=False, title_justify="left")
     table.add_row("source", manifest["source"]["path"])
     table.add_row("width x depth", f"{manifest['width']:g} x {manifest['depth']:g}")
@@ -49,10 +51,11 @@ def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:
     """Show what every (width, depth) of the trained grid keeps and costs."""
     from edgebert.info import grid_info
 
-    info = grid_info(model)
-    if json:
-        print_json(info)
-        return
+    show(grid_info(model), json, print_info)
+
+
+def print_info(info: dict[str, Any]) -> None:
+    """One row per trained (width, depth): what it keeps and what it costs."""
     arch = info["architecture"]
     table = Table(
         title=f"{info['model']} ({info['model_type']}, {info['task']}: {arch['layers']} layers, "

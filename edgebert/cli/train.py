@@ -10,12 +10,24 @@ from rich import box
 from rich.table import Table
 
 from edgebert.cli.options import JsonOpt, LabelColumnOpt, TextColumnOpt, check_choice, data_columns, default_is
-from edgebert.cli.output import console, print_json
+from edgebert.cli.output import console, show
 from edgebert.cli.progress import Progress
 from edgebert.errors import EdgebertError
+from edgebert.evaluate import primary_metric
+from edgebert.manifests import RewireManifest
+from edgebert.subnet import parse_subnet_key
+from edgebert.train import TrainConfig
+from edgebert.train import train as run_training
+from edgebert.train.optim import ROBERTA_WARMUP
 
 ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT/RoBERTa directory (the teacher).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output edgebert wrote earlier.")]
+DEFAULTS = TrainConfig()  # every option's default is the library's
+
+
+def listed(values: tuple[float, ...]) -> str:
+    """(1.0, 0.75, 0.5) -> '1,0.75,0.5', as --widths and --depths take them."""
+    return ",".join(f"{value:g}" for value in values)
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -68,9 +80,7 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
     """Rows are depths, columns widths: the layout of the paper's tables."""
     cells: dict[tuple[float, float], str] = {}
     for key, values in metrics.items():
-        width, depth = (float(part[1:]) for part in key.split("-"))
-        name = "accuracy" if "accuracy" in values else "pearson"
-        cells[(width, depth)] = f"{100 * values[name]:.1f}"
+        cells[parse_subnet_key(key)] = f"{100 * primary_metric(values)[1]:.1f}"
     widths = sorted({w for w, _ in cells}, reverse=True)
     depths = sorted({d for _, d in cells}, reverse=True)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
@@ -90,29 +100,36 @@ def train_command(
     eval_file: Annotated[
         Path | None, typer.Option("--eval", help="Select checkpoints on this file instead of --dev.")
     ] = None,
-    phases: Annotated[str, typer.Option(help="Comma-separated: width, depth, finetune.")] = "width,depth",
-    widths: Annotated[str, typer.Option(help="Widths trained.")] = "1,0.75,0.5,0.25",
-    depths: Annotated[str, typer.Option(help="Depths trained (depth and finetune phases).")] = "1,0.75,0.5",
-    epochs: Annotated[float, typer.Option(help="Epochs per phase (fractions allowed).")] = 3.0,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per phase; overrides --epochs.")] = None,
-    train_examples: Annotated[int | None, typer.Option(help="Train on a seeded random subset of this size.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Global batch size (over all processes).")] = 32,
-    max_length: Annotated[int, typer.Option(help="Tokens per example (truncation).")] = 128,
-    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 2e-5,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (not on biases, LayerNorms).")] = 0.0,
+    phases: Annotated[str, typer.Option(help="Comma-separated: width, depth, finetune.")] = ",".join(DEFAULTS.phases),
+    widths: Annotated[str, typer.Option(help="Widths trained.")] = listed(DEFAULTS.widths),
+    depths: Annotated[str, typer.Option(help="Depths trained (depth and finetune phases).")] = listed(DEFAULTS.depths),
+    epochs: Annotated[float, typer.Option(help="Epochs per phase (fractions allowed).")] = DEFAULTS.epochs,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps per phase; overrides --epochs.")
+    ] = DEFAULTS.max_steps,
+    train_examples: Annotated[
+        int | None, typer.Option(help="Train on a seeded random subset of this size.")
+    ] = DEFAULTS.train_examples,
+    batch_size: Annotated[int, typer.Option(help="Global batch size (over all processes).")] = DEFAULTS.batch_size,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (truncation).")] = DEFAULTS.max_length,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = DEFAULTS.learning_rate,
+    weight_decay: Annotated[
+        float, typer.Option(help="AdamW weight decay (not on biases, LayerNorms).")
+    ] = DEFAULTS.weight_decay,
     warmup: Annotated[
-        float | None, typer.Option(help=f"Warm-up share of steps {default_is('0 BERT, 0.06 RoBERTa')}.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of data order, dropout and new weights.")] = 42,
+        float | None,
+        typer.Option(help=f"Warm-up share of steps {default_is(f'0 BERT, {ROBERTA_WARMUP:g} RoBERTa')}."),
+    ] = DEFAULTS.warmup,
+    seed: Annotated[int, typer.Option(help="Seed of data order, dropout and new weights.")] = DEFAULTS.seed,
     depth_teacher: Annotated[
-        str, typer.Option(help="full-width (released code, default) or same-width (the paper).")
-    ] = "full-width",
-    eval_every: Annotated[int, typer.Option(help="Evaluate all sub-networks every N steps.")] = 50,
-    save_every: Annotated[int, typer.Option(help="Checkpoint for --resume every N steps.")] = 50,
+        str, typer.Option(help="full-width (the released code) or same-width (the paper).")
+    ] = DEFAULTS.depth_teacher,
+    eval_every: Annotated[int, typer.Option(help="Evaluate all sub-networks every N steps.")] = DEFAULTS.eval_every,
+    save_every: Annotated[int, typer.Option(help="Checkpoint for --resume every N steps.")] = DEFAULTS.save_every,
     importance: Annotated[
         str, typer.Option(help="Rewiring's gradient accumulation: official or per-batch.")
-    ] = "official",
-    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU only).")] = "no",
+    ] = DEFAULTS.importance_accumulation,
+    mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU only).")] = DEFAULTS.mixed_precision,
     resume: Annotated[
         bool,
         typer.Option(
@@ -133,9 +150,6 @@ def train_command(
     json: JsonOpt = False,
 ) -> None:
     """Rewire a fine-tuned BERT/RoBERTa and train it into a DynaBERT (width, then depth phase)."""
-    from edgebert.train import TrainConfig
-    from edgebert.train import train as run_training
-
     allowed = get_type_hints(TrainConfig)
     check_choice("depth teacher", depth_teacher, get_args(allowed["depth_teacher"]))
     check_choice("importance", importance, get_args(allowed["importance_accumulation"]))
@@ -176,15 +190,16 @@ def train_command(
         )
     if manifest is None:  # not rank 0
         return
-    if json:
-        print_json({"output": str(out), **manifest.model_dump(mode="json")})
-        return
-    console.print(metrics_table(manifest.dev_metrics, f"Wrote {out}: final model on {manifest.dev_data.path}"))
-    for phase in manifest.phases:
-        console.print(
-            f"phase {phase.name}: {phase.steps} steps ({phase.epochs:g} epochs), best at step {phase.best_step} "
-            f"(sum {phase.best_score:.4f} on {manifest.selected_on}), {phase.wall_time_s / 60:.1f} min"
-        )
+
+    def render(_: dict) -> None:
+        console.print(metrics_table(manifest.dev_metrics, f"Wrote {out}: final model on {manifest.dev_data.path}"))
+        for phase in manifest.phases:
+            console.print(
+                f"phase {phase.name}: {phase.steps} steps ({phase.epochs:g} epochs), best at step {phase.best_step} "
+                f"(sum {phase.best_score:.4f} on {manifest.selected_on}), {phase.wall_time_s / 60:.1f} min"
+            )
+
+    show({"output": str(out), **manifest.model_dump(mode="json")}, json, render)
 
 
 def rewire_command(
@@ -207,9 +222,11 @@ def rewire_command(
         out_dir, manifest = rewire_model(
             model, data, out, force, batch_size, importance, progress=lambda m: progress.stage(f"rewiring: {m}")
         )
-    if json:
-        print_json({"output": str(out_dir), **summary(manifest)})
-        return
+    show({"output": str(out_dir), **summary(manifest)}, json, lambda _: console.print(rewire_table(out_dir, manifest)))
+
+
+def rewire_table(out_dir: Path, manifest: RewireManifest) -> Table:
+    """What rewiring wrote and how the rewired model's logits compare with the source's."""
     table = Table(title=f"Wrote {out_dir}", show_header=False, title_justify="left")
     table.add_row("source", manifest.source.path)
     table.add_row("importance data", f"{manifest.data.path} ({manifest.data.examples} examples, {manifest.labels})")
@@ -220,7 +237,7 @@ def rewire_command(
         "full model logits",
         f"max abs diff {manifest.max_abs_diff:.2e} in fp32, {manifest.max_abs_diff_fp64:.1e} in fp64 (<= 1e-5)",
     )
-    console.print(table)
+    return table
 
 
 def register(app: typer.Typer) -> None:

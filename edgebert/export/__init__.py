@@ -3,8 +3,8 @@
 The flow follows optimum's exporters: pick the source (a slice directory, or a checkpoint
 sliced in memory), convert with the format's exporter, run the artifact in its own runtime on
 inputs of a shape not used at conversion, compare with PyTorch, and only then move the
-artifact and its sidecar JSON into place. A failed gate leaves nothing behind. Formats live in
-`EXPORTERS`; a new one implements `Exporter` and is picked up by the CLI and the tests.
+artifact and its sidecar JSON into place. A failed gate leaves nothing behind. `EXPORTERS` has one
+`Exporter` per format of the runtime registry (`runtimes.FORMATS`, what the CLI offers and the tests cover).
 """
 
 from __future__ import annotations
@@ -24,12 +24,22 @@ from edgebert.bundle import (
     is_bundle_output,
     staged_bundle,
 )
-from edgebert.checkpoint import READING_MODULES, file_sha256
+from edgebert.configs import READING_MODULES
 from edgebert.errors import EdgebertError, require_all
-from edgebert.export.base import PARITY_GATES, Exporter, ParityGateError, load_source, source_name, verify_artifact
+from edgebert.export.base import (
+    PARITY_GATES,
+    Exporter,
+    ParityGateError,
+    load_source,
+    source_name,
+    tokenizer_source,
+    verify_artifact,
+)
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
 from edgebert.precisions import PRECISIONS
+from edgebert.process import usable_cores
+from edgebert.reading import file_sha256
 from edgebert.runtimes import (
     RuntimeLoadError,
     Session,
@@ -41,8 +51,7 @@ from edgebert.sidecar import MAX_SEQ_LEN, SCHEMA_VERSION, Sidecar, replaceable_e
 from edgebert.sidecar import sidecar_path as sidecar_of
 
 EXPORTERS: dict[str, type[Exporter]] = {exporter.name: exporter for exporter in (OnnxExporter, TfliteExporter)}
-FORMATS = tuple(EXPORTERS)
-__all__ = ["EXPORTERS", "FORMATS", "PARITY_GATES", "PRECISIONS", "export_model"]
+__all__ = ["EXPORTERS", "PARITY_GATES", "PRECISIONS", "export_model"]
 
 
 def export_model(
@@ -65,8 +74,8 @@ def export_model(
     `seq_len` is TFLite's fixed length (default 128); ONNX's axes are dynamic, and a given
     `seq_len` is verified as well. Either way it may not exceed the model's positions.
     """
-    if format not in FORMATS:
-        raise EdgebertError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    if format not in EXPORTERS:
+        raise EdgebertError(f"unknown format {format!r}: choose one of {', '.join(EXPORTERS)}")
     if precision not in PRECISIONS:
         raise EdgebertError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if seq_len is not None and not 1 <= seq_len <= MAX_SEQ_LEN:
@@ -143,19 +152,8 @@ def export_model(
     return sidecar.model_dump(mode="json") | written
 
 
-def tokenizer_source(model: str | Path | None) -> Path:
-    """Where the exported model's tokenizer files are: the slice or checkpoint directory, or the demo's."""
-    if model is not None:
-        return Path(model)
-    from edgebert.demo import demo_checkpoint_dir
-
-    return demo_checkpoint_dir()
-
-
 def open_exported(path: Path, format: str, runtime_options: dict[str, Any]) -> Session:
     """The just-written artifact in its runtime, with the settings its sidecar will record (as `bench` opens it)."""
-    from edgebert.process import usable_cores
-
     runtime = runtime_for_format(format)
     try:
         return open_session(path, SessionOptions.recorded(usable_cores(), runtime_options), runtime)

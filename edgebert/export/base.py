@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from edgebert.demo import demo_checkpoint_dir
 from edgebert.errors import EdgebertError
 from edgebert.inputs import random_tokens, role_arrays
+from edgebert.runtimes import LITERT_NOISE, Session, native_stderr_without
 from edgebert.sidecar import gate_holds, gate_relation
+from edgebert.slicing import MANIFEST_FILE, default_output_dir, load_slice, open_checkpoint, slice_checkpoint
 
 if TYPE_CHECKING:
     import torch
 
-    from edgebert.runtimes import Session
 # (metric, bound): fp32 must match closely; reduced precisions must point the same way.
 PARITY_GATES = {
     "fp32": ("max_abs_diff", 1e-4),
@@ -92,8 +94,6 @@ def quiet_tools() -> Iterator[None]:
 
     litert-torch runs its converted model once, so LiteRT's delegate line comes from below Python too.
     """
-    from edgebert.runtimes import LITERT_NOISE, native_stderr_without
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -229,12 +229,15 @@ def checked_inputs(batches: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 
 def source_name(model: str | Path | None, width: float | None, depth: float | None) -> str:
     """The stem of default output names, from the path alone: existing outputs are refused before the slow load."""
-    from edgebert.slicing import MANIFEST_FILE, default_output_dir
-
     path = Path(model) if model is not None else None
     if path is not None and (path / MANIFEST_FILE).is_file():
         return path.resolve().name
     return default_output_dir(model, 1.0 if width is None else width, 1.0 if depth is None else depth).name
+
+
+def tokenizer_source(model: str | Path | None) -> Path:
+    """Where the exported model's tokenizer files are: the slice or checkpoint directory, or the demo's."""
+    return Path(model) if model is not None else demo_checkpoint_dir()
 
 
 def load_source(
@@ -245,9 +248,6 @@ def load_source(
     `sentence_embedding`: an encoder's first output is its masked mean-pooled sentence embedding
     (what sentence-transformers' MiniLM computes), ahead of the hidden states.
     """
-    from edgebert.export import tokenizer_source
-    from edgebert.slicing import MANIFEST_FILE, load_slice, open_checkpoint, slice_checkpoint
-
     path = Path(model) if model is not None else None
     if path is not None and (path / MANIFEST_FILE).is_file():
         if width is not None or depth is not None:

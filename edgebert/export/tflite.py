@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebert.checkpoint import give_normal_mode
 from edgebert.errors import require
 from edgebert.export.base import VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
+from edgebert.export.tflite_metadata import NotForMediaPipe, text_metadata, write_metadata
 from edgebert.sidecar import DEFAULT_SEQ_LEN
+from edgebert.weights import give_normal_mode
 
 # Rows checked one at a time (the artifact's batch is 1), padded up to the fixed length as a device
 # pads: from the full length down to a fifth of it (see `sample_inputs`).
@@ -79,8 +80,6 @@ class TfliteExporter:
     @staticmethod
     def describe(source: ExportSource, path: Path) -> None:
         """Embed what MediaPipe Tasks needs to run the file, or say why it cannot (the file still runs in LiteRT)."""
-        from edgebert.export.tflite_metadata import NotForMediaPipe, text_metadata, write_metadata
-
         try:
             metadata = text_metadata(source)
         except NotForMediaPipe as reason:

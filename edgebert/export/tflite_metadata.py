@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgebert.bundle import LABELS_FILE, VOCAB_FILE, class_labels, labels_text
-from edgebert.checkpoint import model_file
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_json
+from edgebert.model_files import model_file
 from edgebert.reading import MAX_VOCAB_BYTES, parse_vocab, read_regular
 
 if TYPE_CHECKING:

@@ -1,0 +1,186 @@
+"""config.json schemas (a checkpoint's, a slice's), typed and bounded before any size is used; the stock one written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgebert.demo import DEMO_MARKER
+from edgebert.errors import EdgebertError, require_all
+from edgebert.manifests import Count, Index, read_json, shown, validation_line
+from edgebert.subnet import Architecture
+
+SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+READING_MODULES = ("torch", "safetensors", "transformers")  # what reading any model needs (the `slice` extra)
+
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class EncoderConfig(BaseModel):
+    """The fields of a BERT/RoBERTa config.json edgebert uses, typed and bounded; other keys pass through.
+
+    Strict: `"48"` is not 48 and `true` is not 1. Sizes are bounded here only by being positive;
+    `check_weights` then bounds each by the weights file before anything is allocated.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    vocab_size: Count
+    hidden_size: Count
+    num_hidden_layers: Count
+    num_attention_heads: Count
+    intermediate_size: Count
+    max_position_embeddings: Count = 512
+    type_vocab_size: Count = 2
+    hidden_act: str = "gelu"
+    layer_norm_eps: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-12
+    pad_token_id: Index | None = None
+    id2label: dict[str, str] | None = None
+    num_labels: Count | None = None  # written by hand or by old transformers; 5.x writes id2label or nothing
+
+    @field_validator("hidden_act")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        from edgebert.model import ACTIVATIONS
+
+        if value not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation (supported: {', '.join(ACTIVATIONS)})")
+        return value
+
+    @field_validator("id2label")
+    @classmethod
+    def _label_ids(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """Keys are the ids 0, 1, ..., n-1 written as JSON strings (ASCII digits: `"²".isdigit()` too)."""
+        if value is not None and sorted(value, key=lambda k: (len(k), k)) != [str(i) for i in range(len(value))]:
+            raise ValueError(f"keys must be the label ids 0..{len(value) - 1}")
+        return value
+
+    def label_names(self, num_labels: int) -> dict[int, str]:
+        """id2label with integer ids when it names exactly the classifier's `num_labels` outputs, else the
+        names transformers derives (`default_labels`): transformers 5 writes no id2label for LABEL_0, LABEL_1."""
+        if not self.id2label or len(self.id2label) != num_labels:
+            return default_labels(num_labels)
+        return {int(key): name for key, name in self.id2label.items()}
+
+
+def default_labels(num_labels: int) -> dict[int, str]:
+    """transformers' names for classes config.json does not name: LABEL_0, LABEL_1, ..."""
+    return {index: f"LABEL_{index}" for index in range(num_labels)}
+
+
+def with_labels(raw_config: dict[str, Any], labels: dict[int, str]) -> dict[str, Any]:
+    """A config dict naming `labels` in id2label and label2id, as transformers writes them (string ids)."""
+    rest = {key: value for key, value in raw_config.items() if key != "num_labels"}  # implied by id2label
+    return rest | {
+        "id2label": {str(index): name for index, name in labels.items()},
+        "label2id": {name: index for index, name in labels.items()},
+    }
+
+
+# transformers' own classes, by (model_type, whether there is a classifier)
+STOCK_CLASSES = {
+    ("bert", False): "BertModel",
+    ("bert", True): "BertForSequenceClassification",
+    ("roberta", False): "RobertaModel",
+    ("roberta", True): "RobertaForSequenceClassification",
+}
+
+
+def stock_config(
+    source_config: dict[str, Any], model_type: str, labels: dict[int, str] | None, **changes: Any
+) -> dict[str, Any]:
+    """config.json of a stock transformers model edgebert writes from a source's (a trained model, a full-width slice):
+    the source's config.json as read, with its model_type, transformers' class (the classifier's, naming `labels`,
+    when given) and `changes`, so stock transformers and every tool built on it load it without edgebert."""
+    config = dict(source_config) | {
+        "model_type": model_type,
+        "architectures": [STOCK_CLASSES[model_type, labels is not None]],
+        "dtype": "float32",  # what edgebert writes: a float16 source's dtype would have transformers load it as float16
+        **changes,
+    }
+    config.pop("torch_dtype", None)  # the old name of dtype
+    return with_labels(config, labels) if labels is not None else config
+
+
+class CheckpointConfig(EncoderConfig):
+    """config.json of a Hugging Face BERT/RoBERTa checkpoint (old DynaBERT ones carry no model_type)."""
+
+    model_type: str | None = None
+    architectures: list[str] | None = None
+    hidden_dropout_prob: Probability = 0.1
+    attention_probs_dropout_prob: Probability = 0.1
+    classifier_dropout: Probability | None = None
+    demo: bool = Field(False, alias=DEMO_MARKER)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _supported(cls, data: Any) -> Any:
+        """A GPT-2 config lacks BERT's fields: say what it is rather than what it lacks."""
+        model_type = data.get("model_type") if isinstance(data, dict) else None
+        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"unsupported architecture {shown(model_type)}: edgebert slices BERT and RoBERTa models")
+        return data
+
+    @model_validator(mode="after")
+    def _whole_heads(self) -> CheckpointConfig:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+        return self
+
+
+class SliceConfig(EncoderConfig):
+    """config.json of a narrower slice, as `slice` writes it (an `EdgeBertConfig`); a full-width one is read into it."""
+
+    model_type: Literal["edgebert"]
+    attention_head_size: Count
+    position_offset: Index
+    add_pooling_layer: bool
+    source_model_type: Literal["bert", "roberta"]
+
+    def architecture(self, num_labels: int | None) -> Architecture:
+        return Architecture(
+            num_layers=self.num_hidden_layers,
+            num_heads=self.num_attention_heads,
+            hidden_size=self.hidden_size,
+            head_size=self.attention_head_size,
+            intermediate_size=self.intermediate_size,
+            vocab_size=self.vocab_size,
+            max_positions=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            has_pooler=self.add_pooling_layer or num_labels is not None,  # the classifier always has one
+            num_labels=num_labels,
+        )
+
+
+Config = TypeVar("Config", bound=EncoderConfig)
+
+
+def require_reading_modules() -> None:
+    """What reading a model needs (checking hidden_act imports edgebert.model): a missing one is an install hint."""
+    require_all(READING_MODULES, "reading a checkpoint")
+
+
+def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, dict[str, Any]]:
+    """config.json read and validated against `schema`: (the typed fields, the file's whole dict)."""
+    raw = config_json(config_file)
+    return validated_config(config_file, raw, schema), raw
+
+
+def config_json(config_file: Path) -> dict[str, Any]:
+    """config.json's object, before it is validated."""
+    require_reading_modules()
+    raw = read_json(config_file)
+    if not isinstance(raw, dict):
+        raise EdgebertError(f"{config_file} must hold a JSON object, not {type(raw).__name__}")
+    return raw
+
+
+def validated_config(config_file: Path, raw: dict[str, Any], schema: type[Config]) -> Config:
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise EdgebertError(f"{config_file}: {validation_line(exc)}") from exc

@@ -1,0 +1,100 @@
+"""The weight layout, written once: which axis of which tensor width cuts, per head or per FFN neuron."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from edgebert.subnet import Architecture, Subnetwork
+
+# `edgebert.subnet` says how many heads and FFN neurons a (width, depth) keeps; these tables say what that
+# means for each tensor, in canonical names (`edgebert.parameter_names`: BERT's and RoBERTa's alike). Each
+# axis counts something (`Dim`); the axis counting heads or neurons is the one width cuts, keeping a prefix.
+# Read by the slicer (`slice_state`), rewiring's permutation (`permute_state`), the training model's views
+# (`DynaBert`) and the shape check of every checkpoint and slice (`expected_shapes`). A family whose layers
+# are not BERT's (ModernBERT's fused QKV) adds its own tables here, chosen by model type.
+Unit = Literal["heads", "neurons"]  # what width cuts: attention heads (head_size rows or columns each), FFN neurons
+Dim = Literal[Unit, "hidden", "vocab", "positions", "token_types", "labels"]
+UNITS: tuple[Unit, ...] = ("heads", "neurons")
+ENCODER_PREFIX = "encoder."  # every encoder tensor's canonical name starts so,
+LAYER_PREFIX = f"{ENCODER_PREFIX}layer."  # and a layer's with its index after this
+LAYER_KEY = re.compile(rf"^{re.escape(LAYER_PREFIX)}(\d+)\.")
+
+
+class Cut(NamedTuple):
+    axis: int  # 0: rows (a linear layer's outputs), 1: columns (its inputs)
+    unit: Unit
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One tensor: its canonical name (within its layer, for a layer's) and what each of its axes counts."""
+
+    name: str
+    axes: tuple[Dim, ...]
+
+    @property
+    def cut(self) -> Cut | None:
+        """The axis width cuts and by which unit; None for a tensor every sub-network keeps whole."""
+        return next((Cut(axis, dim) for axis, dim in enumerate(self.axes) if dim in UNITS), None)
+
+    def shape(self, sizes: dict[Dim, int]) -> tuple[int, ...]:
+        return tuple(sizes[dim] for dim in self.axes)
+
+
+def _linear(name: str, out: Dim, into: Dim) -> tuple[Parameter, Parameter]:
+    """A linear layer's weight (out, in) and bias (out): the bias is cut exactly when the weight's rows are."""
+    return Parameter(f"{name}.weight", (out, into)), Parameter(f"{name}.bias", (out,))
+
+
+def _layer_norm(name: str) -> tuple[Parameter, Parameter]:
+    return Parameter(f"{name}.weight", ("hidden",)), Parameter(f"{name}.bias", ("hidden",))
+
+
+EMBEDDINGS = (
+    Parameter("embeddings.word_embeddings.weight", ("vocab", "hidden")),
+    Parameter("embeddings.position_embeddings.weight", ("positions", "hidden")),
+    Parameter("embeddings.token_type_embeddings.weight", ("token_types", "hidden")),
+    *_layer_norm("embeddings.LayerNorm"),
+)
+# One encoder layer: Q, K and V keep rows per head and the attention output columns per head; the FFN's
+# first dense keeps rows per neuron and its output dense columns per neuron. Output biases and LayerNorms
+# keep the hidden size.
+LAYER = (
+    *_linear("attention.self.query", "heads", "hidden"),
+    *_linear("attention.self.key", "heads", "hidden"),
+    *_linear("attention.self.value", "heads", "hidden"),
+    *_linear("attention.output.dense", "hidden", "heads"),
+    *_layer_norm("attention.output.LayerNorm"),
+    *_linear("intermediate.dense", "neurons", "hidden"),
+    *_linear("output.dense", "hidden", "neurons"),
+    *_layer_norm("output.LayerNorm"),
+)
+POOLER = _linear("pooler.dense", "hidden", "hidden")
+CLASSIFIER = _linear("classifier", "labels", "hidden")
+LAYER_PARAMETERS = {parameter.name: parameter for parameter in LAYER}
+
+
+def layer_name(index: int, name: str) -> str:
+    """The canonical name of a layer's tensor: `encoder.layer.3.` + its name within the layer."""
+    return f"{LAYER_PREFIX}{index}.{name}"
+
+
+def axis_sizes(arch: Architecture, sub: Subnetwork) -> dict[Dim, int]:
+    """How long each kind of axis is in sub-network `sub` of `arch`: a cut unit its kept rows or columns."""
+    return {
+        "heads": sub.heads * arch.head_size,
+        "neurons": sub.ffn_neurons,
+        "hidden": arch.hidden_size,
+        "vocab": arch.vocab_size,
+        "positions": arch.max_positions,
+        "token_types": arch.type_vocab_size,
+        "labels": arch.num_labels or 0,
+    }
+
+
+def kept(tensor: Any, parameter: Parameter, sizes: dict[Dim, int]) -> Any:
+    """What a sub-network of axis lengths `sizes` keeps of a full tensor: a prefix along its cut axis (a view)."""
+    cut = parameter.cut
+    return tensor if cut is None else tensor.narrow(cut.axis, 0, sizes[cut.unit])

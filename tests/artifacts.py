@@ -1,4 +1,5 @@
-"""Tiny exported artifacts for the bench tests, and their sidecars built through the `Sidecar` schema.
+"""Tiny exported artifacts for the bench tests, their sidecars built through the `Sidecar` schema, the gates
+README documents and a way to break an artifact.
 
 A BERT classifier (hidden 32, 2 layers of 2 heads, vocabulary 2048, 512 positions) as ONNX
 (dynamic axes) and TFLite (fixed 1 x 16): big enough vocabulary and positions for the shipped
@@ -129,3 +130,20 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_test_sidecar(artifact)
     _BUILT.update(onnx=onnx, tflite=tflite)
     return _BUILT
+
+
+# The parity gates as README documents them: pinned here as numbers, so loosening a bound in the package fails.
+DOCUMENTED_GATES = {"fp32": ("max_abs_diff", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99)}
+
+
+def nan_classifier_bias(path: Path) -> None:
+    """A NaN in an ONNX artifact's classifier bias: its outputs are NaN, so it fails every gate."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(str(path))
+    bias = next(t for t in model.graph.initializer if t.name.endswith("classifier.bias"))
+    values = onnx.numpy_helper.to_array(bias).copy()
+    values[0] = np.nan
+    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(path))

@@ -21,8 +21,8 @@ from edgebert.precisions import PRECISIONS
 from edgebert.runtimes import SessionOptions, artifact_name, open_session
 from edgebert.sidecar import gate_holds, sidecar_path
 from edgebert.slicing import slice_model
+from tests.artifacts import DOCUMENTED_GATES, nan_classifier_bias
 from tests.models import TINY, padded_batch
-from tests.test_gates import DOCUMENTED_GATES
 
 FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
 
@@ -199,16 +199,6 @@ def test_mixed_int8_is_blockwise_exactly_in_the_ffn_down_projections(tiny_models
 
 
 INT8_ORDER = ["dynamic", "mixed", "blockwise"]  # ONNX int8 schemes, fastest first (edgebert.export.onnx)
-
-
-def nan_classifier_bias(path) -> None:
-    """A NaN in the artifact's classifier bias: its outputs are NaN, so it fails every gate."""
-    model = onnx.load(str(path))
-    bias = next(t for t in model.graph.initializer if t.name.endswith("classifier.bias"))
-    values = onnx.numpy_helper.to_array(bias).copy()
-    values[0] = np.nan
-    bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
-    onnx.save(model, str(path))
 
 
 @pytest.mark.parametrize("failing", range(len(INT8_ORDER) + 1))

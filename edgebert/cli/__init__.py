@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from edgebert import __version__
+from edgebert.cli import augment as augment_commands
 from edgebert.cli import bench as bench_commands
 from edgebert.cli import evaluate as eval_commands
 from edgebert.cli import export as export_commands
@@ -67,6 +68,7 @@ bench_commands.register(app)
 eval_commands.register(app)
 profiles_commands.register(app)
 train_commands.register(app)
+augment_commands.register(app)
 use_edgebert_classes(app)
 
 

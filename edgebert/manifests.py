@@ -126,7 +126,9 @@ class RewireManifest(_Record):
 
 
 class PhaseRecord(_Record):
-    name: Literal["width", "depth", "finetune"]
+    """A finished phase; the final phase has one per sub-network it specialised (written to phases/final/<key>/)."""
+
+    name: Literal["width", "depth", "finetune", "final"]
     teacher: str  # what the students distilled from
     subnetworks: list[tuple[float, float]]
     steps: int
@@ -134,10 +136,24 @@ class PhaseRecord(_Record):
     best_step: int
     best_score: float  # sum of the task metric over the phase's sub-networks on the selection set
     wall_time_s: float
+    dev_metrics: dict[str, float] | None = None  # a final sub-network's: its written slice's metrics on --dev
+
+
+class AugmentedRecord(_Record):
+    """The augmented data the distillation phases trained on (`train --augmented FILE` or `--augment N`)."""
+
+    data: FileRef  # the augmented file; examples: its rows trained on (with --train-examples, the chosen examples')
+    rows: Count  # all its rows: examples and variants
+    made_in_run: bool  # --augment N: made in the run's home, removed with it (the same inputs write the same bytes)
+    settings: dict[str, Any]  # `edgebert augment`'s, from the file's manifest
+    teacher_sha256: str  # the weights augment's candidates came from (warned about when not the run's teacher)
+    wall_time_s: float  # augment's
 
 
 class TrainManifest(_Record):
-    version: Literal[1] = 1
+    """`edgebert-train.json`. Version 2 added `augmented`; version 1 (without it) is read as before."""
+
+    version: Literal[1, 2] = 2
     edgebert_version: str
     teacher: FileRef
     train_data: FileRef
@@ -152,11 +168,14 @@ class TrainManifest(_Record):
     world_size: int
     device: str
     wall_time_s: float
+    augmented: AugmentedRecord | None = None
 
     @property
     def trains_subnetworks(self) -> bool:
-        """Whether any phase trained a sub-network below full size (else it was ordinary fine-tuning)."""
-        return any((w, d) != (1.0, 1.0) for phase in self.phases for w, d in phase.subnetworks)
+        """Whether any phase trained the model's sub-networks below full size (else it was ordinary fine-tuning;
+        a final phase trains copies, written apart)."""
+        shared = [phase for phase in self.phases if phase.name != "final"]
+        return any((w, d) != (1.0, 1.0) for phase in shared for w, d in phase.subnetworks)
 
 
 def not_dynabert_text(model: Path, manifest: TrainManifest | None) -> str:
@@ -180,6 +199,9 @@ class RunSpec(_Record):
     replace_out: bool = False  # started with --force: the finished run may replace an earlier one at --out
     text_column: list[str] | None = None  # --text-column and --label-column (None: GLUE's names): the data read
     label_column: str | None = None
+    augment: int | None = None  # --augment N
+    augmented_sha256: str | None = None  # the augmented data the distillation phases train on, and its settings
+    augment_settings: dict[str, Any] | None = None
 
 
 class TrainState(_Record):
@@ -206,7 +228,7 @@ class MetricsRecord(_Record):
     model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")  # an undefined Pearson: NaN
 
     version: Literal[1] = 1
-    phase: Literal["width", "depth", "finetune"]
+    phase: Literal["width", "depth", "finetune", "final"]
     phase_index: Index
     step: Count
     epoch: float

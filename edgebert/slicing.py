@@ -104,9 +104,10 @@ class SlicedModel:
     manifest: dict[str, Any]
 
 
-def make_manifest(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
-    """The slice's `SliceManifest`, as the plain dict callers pass around (`size_bytes` is added once written)."""
-    trained = checkpoint.trained_as_dynabert
+def make_manifest(checkpoint: Checkpoint, sub: Subnetwork, trained: bool | None = None) -> dict[str, Any]:
+    """The slice's `SliceManifest`, as the plain dict callers pass around (`size_bytes` is added once written);
+    `trained`: whether the sub-network was trained (None: as the checkpoint's edgebert-train.json says)."""
+    trained = checkpoint.trained_as_dynabert if trained is None else trained
     manifest = SliceManifest(
         edgebert_version=__version__,
         source={
@@ -140,15 +141,15 @@ def not_dynabert_note(checkpoint: Checkpoint) -> Note:
     return warning(not_dynabert_text(checkpoint.path, checkpoint.training_manifest))
 
 
-def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float) -> SlicedModel:
-    """Slice in memory, e.g. for export without writing a directory first."""
+def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float, trained: bool | None = None) -> SlicedModel:
+    """Slice in memory, e.g. for export without writing a directory first (`trained`: as `make_manifest`)."""
     sub = subnetwork(checkpoint.arch, width, depth)
     state = slice_state(checkpoint.state, checkpoint.arch, sub)
     from edgebert.model import EdgeBertConfig
 
     config = EdgeBertConfig(**sliced_config(checkpoint, sub))
     model = build_model(config, state, classifier=bool(checkpoint.arch.num_labels))
-    return SlicedModel(model, make_manifest(checkpoint, sub))
+    return SlicedModel(model, make_manifest(checkpoint, sub, trained))
 
 
 def load_slice(path: Path) -> SlicedModel:
@@ -219,17 +220,24 @@ def slice_model(
     checkpoint = open_checkpoint(model)
     sliced = slice_checkpoint(checkpoint, width, depth)
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
-        stock = stock_class_config(checkpoint, sliced.model)
-        save_model(sliced.model, staging, stock)
-        copy_tokenizer_files(checkpoint.path, staging)
-        if stock is None:
-            name_tokenizer_class(staging, checkpoint.model_type)
-        copy_model_files(checkpoint.path, kept_files, staging)  # sentence-transformers' modules: still valid
-        sliced.manifest["size_bytes"] = (staging / "model.safetensors").stat().st_size
-        manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
-        with naming(staging / MANIFEST_FILE):
-            (staging / MANIFEST_FILE).write_text(_json(manifest))
+        manifest = write_slice(checkpoint, sliced, staging, kept_files)
     return out_dir, manifest
+
+
+def write_slice(checkpoint: Checkpoint, sliced: SlicedModel, directory: Path, kept_files: list[str]) -> dict[str, Any]:
+    """`sliced` (cut from `checkpoint`) as a new slice directory: the model, the source's tokenizer and `kept_files`
+    (sentence-transformers' modules: still valid), and the manifest, which is returned."""
+    stock = stock_class_config(checkpoint, sliced.model)
+    save_model(sliced.model, directory, stock)
+    copy_tokenizer_files(checkpoint.path, directory)
+    if stock is None:
+        name_tokenizer_class(directory, checkpoint.model_type)
+    copy_model_files(checkpoint.path, kept_files, directory)
+    sliced.manifest["size_bytes"] = (directory / "model.safetensors").stat().st_size
+    manifest = SliceManifest.model_validate(sliced.manifest).as_dict()  # what `read_slice` will accept
+    with naming(directory / MANIFEST_FILE):
+        (directory / MANIFEST_FILE).write_text(_json(manifest))
+    return manifest
 
 
 def name_tokenizer_class(directory: Path, model_type: str) -> None:

@@ -15,7 +15,7 @@ from edgebert.cli.progress import Progress
 from edgebert.errors import EdgebertError
 from edgebert.evaluate import primary_metric
 from edgebert.manifests import RewireManifest
-from edgebert.subnet import parse_subnet_key
+from edgebert.subnet import parse_subnet_key, subnet_key
 from edgebert.train import TrainConfig
 from edgebert.train import train as run_training
 from edgebert.train.optim import ROBERTA_WARMUP
@@ -100,6 +100,22 @@ def train_command(
     eval_file: Annotated[
         Path | None, typer.Option("--eval", help="Select checkpoints on this file instead of --dev.")
     ] = None,
+    augmented: Annotated[
+        Path | None,
+        typer.Option(
+            "--augmented",
+            help="The phases with a teacher (width, depth) train on this file, which `edgebert augment` made from "
+            "--train (finetune keeps --train).",
+        ),
+    ] = None,
+    augment: Annotated[
+        int | None,
+        typer.Option(
+            "--augment",
+            help="Make that file first: N variants per example, `edgebert augment`'s other defaults, those equal to "
+            "a --dev text dropped (kept beside --out for --resume).",
+        ),
+    ] = None,
     phases: Annotated[str, typer.Option(help="Comma-separated: width, depth, finetune.")] = ",".join(DEFAULTS.phases),
     widths: Annotated[str, typer.Option(help="Widths trained.")] = listed(DEFAULTS.widths),
     depths: Annotated[str, typer.Option(help="Depths trained (depth and finetune phases).")] = listed(DEFAULTS.depths),
@@ -130,6 +146,20 @@ def train_command(
         str, typer.Option(help="Rewiring's gradient accumulation: official or per-batch.")
     ] = DEFAULTS.importance_accumulation,
     mixed_precision: Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU only).")] = DEFAULTS.mixed_precision,
+    random_subnets: Annotated[
+        int | None,
+        typer.Option(
+            help="Each step trains the largest, the smallest and this many other sub-networks of the phase, drawn "
+            f"per step (the sandwich rule) {default_is('all')}."
+        ),
+    ] = DEFAULTS.random_subnets,
+    final: Annotated[
+        str | None,
+        typer.Option(
+            help="Then specialise these sub-networks, e.g. w0.25-d0.5,w0.5-d0.5: each alone distils from the "
+            "DynaBERT at full size for as long as a phase, written as a slice to <out>/phases/final/<key>/."
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -173,6 +203,8 @@ def train_command(
         save_every=save_every,
         importance_accumulation=importance,
         mixed_precision=mixed_precision,
+        random_subnets=random_subnets,
+        final=tuple(parse_subnet_key(key.strip()) for key in (final or "").split(",") if key.strip()) or DEFAULTS.final,
     )
     with CliReporter(quiet=json) as reporter:
         manifest = run_training(
@@ -187,6 +219,8 @@ def train_command(
             reporter=reporter,
             allow_weak_teacher=allow_weak_teacher,
             columns=columns,
+            augmented=augmented,
+            augment=augment,
         )
     if manifest is None:  # not rank 0
         return
@@ -194,9 +228,11 @@ def train_command(
     def render(_: dict) -> None:
         console.print(metrics_table(manifest.dev_metrics, f"Wrote {out}: final model on {manifest.dev_data.path}"))
         for phase in manifest.phases:
+            name = phase.name if phase.dev_metrics is None else f"{phase.name} {subnet_key(*phase.subnetworks[0])}"
+            on_dev = "" if phase.dev_metrics is None else f", {primary_metric(phase.dev_metrics)[1]:.4f} on dev"
             console.print(
-                f"phase {phase.name}: {phase.steps} steps ({phase.epochs:g} epochs), best at step {phase.best_step} "
-                f"(sum {phase.best_score:.4f} on {manifest.selected_on}), {phase.wall_time_s / 60:.1f} min"
+                f"phase {name}: {phase.steps} steps ({phase.epochs:g} epochs), best at step {phase.best_step} "
+                f"(sum {phase.best_score:.4f} on {manifest.selected_on}{on_dev}), {phase.wall_time_s / 60:.1f} min"
             )
 
     show({"output": str(out), **manifest.model_dump(mode="json")}, json, render)

@@ -8,10 +8,13 @@ from typing import Any, Literal, get_args
 
 from edgebert.data import MAX_LENGTH
 from edgebert.errors import EdgebertError
-from edgebert.subnet import TRAINED_DEPTHS, TRAINED_WIDTHS
+from edgebert.subnet import TRAINED_DEPTHS, TRAINED_WIDTHS, check_fractions
 
 Phase = Literal["width", "depth", "finetune"]
 PHASES: tuple[Phase, ...] = get_args(Phase)  # in the order they run
+# The phase that specialises chosen sub-networks after the others (`TrainConfig.final`), each a student of its own.
+FINAL = "final"
+PhaseName = Literal[Phase, "final"]
 DepthTeacher = Literal["full-width", "same-width"]
 MAX_SEED = 2**32 - 1  # numpy's and most tools' seed range (torch.manual_seed takes 64 bits)
 
@@ -42,9 +45,14 @@ class TrainConfig:
     rewire: bool | None = None  # None: when the width phase runs
     importance_accumulation: Literal["official", "per-batch"] = "official"
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    # Levers for the small sub-networks (issue 20); the defaults leave a run as the official code trains it.
+    random_subnets: int | None = None  # per step the largest, the smallest and this many others (None: all)
+    final: tuple[tuple[float, float], ...] = ()  # (width, depth) specialised one by one after the last phase
+    final_lambdas: tuple[float, float] = (1.0, 0.0)  # the final phase's: TinyBERT's prediction-layer distillation
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The settings as run.json reads them back (tuples, nested ones too, as lists), so the two compare equal."""
+        return {key: _listed(value) for key, value in asdict(self).items()}
 
     @property
     def rewires(self) -> bool:
@@ -77,6 +85,7 @@ def check_config(config: TrainConfig) -> None:
         "weight decay": config.weight_decay,
         **{f"width-phase loss weight {i}": value for i, value in enumerate(config.width_lambdas, 1)},
         **{f"depth-phase loss weight {i}": value for i, value in enumerate(config.depth_lambdas, 1)},
+        **{f"final-phase loss weight {i}": value for i, value in enumerate(config.final_lambdas, 1)},
     }
     for name, value in at_least_zero.items():
         if not value >= 0 or not _finite(value):
@@ -91,6 +100,16 @@ def check_config(config: TrainConfig) -> None:
         raise EdgebertError(f"train examples must be at least 1, got {config.train_examples}")
     if config.max_length < 8:
         raise EdgebertError(f"max length {config.max_length} is too short (at least 8 tokens)")
+    if config.random_subnets is not None and config.random_subnets < 0:
+        raise EdgebertError(f"random sub-networks per step must be 0 or more, got {config.random_subnets}")
+    for width, depth in config.final:
+        check_fractions(width, depth)
+    if len(set(config.final)) != len(config.final):
+        raise EdgebertError("a final sub-network is named twice")
+
+
+def _listed(value: Any) -> Any:
+    return [_listed(item) for item in value] if isinstance(value, tuple) else value
 
 
 def _finite(value: float) -> bool:

@@ -22,11 +22,15 @@ from edgebert.data import (
     read_dataset,
 )
 from edgebert.errors import EdgebertError
+from edgebert.manifests import AugmentedRecord, FileRef
 from edgebert.slicing import open_checkpoint
 from edgebert.train.config import TrainConfig
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from edgebert.augment import AugmentManifest
+    from edgebert.train.phases import PhasePlan
 
 
 @dataclass
@@ -36,6 +40,36 @@ class EvalSet:
     data: Dataset
     encoded: Encoded
     targets: np.ndarray
+
+
+@dataclass
+class Augmented:
+    """An augmented file read for a run (`edgebert.train.augmented`): its manifest, the rows trained on, tokenized."""
+
+    path: Path
+    manifest: AugmentManifest
+    made_in_run: bool  # --augment N (in the run's home), else --augmented
+    rows: list[int]  # all the file's rows, or with --train-examples those of the chosen examples
+    encoded: Encoded
+
+    def record(self) -> AugmentedRecord:
+        manifest = self.manifest
+        return AugmentedRecord(
+            data=FileRef(path=str(self.path.resolve()), sha256=manifest.augmented.sha256, examples=len(self.rows)),
+            rows=manifest.counts.rows,
+            made_in_run=self.made_in_run,
+            settings=manifest.settings.model_dump(),
+            teacher_sha256=manifest.teacher.sha256,
+            wall_time_s=manifest.wall_time_s,
+        )
+
+
+@dataclass
+class TrainingSet:
+    """The examples a phase trains on, tokenized, and their gold targets (None: augmented data, never labelled)."""
+
+    encoded: Encoded
+    targets: np.ndarray | None
 
 
 @dataclass
@@ -54,11 +88,18 @@ class Inputs:
     selected_on: Literal["dev", "eval"] = "dev"
     indices: list[int] = field(default_factory=list)  # the training examples used (subset)
     max_length: int = MAX_LENGTH  # tokens per example, as encoded (bounded by the model's positions)
+    augmented: Augmented | None = None  # what the distillation phases train on (--augmented, --augment)
 
     @property
     def num_labels(self) -> int:
         """The classes of the task: the new head's for a bare encoder, else the teacher's (1: regression)."""
         return len(self.new_labels or {}) or self.checkpoint.arch.num_labels
+
+    def training_set(self, plan: PhasePlan) -> TrainingSet:
+        """A phase with a teacher trains on the augmented data when the run has some, any other on --train."""
+        if self.augmented is not None and plan.teacher_model is not None:
+            return TrainingSet(self.augmented.encoded, None)
+        return TrainingSet(self.encoded_train, self.train_targets)
 
 
 def _eval_set(data: Dataset, tokenizer, checkpoint: Checkpoint, label2id, num_labels, max_length) -> EvalSet:

@@ -1,4 +1,5 @@
-"""The training loop: a run's phases in order; each step runs every sub-network on one batch, then steps once."""
+"""The training loop: a run's phases in order; each step runs the phase's sub-networks on one batch (all, or the
+sandwich rule's draw), then steps once."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert.data import collate
 from edgebert.errors import EdgebertError
+from edgebert.evaluate import metrics, predict, primary_metric
 from edgebert.manifests import (
     REWIRE_MANIFEST,
     TRAIN_MANIFEST,
@@ -25,9 +27,9 @@ from edgebert.train.evaluation import check_teacher, evaluate_subnetworks, selec
 from edgebert.train.inputs import Inputs, epoch_batches
 from edgebert.train.losses import LossTerms, number, subnetwork_loss
 from edgebert.train.metrics_log import append_metrics
-from edgebert.train.models import load_best, load_model, rewire_teacher, save_best, save_phase_model
+from edgebert.train.models import load_best, load_model, rewire_teacher, save_best, save_phase_model, save_slice
 from edgebert.train.optim import make_optimizer
-from edgebert.train.phases import PhasePlan, plan_phases, steps_for
+from edgebert.train.phases import PhasePlan, plan_phases, shared_plans, steps_for
 from edgebert.train.publish import final_metrics, publish_run, train_manifest, write_final
 from edgebert.train.reporter import Reporter
 from edgebert.train.run_files import RunFiles
@@ -56,7 +58,7 @@ class Trainer:
         self.allow_weak_teacher = allow_weak_teacher  # distil a teacher no better than a constant guess anyway
         self.checkpoint = inputs.checkpoint
         self.plans = plan_phases(config, self.checkpoint)
-        self.history = RunHistory(self.files.state, [plan.name for plan in self.plans])
+        self.history = RunHistory(self.files.state, [plan.label for plan in self.plans])
         self.rewiring: RewireManifest | None = None
         import torch
 
@@ -86,7 +88,8 @@ class Trainer:
         plan, config = self.plans[index], self.config
         torch.manual_seed(config.seed + index)
         student, teacher = self._load(self._start_dir(index)), self._teacher(index)
-        per_epoch, total = steps_for(config, len(self.inputs.encoded_train))
+        examples = self.inputs.training_set(plan).encoded
+        per_epoch, total = steps_for(config, len(examples))
         optimizer, scheduler = make_optimizer(student, config, total, self.checkpoint.model_type)
         progress = PhaseProgress()
         if resume_state is not None:
@@ -95,11 +98,12 @@ class Trainer:
             )
         wrapped = parallel(student, self.runtime)
         student.train()
-        self.reporter.phase_started(plan.name, total, progress.step)
-        batches = epoch_batches(self.inputs.encoded_train.lengths, config, per_epoch, progress.step)
+        self.reporter.phase_started(plan.label, total, progress.step)
+        batches = epoch_batches(examples.lengths, config, per_epoch, progress.step)
         terms = LossTerms()
         while progress.step < total:
-            loss = self.accumulate_gradients(plan, wrapped, student, teacher, next(batches), terms)
+            step_plan = plan.step_plan(config.seed, progress.step)
+            loss = self.accumulate_gradients(step_plan, wrapped, student, teacher, next(batches), terms)
             self._optimizer_step(plan, progress.step, loss, student, optimizer, scheduler)
             progress.step += 1
             self.reporter.step(progress.step, loss)
@@ -116,19 +120,21 @@ class Trainer:
     def accumulate_gradients(
         self, plan: PhasePlan, wrapped, student: DynaBert, teacher: DynaBert | None, batch: list[int], terms: LossTerms
     ) -> float:
-        """Every sub-network on this process's share of `batch`, gradients summed by backward; returns the loss sum.
+        """Every sub-network of `plan` (a step's: `PhasePlan.step_plan`) on this process's share of `batch`, gradients
+        summed by backward; returns the loss sum.
 
         `wrapped` is `student`, or its DistributedDataParallel wrapper (synchronised on the last sub-network only).
         """
         import torch
 
-        runtime, train = self.runtime, self.inputs.encoded_train
+        runtime, examples = self.runtime, self.inputs.training_set(plan)
+        train = examples.encoded
         local = batch[runtime.rank :: runtime.world]
         length = max(train.lengths[i] for i in batch)  # same padding on every process
         inputs = {k: v.to(runtime.device) for k, v in collate(train, local, length).items()}
         # Each process's loss is a mean over its share: scaled so DDP's average is the mean over the global batch.
         scale = len(local) * runtime.world / len(batch)
-        targets = torch.as_tensor(self.inputs.train_targets[local]).to(runtime.device)
+        targets = None if examples.targets is None else torch.as_tensor(examples.targets[local]).to(runtime.device)
         references = self._teacher_outputs(plan, teacher, inputs)
         total = 0.0
         for position, sub in enumerate(plan.subs):
@@ -168,7 +174,7 @@ class Trainer:
         # fp16's scaler skips steps with inf gradients by design; a non-finite loss is never one
         if not math.isfinite(loss) or not (math.isfinite(norm) or scaler.is_enabled()):
             raise EdgebertError(
-                f"phase {plan.name} step {step + 1}: the loss is {loss:g} (gradient norm {norm:g}), so training "
+                f"phase {plan.label} step {step + 1}: the loss is {loss:g} (gradient norm {norm:g}), so training "
                 f"stopped; {self.files.state} keeps {self.history.saved} (lower --lr, check the data)"
             )
         scaler.step(optimizer)
@@ -189,7 +195,7 @@ class Trainer:
         improved = score > progress.best_score
         if improved:
             progress.best_score, progress.best_step = score, progress.step
-            save_best(student, self.files.best(plan.name))
+            save_best(student, self.files.best(plan.directory))
         record = {
             "phase": plan.name,
             "phase_index": index,
@@ -215,10 +221,13 @@ class Trainer:
 
     def _end_phase(self, index: int, progress: PhaseProgress, total: int, per_epoch: int) -> None:
         """The phase's best model becomes its directory (where the next phase starts) and the phase is recorded."""
-        plan = self.plans[index]
+        plan, dev_metrics = self.plans[index], None
         if self.runtime.is_main:
-            best = load_best(self.checkpoint, self.files.best(plan.name), self.inputs.new_labels)
-            save_phase_model(best, self.checkpoint, self.files.phase_dir(plan.name), self.runtime.device)
+            best = load_best(self.checkpoint, self.files.best(plan.directory), self.inputs.new_labels)
+            if plan.apart:
+                dev_metrics = self._write_apart(plan, best)
+            else:
+                save_phase_model(best, self.checkpoint, self.files.phase_dir(plan.directory), self.runtime.device)
         self.history.records.append(
             PhaseRecord(
                 name=plan.name,
@@ -229,11 +238,23 @@ class Trainer:
                 best_step=progress.best_step,
                 best_score=progress.best_score,
                 wall_time_s=round(progress.elapsed(), 2),
+                dev_metrics=dev_metrics,
             )
         )
         if self.runtime.is_main:
             self.history.save_boundary(index + 1)
         self.runtime.barrier()
+
+    def _write_apart(self, plan: PhasePlan, best: DynaBert) -> dict[str, float]:
+        """A final plan's best model as a dense slice of its sub-network in its folder; returns the slice's metrics
+        on --dev (the model written, measured as `edgebert eval` measures)."""
+        folder = self.files.phase_dir(plan.directory)
+        sliced = save_slice(best, self.checkpoint, plan.subs[0], self.files.full_size(plan.directory), folder)
+        dev = self.inputs.dev_set
+        values = metrics(predict(sliced.model.to(self.runtime.device), dev.encoded, self.runtime.device), dev.targets)
+        name, value = primary_metric(values)
+        self.reporter.message(f"{plan.label}: {name} {value:.4f} on {self.inputs.dev.path}, written to {folder}")
+        return values
 
     # -- models: where each phase starts and who teaches it
 
@@ -242,9 +263,11 @@ class Trainer:
         return load_model(self.checkpoint, directory, self.inputs.new_labels, self.runtime.device)
 
     def _start_dir(self, index: int) -> Path | None:
-        """Where phase `index`'s student starts: the previous phase's best, the rewired teacher, or the teacher."""
-        if index > 0:
-            return self.files.phase_dir(self.plans[index - 1].name)
+        """Where phase `index`'s student starts: the best of the last phase before it that is not written apart, the
+        rewired teacher, or the teacher."""
+        before = shared_plans(self.plans[:index])
+        if before:
+            return self.files.phase_dir(before[-1].directory)
         return self.files.phase_dir("rewired") if self.config.rewires else None
 
     def _teacher(self, index: int) -> DynaBert | None:
@@ -271,11 +294,11 @@ class Trainer:
     def _finish(self, written: str | None) -> TrainManifest | None:
         """Write the final model and its manifest (unless a resumed run had: `written`), then publish the run onto
         --out by one rename and fill the eval cache; returns the manifest on rank 0."""
-        manifest, work = None, self.files.work
+        manifest, work, shared = None, self.files.work, shared_plans(self.plans)
         if self.runtime.is_main and written is None:
-            final_dir = self.files.phase_dir(self.plans[-1].name)
+            final_dir = self.files.phase_dir(shared[-1].directory)
             model, runtime, history = self._load(final_dir), self.runtime, self.history
-            dev_metrics = final_metrics(model, self.plans, self.inputs, runtime.device, self.reporter, self.files.out)
+            dev_metrics = final_metrics(model, shared, self.inputs, runtime.device, self.reporter, self.files.out)
             manifest = train_manifest(
                 self.inputs, self.config, history.records, self.rewiring, runtime, dev_metrics, history.elapsed()
             )
@@ -284,6 +307,6 @@ class Trainer:
         elif self.runtime.is_main:
             manifest = read_manifest(work / TRAIN_MANIFEST, TrainManifest)
         if manifest is not None:
-            publish_run(self.files, manifest, self.plans, self.inputs, self.replace)
+            publish_run(self.files, manifest, shared, self.inputs, self.replace)
         self.runtime.barrier()
         return manifest

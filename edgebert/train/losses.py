@@ -35,10 +35,11 @@ def hidden_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], sub: S
 
 
 def subnetwork_loss(
-    out: Any, reference: Any | None, sub: Subnetwork, lambdas: tuple[float, float], targets: torch.Tensor
+    out: Any, reference: Any | None, sub: Subnetwork, lambdas: tuple[float, float], targets: torch.Tensor | None
 ) -> tuple[torch.Tensor, tuple[float, float, float]]:
     """One sub-network's loss and its (logits, hidden states, task) terms: distillation from the teacher's outputs
-    `reference`, weighted by `lambdas`, or the task loss on gold `targets` when the phase has no teacher."""
+    `reference`, weighted by `lambdas`, or the task loss on gold `targets` when the phase has no teacher (a phase
+    with one never reads them: augmented data has none)."""
     if reference is None:
         task = task_loss(out.logits.float(), targets)
         return task, (0.0, 0.0, number(task))

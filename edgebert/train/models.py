@@ -10,6 +10,8 @@ from edgebert.checkpoint import Checkpoint, load_checkpoint
 from edgebert.data import Dataset
 from edgebert.manifests import RewireManifest
 from edgebert.rewire import rewire_checkpoint
+from edgebert.slicing import SlicedModel, slice_checkpoint, write_slice
+from edgebert.subnet import Subnetwork
 from edgebert.train.reporter import Reporter
 from edgebert.weights import write_safetensors
 
@@ -54,6 +56,18 @@ def save_phase_model(
     with staged_outputs(target, force=True) as (staging,):
         save_checkpoint(model.cpu(), teacher, staging, extra)
     model.to(device)
+
+
+def save_slice(model: DynaBert, teacher: Checkpoint, sub: Subnetwork, full_size: Path, target: Path) -> SlicedModel:
+    """A final phase's model, specialised at `sub`: saved at full size to `full_size` (the run's own) and `sub` cut
+    from it into `target` as a dense slice, as `edgebert slice` writes one (`export` and `bench` take it), marked
+    trained; returns the slice."""
+    save_phase_model(model, teacher, full_size, "cpu")
+    checkpoint = load_checkpoint(full_size)
+    sliced = slice_checkpoint(checkpoint, sub.width, sub.depth, trained=True)
+    with staged_outputs(target, force=True) as (staging,):
+        write_slice(checkpoint, sliced, staging, [])
+    return sliced
 
 
 def save_best(model: DynaBert, path: Path) -> None:

@@ -69,7 +69,8 @@ def train_manifest(
     dev_metrics: dict[str, dict],
     wall_time: float,
 ) -> TrainManifest:
-    """How the model was trained: teacher, data, phases, hyperparameters, rewiring and its metrics on --dev."""
+    """How the model was trained: teacher, data (augmented too), phases, hyperparameters, rewiring and its metrics
+    on --dev."""
     return TrainManifest(
         edgebert_version=__version__,
         teacher=FileRef(path=str(inputs.checkpoint.path.resolve()), sha256=inputs.checkpoint.weights_sha256),
@@ -91,6 +92,7 @@ def train_manifest(
         world_size=runtime.world,
         device=runtime.device,
         wall_time_s=round(wall_time, 2),
+        augmented=inputs.augmented.record() if inputs.augmented is not None else None,
     )
 
 

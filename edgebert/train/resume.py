@@ -20,9 +20,10 @@ RESUME_MAY_CHANGE = ("eval_every", "save_every")
 PHASE_LENGTH = ("max_steps", "epochs")
 
 
-def run_spec(inputs: Inputs, config: TrainConfig, world: int, columns: Columns) -> RunSpec:
-    """What must match for --resume to continue a run: same teacher, data (and its columns), hyperparameters and
-    processes."""
+def run_spec(inputs: Inputs, config: TrainConfig, world: int, columns: Columns, augment: int | None) -> RunSpec:
+    """What must match for --resume to continue a run: same teacher, data (and its columns, and the augmented data
+    with its settings), hyperparameters and processes."""
+    augmented = inputs.augmented
     return RunSpec(
         text_column=list(columns.text) if columns.text is not None else None,
         label_column=columns.label,
@@ -32,13 +33,17 @@ def run_spec(inputs: Inputs, config: TrainConfig, world: int, columns: Columns) 
         eval_sha256=inputs.eval.sha256 if inputs.eval else None,
         hyperparameters=config.hyperparameters(),
         world_size=world,
+        augment=augment,
+        augmented_sha256=augmented.manifest.augmented.sha256 if augmented else None,
+        augment_settings=augmented.manifest.settings.model_dump() if augmented else None,
     )
 
 
-def resume_conflicts(previous: RunSpec, spec: RunSpec, state: dict | None, examples: int) -> list[str]:
+def resume_conflicts(previous: RunSpec, spec: RunSpec, state: dict | None, examples: list[int]) -> list[str]:
     """Each setting of a resumed run (`spec`) that differs from the run it continues and would change what that run
     already trained, named with both values. Phase lengths may change except for the phase under way, whose
-    learning-rate decay (and warm-up) follows its number of steps; `examples`: the training examples per epoch."""
+    learning-rate decay (and warm-up) follows its number of steps; `examples`: each phase's training examples per
+    epoch."""
     kept = ("version", "replace_out", "hyperparameters")  # not settings, or compared one by one below
     old, new = ({**{k: v for k, v in x if k not in kept}, **x.hyperparameters} for x in (previous, spec))
     mid_phase = state is not None and "model" in state
@@ -48,8 +53,11 @@ def resume_conflicts(previous: RunSpec, spec: RunSpec, state: dict | None, examp
             continue
         why = ""
         if name in PHASE_LENGTH:
-            lengths = [steps_for(_length_settings(values), examples)[1] for values in (previous, spec)]
-            if not mid_phase or lengths[0] == lengths[1]:
+            if not mid_phase or state["phase_index"] >= len(examples):  # a state.pt of other phases: refused later
+                continue
+            per_epoch = examples[state["phase_index"]]
+            lengths = [steps_for(_length_settings(values), per_epoch)[1] for values in (previous, spec)]
+            if lengths[0] == lengths[1]:
                 continue
             why = f": phase {state['phase_index'] + 1} is under way and its learning-rate decay follows its steps"
         values = "other content" if name.endswith("sha256") else f"{old.get(name)!r}, now {new.get(name)!r}"
@@ -62,7 +70,9 @@ def _length_settings(spec: RunSpec) -> TrainConfig:
     return TrainConfig(**{key: spec.hyperparameters[key] for key in (*PHASE_LENGTH, "batch_size")})
 
 
-def prepare_run(files: RunFiles, spec: RunSpec, force: bool, resume: bool, examples: int) -> tuple[dict | None, bool]:
+def prepare_run(
+    files: RunFiles, spec: RunSpec, force: bool, resume: bool, examples: list[int]
+) -> tuple[dict | None, bool]:
     """With the run's home locked: check what --resume continues, or clear what a fresh run starts over.
 
     Returns the resume state (None: from the start) and whether the finished run may replace --out.
@@ -73,7 +83,7 @@ def prepare_run(files: RunFiles, spec: RunSpec, force: bool, resume: bool, examp
             raise EdgebertError(
                 f"{out} has an unfinished run (in {files.home}): --resume continues it, --force starts again"
             )
-        for leftover in (files.run_dir, files.work, files.aside):
+        for leftover in (files.run_dir, files.work, files.aside, files.augmented_dir):
             if leftover.is_dir():
                 shutil.rmtree(leftover)
         return None, force

@@ -13,19 +13,21 @@ from pathlib import Path
 
 from edgebert.atomic import STAGING_MARKER, STAGING_NAME, owned_directory
 from edgebert.errors import EdgebertError
-from edgebert.manifests import REWIRE_MANIFEST, TRAIN_MANIFEST, TrainManifest, read_manifest
+from edgebert.manifests import REWIRE_MANIFEST, SLICE_MANIFEST, TRAIN_MANIFEST, TrainManifest, read_manifest
 from edgebert.slicing import MODEL_DIR_FILES
-from edgebert.train.config import PHASES
+from edgebert.subnet import subnet_key
+from edgebert.train.config import FINAL, PHASES
 
 RUN_HOME_SUFFIX = ".train-run"  # a run in progress lives in `.<out name>.train-run` beside --out
 RUN_MARKER = ".edgebert-train-run"  # in the run's home: "<host> <pid>" of the process training it
 OUTPUT_DIR = "output"  # in the run's home: what is published onto --out when the run is done
 MAX_HOME_NAME = 200  # characters of --out's name kept in the home's name
 RUN_DIR = "checkpoints"  # in the run's home: the resume state
-PHASES_DIR = "phases"  # each finished phase's best model (rewired/, width/, depth/, finetune/)
+PHASES_DIR = "phases"  # each finished phase's best model (rewired/, width/, depth/, finetune/, final/<key>/)
 METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.pt"
 RUN_FILE = "run.json"
+AUGMENTED_DIR = "augmented"  # in the run's home: the augmented data `--augment N` made, kept for --resume
 
 
 @dataclass
@@ -35,7 +37,8 @@ class RunFiles:
     The home's name follows from --out, so `--resume` finds it after a crash, and it is never the
     user's --out: an interrupted or failed run leaves --out as it was. It holds the resume state
     (`checkpoints/`), the output being built (`output/`: phases/, metrics.jsonl, then the final
-    model and its manifest) and a marker naming the process training it.
+    model and its manifest), the augmented data `--augment` made (`augmented/`) and a marker naming
+    the process training it.
     """
 
     out: Path
@@ -62,6 +65,10 @@ class RunFiles:
         return self.home / f"old-{Path(os.path.abspath(self.out)).name}"
 
     @property
+    def augmented_dir(self) -> Path:
+        return self.home / AUGMENTED_DIR
+
+    @property
     def marker(self) -> Path:
         return self.home / RUN_MARKER
 
@@ -81,21 +88,32 @@ class RunFiles:
         return self.work / PHASES_DIR / name
 
     def best(self, phase: str) -> Path:
-        return self.run_dir / f"best-{phase}.safetensors"
+        """The best weights so far of the phase whose folder under phases/ is `phase`."""
+        return self.run_dir / f"best-{phase.replace('/', '-')}.safetensors"
+
+    def full_size(self, phase: str) -> Path:
+        """A final phase's specialised model at full size, which its slice in phases/ is cut from (not published)."""
+        return self.run_dir / phase
 
 
 def output_files(path: Path) -> list[str]:
     """What a finished `train` writes into --out besides its manifest (an EdgebertError when `path` is no finished
     run: a damaged manifest, or no model), defined once for `--force` and for publishing."""
     try:
-        read_manifest(path / TRAIN_MANIFEST, TrainManifest)
+        manifest = read_manifest(path / TRAIN_MANIFEST, TrainManifest)
     except EdgebertError as exc:
         raise EdgebertError(f"has an {TRAIN_MANIFEST} edgebert would not write ({exc})") from exc
     for name in ("config.json", "model.safetensors"):
         if not (path / name).is_file():
             raise EdgebertError(f"has no {name}, so it is not a finished training run")
     phases = [f"{PHASES_DIR}/{phase}/{name}" for phase in ("rewired", *PHASES) for name in MODEL_DIR_FILES]
-    return [*MODEL_DIR_FILES, METRICS_FILE, *phases, f"{PHASES_DIR}/rewired/{REWIRE_MANIFEST}"]
+    finals = [
+        f"{PHASES_DIR}/{FINAL}/{subnet_key(*record.subnetworks[0])}/{name}"
+        for record in manifest.phases
+        if record.name == FINAL
+        for name in (*MODEL_DIR_FILES, SLICE_MANIFEST)
+    ]
+    return [*MODEL_DIR_FILES, METRICS_FILE, *phases, *finals, f"{PHASES_DIR}/rewired/{REWIRE_MANIFEST}"]
 
 
 _FINISHED_RUN = owned_directory(TRAIN_MANIFEST, output_files, "training run")
@@ -188,7 +206,7 @@ def _check_home(files: RunFiles) -> None:
     home = files.home
     if home.is_symlink() or not home.is_dir():
         raise EdgebertError(f"{home} is not a directory edgebert train made: move it away")
-    ours = {RUN_MARKER, RUN_DIR, OUTPUT_DIR, files.aside.name}
+    ours = {RUN_MARKER, RUN_DIR, OUTPUT_DIR, AUGMENTED_DIR, files.aside.name}
     foreign = sorted(entry.name for entry in home.iterdir() if entry.name not in ours)
     if foreign:
         raise EdgebertError(f"{home} holds files edgebert train does not write ({', '.join(foreign[:3])}): move them")

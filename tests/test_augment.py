@@ -116,7 +116,7 @@ def test_neighbour_search_matches_a_brute_force_loop_of_cosines(teacher, monkeyp
     whole = aug.whole_word_tokens(teacher_tokenizer(teacher))
     table, table_rows = aug.teacher_table(embeddings, whole)
     ids = sorted(whole)
-    monkeypatch.setattr(aug, "QUERY_BATCH", 3)  # several products, the last one partial
+    monkeypatch.setattr("edgebert.augment.neighbours.QUERY_BATCH", 3)  # several products, the last one partial
     found = aug.nearest_neighbours(table.vectors, aug.unit_rows(embeddings[ids]), 5, table_rows[ids])
 
     def cosine(a, b) -> float:
@@ -182,7 +182,7 @@ def test_masked_lm_candidates_are_its_top_k_by_a_direct_forward(masked_lm):
 
 def test_same_seed_same_bytes_other_seed_other_bytes(teacher, data, tmp_path, monkeypatch):
     first = augment_file(teacher, data, tmp_path / "a.tsv")
-    monkeypatch.setattr(aug, "EXAMPLE_CHUNK", 3)  # other chunks: the same draws
+    monkeypatch.setattr("edgebert.augment.variants.EXAMPLE_CHUNK", 3)  # other chunks: the same draws
     again = augment_file(teacher, data, tmp_path / "b.tsv")
     augment_file(teacher, data, tmp_path / "c.tsv", AugmentOptions(seed=7))
     assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()

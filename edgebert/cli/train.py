@@ -104,8 +104,8 @@ def train_command(
         Path | None,
         typer.Option(
             "--augmented",
-            help="The phases with a teacher (width, depth) train on this file, which `edgebert augment` made from "
-            "--train (finetune keeps --train).",
+            help="The phases with a teacher (width, depth, final) train on this file, which `edgebert augment` "
+            "made from --train (finetune keeps --train).",
         ),
     ] = None,
     augment: Annotated[

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from edgebert.errors import EdgebertError
-from edgebert.manifests import TRAIN_MANIFEST, training_manifest
+from edgebert.manifests import TRAIN_MANIFEST, MetricsRecord, training_manifest
 from edgebert.train import RunFiles, TrainConfig, train
 from edgebert.train.config import check_config
 from edgebert.train.loop import Trainer
@@ -291,10 +291,17 @@ def _empty_state(files: RunFiles) -> None:
 
 
 def _other_models_state(files: RunFiles) -> None:
+    """Another model's weights, in a run killed between a metrics line and its checkpoint (a record past it)."""
     state = torch.load(files.state, weights_only=True)
     name = next(iter(state["model"]))
     state["model"][name] = torch.zeros(3, 5)
     torch.save(state, files.state)
+    past = MetricsRecord(
+        phase="width", phase_index=0, step=3, epoch=0.75, learning_rate=1e-5, loss={"logits": 0.5},
+        selected_on="dev", metrics={"w1-d1": {"accuracy": 0.5}}, score=0.5, best=False, wall_time_s=1.0,
+    )  # fmt: skip
+    with files.metrics.open("a") as f:
+        f.write(past.model_dump_json() + "\n")
 
 
 def _state_of_a_list(files: RunFiles) -> None:
@@ -333,9 +340,11 @@ def test_damaged_run_files_are_one_line_on_resume(task, stopped, tmp_path, run_c
     files = RunFiles(out)
     shutil.copytree(RunFiles(stopped[0]).home, files.home)
     damage(files)
+    metrics = files.metrics.read_bytes() if files.metrics.exists() else None
     line = one_error_line(run_cli(*arguments(task, out, "--resume")))
     assert message in line
     assert files.home.is_dir() and not out.exists()  # the run is kept, to be repaired or started again
+    assert (files.metrics.read_bytes() if files.metrics.exists() else None) == metrics  # a refused resume drops none
 
 
 # ---- options: every number in range, refused by name before any work --------------------------------------

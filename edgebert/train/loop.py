@@ -26,7 +26,7 @@ from edgebert.train.distributed import Runtime, autocast, gather_rng, parallel
 from edgebert.train.evaluation import check_teacher, evaluate_subnetworks, selection_score
 from edgebert.train.inputs import Inputs, epoch_batches
 from edgebert.train.losses import LossTerms, number, subnetwork_loss
-from edgebert.train.metrics_log import append_metrics
+from edgebert.train.metrics_log import append_metrics, truncate_metrics
 from edgebert.train.models import load_best, load_model, rewire_teacher, save_best, save_phase_model, save_slice
 from edgebert.train.optim import make_optimizer
 from edgebert.train.phases import PhasePlan, plan_phases, shared_plans, steps_for
@@ -96,6 +96,8 @@ class Trainer:
             progress = restore_phase(
                 self.files.state, resume_state, student, optimizer, scheduler, self.scaler, self.runtime.rank
             )
+            if self.runtime.is_main:  # only now that the state fits this run: a refused resume changes no file
+                truncate_metrics(self.files.metrics, resume_state)
         wrapped = parallel(student, self.runtime)
         student.train()
         self.reporter.phase_started(plan.label, total, progress.step)

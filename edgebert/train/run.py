@@ -89,7 +89,8 @@ def train(
             files.work.mkdir(exist_ok=True)
             text = spec.model_copy(update={"replace_out": replace}).model_dump_json(indent=2)
             replace_file(files.spec, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-            truncate_metrics(files.metrics, resume_state)
+            if resume_state is None or "model" not in resume_state:  # a mid-phase state: once it fits (Trainer)
+                truncate_metrics(files.metrics, resume_state)
         runtime.barrier()
         if not runtime.is_main and augment is not None:
             inputs.augmented = read_own(files, inputs)

@@ -62,6 +62,7 @@ def run_arm(arm: Arm, args: argparse.Namespace, work: Path) -> Path:
     out = work / "levers" / slug(arm.name)
     if (out / "edgebert-train.json").exists():
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     split, steps = work / "split", str(args.steps * arm.step_factor)
     data = ["--augmented", work / "split" / f"augmented-{args.augment}.tsv"] if arm.augmented else []
     edgebert(

@@ -80,12 +80,17 @@ def checkpoint_config_file(path: Path) -> Path:
     found = model_file(path, CONFIG_FILE)
     if found is None:
         raise EdgebertError(f"{path} has no {CONFIG_FILE}: not a HuggingFace model directory")
-    if model_file(path, SLICE_MANIFEST) is not None:  # its sub-networks are not the original's: not exact
+    if is_slice(path):  # its sub-networks are not the original's: not exact
         raise EdgebertError(
             f"{path} is a slice edgebert wrote, not a full checkpoint: slice the original model instead "
             f"(its path is source.path in {path / SLICE_MANIFEST})"
         )
     return found
+
+
+def is_slice(path: Path) -> bool:
+    """Whether the model directory `path` is a slice edgebert wrote (its manifest says so)."""
+    return model_file(path, SLICE_MANIFEST) is not None
 
 
 def read_config(path: Path) -> CheckpointConfig:
@@ -242,6 +247,8 @@ def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest,
         "layers_kept": (len(manifest.layers_kept), arch.num_layers),
         "original.head_size": (manifest.original.head_size, arch.head_size),
     }
+    if manifest.vocabulary is not None:
+        claims["vocabulary.kept"] = (manifest.vocabulary.kept, arch.vocab_size)
     for key, (claimed, actual) in claims.items():
         if claimed != actual:
             raise EdgebertError(f"{manifest_file.name}: {key} says {claimed}, but {CONFIG_FILE} has {actual}")

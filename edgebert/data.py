@@ -1,4 +1,4 @@
-"""Task data for `eval`, `rewire` and `train`: GLUE-style files, labels, tokenization and batches.
+"""Task data for `eval`, `rewire`, `train` and `slice --vocab-from`: GLUE-style files, labels, tokens, batches.
 
 One reader for every command. It takes GLUE's files as they are: a header naming the text
 column (`sentence` or `sentence1`, or `text` as most other datasets), optionally `sentence2`,
@@ -8,9 +8,9 @@ sentence pairs, `--label-column y`), matched case-insensitively. A `.csv` file i
 comma-separated (quotes allowed), a `.tsv` file tab-separated as GLUE's (no quoting); any other
 name is tab-separated when its header line has a tab, else comma-separated when it has a comma.
 Labels may be class ids or names (`entailment`), mapped through the model's `label2id`.
-`rewire` also accepts unlabelled text, one sentence per line. Training batches are padded per batch and grouped by
-length: SST-2 sentences average 13 tokens, so padding everything to 128 would waste 90 % of
-the work.
+`rewire` and `slice --vocab-from` also accept unlabelled text, one sentence per line. Training
+batches are padded per batch and grouped by length: SST-2 sentences average 13 tokens, so
+padding everything to 128 would waste 90 % of the work.
 """
 
 from __future__ import annotations
@@ -138,7 +138,11 @@ def is_labelled_file(path: str | Path) -> bool:
 
 def _labelled(path: Path, text: str) -> bool:
     header = _header(text, _dialect(path, text)["delimiter"])
-    return any(name in header for name in FIRST_COLUMNS) and any(name in header for name in LABEL_COLUMNS)
+    return _names_text(header) and any(name in header for name in LABEL_COLUMNS)
+
+
+def _names_text(header: list[str]) -> bool:
+    return any(name in header for name in FIRST_COLUMNS)
 
 
 def read_dataset(path: str | Path, columns: Columns = GLUE_COLUMNS) -> Dataset:
@@ -232,6 +236,16 @@ def _texts(path: Path, text: str, sha256: str) -> Dataset:
     if not data.first:
         raise EdgebertError(f"{path}: no sentences (expected one sentence per line, or a GLUE-style file)")
     return data
+
+
+def read_text_source(path: str | Path) -> Dataset:
+    """Texts whose labels do not matter (vocabulary pruning's sources): a file whose header names a text column
+    (GLUE's names) is read as `eval` reads it, its target optional; any other file is plain text, one text per line."""
+    path = Path(path)
+    text, sha256 = _read_text(path)
+    if _names_text(_header(text, _dialect(path, text)["delimiter"])):
+        return _dataset(path, text, sha256, need_label=False)
+    return _texts(path, text, sha256)
 
 
 def read_any(path: str | Path, columns: Columns = GLUE_COLUMNS) -> Dataset:

@@ -10,11 +10,14 @@ hyperparameters, per-sub-network dev metrics). Its presence is how `slice`, `exp
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgebert.errors import EdgebertError
 from edgebert.model_files import model_file
@@ -69,6 +72,60 @@ class OriginalShape(_Record):
     ffn_neurons: Count
 
 
+class FileRef(_Record):
+    path: str
+    sha256: str
+    examples: int | None = None
+
+
+class VocabularyRecord(_Record):
+    """What `slice --vocab-from` kept of the source's vocabulary: new id i is the i-th original id `kept_ids` marks.
+
+    `kept_ids` is a bitmap over the original ids in base64, bit j of byte i marking original id 8 i + j:
+    5 KB for BERT's 30,522 ids, where a list of numbers would put ~100 KB in every manifest, sidecar and bundle
+    that carries this one.
+    """
+
+    sources: list[FileRef] = Field(min_length=1)  # each file's path, sha256 and texts read (`examples`)
+    min_count: Count
+    original_size: Count  # the source's vocab_size
+    kept: Count  # the slice's vocab_size
+    unknown_id: Index  # the new id every dropped token becomes
+    kept_ids: str
+
+    @model_validator(mode="after")
+    def _kept_ids_hold_kept(self) -> VocabularyRecord:
+        count = len(self.original_ids())
+        if count != self.kept:
+            raise ValueError(f"kept_ids marks {count} ids, but kept says {self.kept}")
+        if self.unknown_id >= self.kept:
+            raise ValueError(f"unknown_id {self.unknown_id} is not one of the {self.kept} kept ids")
+        return self
+
+    def original_ids(self) -> list[int]:
+        """The original id of each new id, in order (ascending: pruning keeps the original order)."""
+        try:
+            bitmap = base64.b64decode(self.kept_ids, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"kept_ids is not base64 ({exc})") from exc
+        if len(bitmap) != (self.original_size + 7) // 8:
+            raise ValueError(
+                f"kept_ids has {len(bitmap)} bytes, {self.original_size} ids need {(self.original_size + 7) // 8}"
+            )
+        ids = [8 * index + bit for index, byte in enumerate(bitmap) if byte for bit in range(8) if byte >> bit & 1]
+        if ids and ids[-1] >= self.original_size:
+            raise ValueError(f"kept_ids marks id {ids[-1]}, beyond original_size {self.original_size}")
+        return ids
+
+
+def kept_ids_bitmap(ids: Iterable[int], size: int) -> str:
+    """`VocabularyRecord.kept_ids` for the original ids `ids` of a vocabulary of `size`."""
+    bitmap = bytearray((size + 7) // 8)
+    for token_id in ids:
+        bitmap[token_id >> 3] |= 1 << (token_id & 7)
+    return base64.b64encode(bytes(bitmap)).decode("ascii")
+
+
 class SliceManifest(_Record):
     """`edgebert.json` of a slice directory (also the `manifest` of a slice held in memory)."""
 
@@ -88,6 +145,7 @@ class SliceManifest(_Record):
     trained_as_dynabert: bool
     untrained: str | None = None  # the demo model's note
     not_dynabert: str | None = None  # the note for sub-networks of a model not trained as a DynaBERT
+    vocabulary: VocabularyRecord | None = None  # what `--vocab-from` kept (None: the whole vocabulary)
     size_bytes: Index | None = None  # model.safetensors, known once written
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,12 +156,6 @@ class SliceManifest(_Record):
 def manifest_warnings(manifest: dict[str, Any]) -> list[Note]:
     """The warnings a slice manifest (or a sidecar's embedded one) carries, for whoever shows the slice."""
     return [warning(manifest[field]) for field in WARNING_FIELDS if manifest.get(field)]
-
-
-class FileRef(_Record):
-    path: str
-    sha256: str
-    examples: int | None = None
 
 
 class RewireManifest(_Record):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from edgebert import __version__
 from edgebert.atomic import naming, owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, checkpoint_config_file, load_checkpoint, read_slice
 from edgebert.configs import require_reading_modules, stock_config
+from edgebert.data import read_text_source
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE, demo_checkpoint_dir
 from edgebert.errors import EdgebertError
 from edgebert.layout import ENCODER_PREFIX, LAYER_PARAMETERS, axis_sizes, kept, layer_name
@@ -24,6 +26,7 @@ from edgebert.parameter_names import canonical_state, model_state, stock_state
 from edgebert.st_modules import ST_MODULES_FILE, sentence_transformers_files
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
 from edgebert.tokenizer import TOKENIZER_CLASS
+from edgebert.vocab import KeptVocabulary, check_min_count, choose_vocabulary, prune_state, write_tokenizer_files
 from edgebert.weights import refuse_non_finite, write_safetensors
 
 if TYPE_CHECKING:
@@ -104,10 +107,14 @@ class SlicedModel:
     manifest: dict[str, Any]
 
 
-def make_manifest(checkpoint: Checkpoint, sub: Subnetwork, trained: bool | None = None) -> dict[str, Any]:
+def make_manifest(
+    checkpoint: Checkpoint, sub: Subnetwork, trained: bool | None = None, vocabulary: KeptVocabulary | None = None
+) -> dict[str, Any]:
     """The slice's `SliceManifest`, as the plain dict callers pass around (`size_bytes` is added once written);
-    `trained`: whether the sub-network was trained (None: as the checkpoint's edgebert-train.json says)."""
+    `trained`: whether the sub-network was trained (None: as the checkpoint's edgebert-train.json says);
+    `vocabulary`: the rows kept of its word embeddings (None: all)."""
     trained = checkpoint.trained_as_dynabert if trained is None else trained
+    arch = checkpoint.arch if vocabulary is None else vocabulary.architecture(checkpoint.arch)
     manifest = SliceManifest(
         edgebert_version=__version__,
         source={
@@ -124,7 +131,7 @@ def make_manifest(checkpoint: Checkpoint, sub: Subnetwork, trained: bool | None 
             "ffn_neurons": checkpoint.arch.intermediate_size,
         },
         hidden_size=checkpoint.arch.hidden_size,
-        **costs(checkpoint.arch, sub),
+        **costs(arch, sub),
         trained_as_dynabert=trained,
         untrained=UNTRAINED_NOTE if checkpoint.is_demo else None,
         not_dynabert=(
@@ -132,6 +139,7 @@ def make_manifest(checkpoint: Checkpoint, sub: Subnetwork, trained: bool | None 
             if not checkpoint.is_demo and (sub.width, sub.depth) != (1.0, 1.0) and not trained
             else None
         ),
+        vocabulary=vocabulary.record if vocabulary is not None else None,
     )
     return manifest.as_dict()
 
@@ -141,15 +149,25 @@ def not_dynabert_note(checkpoint: Checkpoint) -> Note:
     return warning(not_dynabert_text(checkpoint.path, checkpoint.training_manifest))
 
 
-def slice_checkpoint(checkpoint: Checkpoint, width: float, depth: float, trained: bool | None = None) -> SlicedModel:
-    """Slice in memory, e.g. for export without writing a directory first (`trained`: as `make_manifest`)."""
+def slice_checkpoint(
+    checkpoint: Checkpoint,
+    width: float,
+    depth: float,
+    trained: bool | None = None,
+    vocabulary: KeptVocabulary | None = None,
+) -> SlicedModel:
+    """Slice in memory, e.g. for export without writing a directory first (`trained`, `vocabulary`: as
+    `make_manifest`)."""
     sub = subnetwork(checkpoint.arch, width, depth)
     state = slice_state(checkpoint.state, checkpoint.arch, sub)
+    settings = sliced_config(checkpoint, sub)
+    if vocabulary is not None:
+        state = prune_state(state, vocabulary)
+        settings |= vocabulary.config_changes(settings)
     from edgebert.model import EdgeBertConfig
 
-    config = EdgeBertConfig(**sliced_config(checkpoint, sub))
-    model = build_model(config, state, classifier=bool(checkpoint.arch.num_labels))
-    return SlicedModel(model, make_manifest(checkpoint, sub, trained))
+    model = build_model(EdgeBertConfig(**settings), state, classifier=bool(checkpoint.arch.num_labels))
+    return SlicedModel(model, make_manifest(checkpoint, sub, trained, vocabulary))
 
 
 def load_slice(path: Path) -> SlicedModel:
@@ -210,26 +228,46 @@ def slice_model(
     depth: float,
     out: str | Path | None = None,
     force: bool = False,
+    vocab_from: Sequence[str | Path] = (),
+    vocab_min_count: int = 1,
 ) -> tuple[Path, dict[str, Any]]:
-    """Write the (width, depth) sub-network of `model` as a dense model directory; return it and its manifest."""
+    """Write the (width, depth) sub-network of `model` as a dense model directory; return it and its manifest.
+
+    `vocab_from`: files of texts; the slice then keeps only the word embeddings their tokens need (those seen at
+    least `vocab_min_count` times, and the special ones), its tokenizer remapped (`edgebert.vocab`)."""
     check_fractions(width, depth)  # fail before the slow load
+    check_min_count(vocab_min_count)
+    if vocab_min_count != 1 and not vocab_from:
+        raise EdgebertError("--vocab-min-count applies to vocabulary pruning: give the texts with --vocab-from")
     sources = [Path(model)] if model is not None else []
     out_dir = Path(out) if out is not None else default_output_dir(model, width, depth)
     refuse_existing(out_dir, force=force, replaceable=replaceable_slice, protect=sources)
     kept_files = sentence_transformers_files(Path(model)) if model is not None else []
+    texts = [read_text_source(path) for path in vocab_from]  # an empty or unreadable file fails before the load
     checkpoint = open_checkpoint(model)
-    sliced = slice_checkpoint(checkpoint, width, depth)
+    vocabulary = choose_vocabulary(checkpoint, texts, vocab_min_count) if texts else None
+    sliced = slice_checkpoint(checkpoint, width, depth, vocabulary=vocabulary)
     with staged_outputs(out_dir, force=force, replaceable=replaceable_slice, protect=[checkpoint.path]) as (staging,):
-        manifest = write_slice(checkpoint, sliced, staging, kept_files)
+        manifest = write_slice(checkpoint, sliced, staging, kept_files, vocabulary)
     return out_dir, manifest
 
 
-def write_slice(checkpoint: Checkpoint, sliced: SlicedModel, directory: Path, kept_files: list[str]) -> dict[str, Any]:
-    """`sliced` (cut from `checkpoint`) as a new slice directory: the model, the source's tokenizer and `kept_files`
-    (sentence-transformers' modules: still valid), and the manifest, which is returned."""
-    stock = stock_class_config(checkpoint, sliced.model)
+def write_slice(
+    checkpoint: Checkpoint,
+    sliced: SlicedModel,
+    directory: Path,
+    kept_files: list[str],
+    vocabulary: KeptVocabulary | None = None,
+) -> dict[str, Any]:
+    """`sliced` (cut from `checkpoint`, keeping `vocabulary` if given) as a new slice directory: the model, the
+    source's tokenizer (remapped to the kept vocabulary) and `kept_files` (sentence-transformers' modules: still
+    valid), and the manifest, which is returned."""
+    stock = stock_class_config(checkpoint, sliced.model, vocabulary)
     save_model(sliced.model, directory, stock)
-    copy_tokenizer_files(checkpoint.path, directory)
+    if vocabulary is None:
+        copy_tokenizer_files(checkpoint.path, directory)
+    else:
+        write_tokenizer_files(checkpoint.path, directory, vocabulary)
     if stock is None:
         name_tokenizer_class(directory, checkpoint.model_type)
     copy_model_files(checkpoint.path, kept_files, directory)
@@ -255,7 +293,9 @@ def name_tokenizer_class(directory: Path, model_type: str) -> None:
             config_file.write_text(_json(settings | {"tokenizer_class": TOKENIZER_CLASS[model_type]}))
 
 
-def stock_class_config(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[str, Any] | None:
+def stock_class_config(
+    checkpoint: Checkpoint, model: torch.nn.Module, vocabulary: KeptVocabulary | None = None
+) -> dict[str, Any] | None:
     """config.json of a slice as transformers' own BERT/RoBERTa class when it keeps every head and FFN neuron
     (width 1, any depth), so stock transformers and the tools built on it (Optimum, sentence-transformers, TEI)
     load it without edgebert; None for a narrower slice, whose heads keep a size transformers cannot express."""
@@ -263,7 +303,9 @@ def stock_class_config(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[s
     if (config.num_attention_heads, config.intermediate_size) != (arch.num_heads, arch.intermediate_size):
         return None
     labels = dict(config.id2label) if arch.num_labels else None
-    return stock_config(checkpoint.config, checkpoint.model_type, labels, num_hidden_layers=config.num_hidden_layers)
+    changes = {"num_hidden_layers": config.num_hidden_layers}
+    changes |= vocabulary.config_changes(checkpoint.config) if vocabulary is not None else {}
+    return stock_config(checkpoint.config, checkpoint.model_type, labels, **changes)
 
 
 def save_model(model: torch.nn.Module, directory: Path, stock: dict[str, Any] | None = None) -> None:

@@ -115,10 +115,16 @@ def full_network(arch: Architecture) -> Subnetwork:
     return Subnetwork(1.0, 1.0, arch.num_heads, arch.intermediate_size, tuple(range(arch.num_layers)))
 
 
+def embedding_parameters(arch: Architecture) -> int:
+    """Word, position and token-type embeddings and their LayerNorm: what no width or depth cuts (a pruned
+    vocabulary does)."""
+    d = arch.hidden_size
+    return (arch.vocab_size + arch.max_positions + arch.type_vocab_size) * d + 2 * d
+
+
 def parameter_count(arch: Architecture, sub: Subnetwork) -> int:
     """Parameters of the dense sliced model: embeddings, kept layers, pooler and classifier."""
     d, qkv, f = arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons
-    embeddings = (arch.vocab_size + arch.max_positions + arch.type_vocab_size) * d + 2 * d
     layer = (
         3 * (d * qkv + qkv)  # query, key, value
         + qkv * d
@@ -131,7 +137,7 @@ def parameter_count(arch: Architecture, sub: Subnetwork) -> int:
     )
     pooler = d * d + d if arch.has_pooler else 0
     classifier = d * arch.num_labels + arch.num_labels if arch.num_labels else 0
-    return embeddings + len(sub.layers) * layer + pooler + classifier
+    return embedding_parameters(arch) + len(sub.layers) * layer + pooler + classifier
 
 
 def layer_flops(hidden: int, inner: int, ffn: int, seq_len: int) -> tuple[int, int]:

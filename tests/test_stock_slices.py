@@ -138,10 +138,14 @@ def test_sentence_transformers_loads_a_minilm_slice_without_edgebert(without_edg
 
 
 def test_a_stock_slice_is_still_a_slice(stock_slices, run_cli, tmp_path):
-    """edgebert.json marks it: slicing it again or reading it as a checkpoint is refused, before anything loads."""
+    """edgebert.json marks it: slicing it again is refused before anything loads; `info` shows the slice's one row."""
     out = stock_slices["bert-cls", 0.5]
-    for command in (["slice", out, "--width", "0.5", "--out", tmp_path / "again"], ["info", out]):
-        assert_one_line_error(run_cli(*command), "is a slice edgebert wrote")
+    again = run_cli("slice", out, "--width", "0.5", "--out", tmp_path / "again")
+    assert_one_line_error(again, "is a slice edgebert wrote")
+    info = run_cli("info", out, "--json")
+    assert info.code == 0, info.stderr
+    (row,) = json.loads(info.stdout)["grid"]
+    assert (row["width"], row["depth"], row["layers_kept"]) == (1.0, 0.5, [0, 2, 4, 6, 8, 10])
 
 
 def test_a_stock_slice_exports_to_a_bundle_with_its_labels(stock_slices, tiny_models, tmp_path):

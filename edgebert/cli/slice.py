@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgebert.cli.options import JsonOpt, ModelArg, check_depth, check_width, default_is
 from edgebert.cli.output import console, megabytes, millions, print_notes, show
-from edgebert.manifests import manifest_warnings
+from edgebert.manifests import WARNING_FIELDS, manifest_warnings
 
 
 def slice_command(
@@ -22,12 +22,24 @@ def slice_command(
     depth: Annotated[float, typer.Option(help="Share of layers kept, in (0, 1].", callback=check_depth)] = 1.0,
     out: Annotated[Path | None, typer.Option(help=f"Output directory {default_is('<model>-w<W>-d<D>')}.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+    vocab_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Keep only the word embeddings of the tokens the model's tokenizer produces on this file's texts "
+            "(a GLUE-style TSV/CSV, or plain text, one text per line), and the special tokens; repeatable."
+        ),
+    ] = None,
+    vocab_min_count: Annotated[
+        int, typer.Option(min=1, help="With --vocab-from: keep only the tokens seen at least this many times.")
+    ] = 1,
     json: JsonOpt = False,
 ) -> None:
     """Write the (width, depth) sub-network as a dense, smaller model directory."""
     from edgebert.slicing import slice_model
 
-    out_dir, manifest = slice_model(model, width, depth, out=out, force=force)
+    out_dir, manifest = slice_model(
+        model, width, depth, out=out, force=force, vocab_from=vocab_from or (), vocab_min_count=vocab_min_count
+    )
     show({"output": str(out_dir), **manifest}, json, lambda _: print_slice(out_dir, manifest))
 
 
@@ -40,6 +52,8 @@ def print_slice(out_dir: Path, manifest: dict[str, Any]) -> None:
     table.add_row("layers kept", f"{len(manifest['layers_kept'])} of {original['layers']}: {manifest['layers_kept']}")
     table.add_row("heads kept", f"{manifest['heads_kept']} of {original['heads']} (size {original['head_size']})")
     table.add_row("FFN neurons kept", f"{manifest['ffn_neurons_kept']} of {original['ffn_neurons']}")
+    if "vocabulary" in manifest:
+        table.add_row("vocabulary kept", vocabulary_line(manifest["vocabulary"]))
     table.add_row("parameters", millions(manifest["parameters"]))
     table.add_row("model.safetensors", megabytes(manifest["size_bytes"]))
     table.add_row("encoder GFLOPs (seq 128)", f"{manifest['encoder_flops_seq128'] / 1e9:.2f}")
@@ -57,9 +71,10 @@ def info_command(model: ModelArg = None, json: JsonOpt = False) -> None:
 def print_info(info: dict[str, Any]) -> None:
     """One row per trained (width, depth): what it keeps and what it costs."""
     arch = info["architecture"]
+    of = f", a slice of {info['slice_of']}" if "slice_of" in info else ""
     table = Table(
-        title=f"{info['model']} ({info['model_type']}, {info['task']}: {arch['layers']} layers, "
-        f"{arch['heads']} heads of {arch['head_size']}, FFN {arch['ffn_neurons']})",
+        title=f"{info['model']} ({info['model_type']}, {info['task']}{of}: {arch['layers']} layers, "
+        f"{arch['heads']} heads of {arch['head_size']}, FFN {arch['ffn_neurons']}, vocabulary {arch['vocab_size']})",
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
@@ -79,7 +94,26 @@ def print_info(info: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print("params in M, sizes in MB (*int8: estimate, one byte per weight), GFLOPs: encoder at seq 128")
-    print_notes(info.get("untrained"))
+    console.print(embeddings_line(info["grid"]), markup=False)
+    if "vocabulary" in info:
+        console.print(f"vocabulary kept: {vocabulary_line(info['vocabulary'])}", markup=False)
+    print_notes(*(info.get(field) for field in WARNING_FIELDS))
+
+
+def embeddings_line(rows: list[dict[str, Any]]) -> str:
+    """The embeddings' parameters (the same in every row) and their share of the smallest row: the floor no width
+    or depth gets under."""
+    smallest = min(rows, key=lambda row: row["parameters"])
+    embeddings, share = smallest["embedding_parameters"], smallest["embedding_parameters"] / smallest["parameters"]
+    of = "" if len(rows) == 1 else " of the smallest sub-network"
+    return f"embeddings: {embeddings / 1e6:.1f} M parameters, {share:.0%}{of}"
+
+
+def vocabulary_line(vocabulary: dict[str, Any]) -> str:
+    """What `--vocab-from` kept: how many tokens of how many, from which files."""
+    seen = f"seen {vocabulary['min_count']}+ times" if vocabulary["min_count"] > 1 else "seen"
+    files = ", ".join(Path(source["path"]).name for source in vocabulary["sources"])
+    return f"{vocabulary['kept']:,} of {vocabulary['original_size']:,} tokens (special, and {seen} in {files})"
 
 
 def index_ranges(indices: list[int]) -> str:

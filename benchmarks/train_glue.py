@@ -255,6 +255,16 @@ def evaluate(model: Path, dev: Path) -> dict[tuple[float, float], dict[str, floa
     return {(r["width"], r["depth"]): {k: 100 * v for k, v in r["metrics"].items()} for r in report["results"]}
 
 
+def provenance() -> dict[str, str]:
+    """When, at which commit and on how many cores a result was measured."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
+        "machine": f"{os.cpu_count()} cores",
+    }
+
+
 def stage_table(run: Run) -> None:
     models = {
         "teacher": run.path("teacher"),
@@ -271,11 +281,7 @@ def stage_table(run: Run) -> None:
     split = json.loads((run.split / "split.json").read_text())
     teacher = tables["teacher"][(1.0, 1.0)]
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
-        "machine": f"{os.cpu_count()} cores",
+        **provenance(),
         "settings": {k: v for k, v in vars(run.args).items() if k != "redo"},
         "task": run.task.folder,
         "metric": run.task.metric,

@@ -21,13 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from train_glue import DEPTHS, GLUE, HERE, RESULTS, WIDTHS, edgebert, evaluate
+from train_glue import DEPTHS, GLUE, HERE, RESULTS, WIDTHS, edgebert, evaluate, provenance
 
 SMALLEST = (0.25, 0.5)
 FINAL_KEY = "w0.25-d0.5"
@@ -137,11 +135,7 @@ def main() -> None:
     rows = [measure(arm, run_arm(arm, args, work), work) for arm in ARMS]
     heldout_lines = (work / "split" / "heldout.tsv").read_text().strip().splitlines()
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
-        "machine": f"{os.cpu_count()} cores",
+        **provenance(),
         "threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "start": str(args.start or work / "dynabert" / "phases" / "width"),
         "steps": args.steps,

@@ -132,7 +132,7 @@ class Trainer:
         runtime, examples = self.runtime, self.inputs.training_set(plan)
         train = examples.encoded
         local = batch[runtime.rank :: runtime.world]
-        length = max(train.lengths[i] for i in batch)  # same padding on every process
+        length = max(len(train.input_ids[i]) for i in batch)  # same padding on every process
         inputs = {k: v.to(runtime.device) for k, v in collate(train, local, length).items()}
         # Each process's loss is a mean over its share: scaled so DDP's average is the mean over the global batch.
         scale = len(local) * runtime.world / len(batch)

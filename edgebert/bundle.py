@@ -73,7 +73,7 @@ CONFIG_KEYS = (  # the standard BERT/RoBERTa keys a bundle's config.json carries
     "bos_token_id",
     "eos_token_id",
 )
-IDENTITY = ("width", "depth")  # with the source's weights digest: which sub-network a bundle holds
+IDENTITY = ("width", "depth")  # with the source's weights digest and the rows kept (`sub_network`)
 
 
 class BundleManifest(BaseModel):
@@ -202,14 +202,19 @@ def held_instead(bundle: Path, source: ExportSource, format: str, seq_len: int |
     held = read_bundle(bundle)
     if held.format != format:
         return f"a {held.format} export"
-    mine = json.loads(json.dumps(source.manifest))
-    if held.manifest.get("source", {}).get("sha256") != mine["source"]["sha256"] or any(
-        held.manifest.get(key) != mine[key] for key in IDENTITY
-    ):
+    if sub_network(held.manifest) != sub_network(json.loads(json.dumps(source.manifest))):
         return "another sub-network"
     if held.seq_len != seq_len:
         return f"files of sequence length {held.seq_len}, not {seq_len}"
     return None
+
+
+def sub_network(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    """Which sub-network a slice's manifest describes: the source's weights, its (width, depth) and the word-embedding
+    rows kept (`slice --vocab-from`: a pruned slice's ids are not the unpruned one's; None when all are kept)."""
+    vocabulary = manifest.get("vocabulary") or {}
+    source = manifest.get("source") or {}
+    return (source.get("sha256"), *(manifest.get(key) for key in IDENTITY), vocabulary.get("kept_ids"))
 
 
 @contextmanager

@@ -5,9 +5,12 @@ as two segments, truncation to 128 tokens, right padding (per batch of similar l
 masked, so the logits equal those of padding to 128), argmax of the logits (or the raw score for a
 one-output regression head). Results are cached under `<cache>/eval/`, keyed by everything that
 decides them (`EvalKey`: weights, label map, tokenizer files, data file and the columns read, max
-length, edgebert version) and the (width, depth), so a repeated call and `pick` reuse them instead of running the
-model again; an entry that does not validate against `CachedResult` (corrupt, truncated, foreign,
-renamed), is larger than an entry can be, or is not a regular file, is ignored and recomputed.
+length, edgebert version) and the (width, depth), so a repeated call and `pick` reuse them instead of
+running the model again; an entry that does not validate against `CachedResult` (corrupt, truncated,
+foreign, renamed), is larger than an entry can be, or is not a regular file, is ignored and recomputed.
+
+A slice directory (`edgebert slice`) holds one sub-network: it is evaluated as it is, through its own
+tokenizer (a pruned vocabulary's remapped ids included), and cached under its own weights.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -22,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgebert import __version__
 from edgebert.atomic import staged_outputs
-from edgebert.checkpoint import Checkpoint, read_config
+from edgebert.checkpoint import Checkpoint, is_slice, read_config, read_slice
 from edgebert.data import (
     GLUE_COLUMNS,
     MAX_LENGTH,
@@ -39,24 +44,46 @@ from edgebert.data import (
 )
 from edgebert.demo import UNTRAINED_NOTE, cache_dir
 from edgebert.errors import EdgebertError
+from edgebert.model_files import tokenizer_files
 from edgebert.reading import file_sha256, read_regular
-from edgebert.slicing import open_checkpoint, slice_checkpoint
-from edgebert.subnet import check_fractions, subnet_name
+from edgebert.slicing import SlicedModel, load_slice, open_checkpoint, slice_checkpoint
+from edgebert.subnet import TRAINED_GRID, check_fractions, subnet_name
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from edgebert.vocab import KeptVocabulary
+
 BATCH_SIZE = 32
 
 
-def targets_for(data: Dataset, checkpoint: Checkpoint) -> np.ndarray:
-    """The dev set's labels as the model's class ids (or scores for a regression head)."""
-    return label_targets(data, checkpoint.arch.num_labels, checkpoint.model_config.get("label2id"), checkpoint.path)
+@dataclass
+class Evaluated:
+    """What `evaluate` runs: a checkpoint, whose sub-networks are sliced in memory, or a slice directory, which is
+    its one sub-network as it is."""
+
+    path: Path
+    model_type: str
+    key: ModelKey
+    num_labels: int | None
+    label2id: dict[str, int] | None
+    sub_network: Callable[[float, float], SlicedModel]
+    untrained: str | None  # the demo model's note
+    vocabulary: KeptVocabulary | None = None  # sub-networks keeping only its rows (`pick --vocab-from`), in memory
+
+    def targets(self, data: Dataset) -> np.ndarray:
+        """The dev set's labels as the model's class ids (or scores for a regression head)."""
+        return label_targets(data, self.num_labels, self.label2id, self.path)
+
+    def encode(self, data: Dataset, max_length: int = MAX_LENGTH) -> Encoded:
+        """The ids the sub-networks read: the model's tokenizer's, remapped to a pruned vocabulary's if one."""
+        encoded = tokenize(data, self, max_length)
+        return encoded if self.vocabulary is None else self.vocabulary.encoded(encoded)
 
 
-def tokenize(data: Dataset, checkpoint: Checkpoint) -> Encoded:
-    """The model's own tokenizer, truncating to MAX_LENGTH as the original evaluation."""
-    return encode(data, load_tokenizer(checkpoint.path, checkpoint.model_type), MAX_LENGTH)
+def tokenize(data: Dataset, model: Checkpoint | Evaluated, max_length: int = MAX_LENGTH) -> Encoded:
+    """The model's own tokenizer, truncating to `max_length` (MAX_LENGTH, as the original evaluation)."""
+    return encode(data, load_tokenizer(model.path, model.model_type), max_length)
 
 
 def predict(model: Callable[..., Any], encoded: Encoded, device: str = "cpu") -> np.ndarray:
@@ -170,14 +197,22 @@ class CachedResult(BaseModel):
         return values
 
 
-def model_key(checkpoint: Checkpoint) -> ModelKey:
-    """The key of `checkpoint`'s predictions (hashes its weights and tokenizer files)."""
+def model_key(checkpoint: Checkpoint, vocabulary: KeptVocabulary | None = None) -> ModelKey:
+    """The key of `checkpoint`'s predictions (hashes its weights and tokenizer files); with `vocabulary`, of its
+    sub-networks keeping only those rows, whose tokenizer is the source's remapped: the kept ids join its hash."""
+    key = _model_key(checkpoint.weights_sha256, checkpoint.tokenizer_files, checkpoint.model_config.get("label2id"))
+    if vocabulary is None:
+        return key
+    kept = f"{key.tokenizer_sha256}\0kept ids\0{vocabulary.record.kept_ids}"
+    return key.model_copy(update={"tokenizer_sha256": hashlib.sha256(kept.encode()).hexdigest()})
+
+
+def _model_key(weights_sha256: str, tokenizers: list[Path], label2id: dict[str, int] | None) -> ModelKey:
     digest = hashlib.sha256()
-    for path in sorted(checkpoint.tokenizer_files):
+    for path in sorted(tokenizers):
         digest.update(f"{path.name}\0{file_sha256(path)}\0".encode())
-    label2id = checkpoint.model_config.get("label2id")
     return ModelKey(
-        weights_sha256=checkpoint.weights_sha256,
+        weights_sha256=weights_sha256,
         label2id={str(k): int(v) for k, v in label2id.items()} if label2id else None,
         tokenizer_sha256=digest.hexdigest(),
         edgebert_version=__version__,
@@ -236,53 +271,114 @@ def record_result(
 # ---- the command --------------------------------------------------------------------------------
 
 
+def sub_networks(
+    model: str | Path | None, configs: Iterable[tuple[float, float]] | None = None
+) -> list[tuple[float, float]]:
+    """What `evaluate(model, ..., configs)` evaluates: `configs` of a checkpoint (None: the trained grid), or a slice
+    directory's own (width, depth), the one sub-network it holds (then `configs`, if given, must be just that)."""
+    if model is not None and is_slice(Path(model)):
+        manifest = read_slice(Path(model))[2]  # validated, nothing loaded
+        own = (manifest.width, manifest.depth)
+        if configs is not None and [tuple(config) for config in configs] != [own]:
+            raise EdgebertError(
+                f"{model} is a slice: it holds one sub-network (width {own[0]:g}, depth {own[1]:g}), evaluated as it "
+                "is; --width, --depth and --grid choose among a full checkpoint's"
+            )
+        return [own]
+    return [check_fractions(width, depth) for width, depth in (TRAINED_GRID if configs is None else configs)]
+
+
+def open_evaluated(model: str | Path | None) -> Evaluated:
+    """The checkpoint or slice directory at `model` (None: the demo), loaded."""
+    if model is not None and is_slice(Path(model)):
+        path = Path(model)
+        weights_file = read_slice(path)[3]
+        sliced = load_slice(path)
+        config, manifest = sliced.model.config, sliced.manifest
+        classifier = manifest["task"] == "sequence-classification"
+        label2id = dict(config.label2id) if classifier else None
+        key = _model_key(file_sha256(weights_file), tokenizer_files(path), label2id)
+        num_labels = config.num_labels if classifier else None
+        model_type, untrained = config.source_model_type, manifest.get("untrained")
+        return Evaluated(path, model_type, key, num_labels, label2id, lambda *_: sliced, untrained)
+    if model is not None:
+        read_config(Path(model))  # a missing or bad directory fails before the slow weight load
+    return checkpoint_evaluated(open_checkpoint(model))
+
+
+def checkpoint_evaluated(checkpoint: Checkpoint, vocabulary: KeptVocabulary | None = None) -> Evaluated:
+    """A loaded checkpoint, its sub-networks sliced in memory; with `vocabulary`, keeping only its rows."""
+    return Evaluated(
+        checkpoint.path,
+        checkpoint.model_type,
+        model_key(checkpoint, vocabulary),
+        checkpoint.arch.num_labels,
+        checkpoint.model_config.get("label2id"),
+        partial(slice_checkpoint, checkpoint, vocabulary=vocabulary),
+        UNTRAINED_NOTE if checkpoint.is_demo else None,
+        vocabulary,
+    )
+
+
 def evaluate(
     model: str | Path | None,
     data_file: str | Path,
-    configs: Iterable[tuple[float, float]],
+    configs: Iterable[tuple[float, float]] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     columns: Columns = GLUE_COLUMNS,
 ) -> dict[str, Any]:
-    """Evaluate each (width, depth), reusing cached results; `on_result` sees each result as it is ready."""
-    configs = [check_fractions(width, depth) for width, depth in configs]
+    """Evaluate each (width, depth) of `sub_networks(model, configs)`, reusing cached results; `on_result` sees each
+    result as it is ready."""
+    configs = sub_networks(model, configs)  # bad fractions, or another sub-network of a slice: before anything is read
     data = read_dataset(data_file, columns)
-    if model is not None:
-        read_config(Path(model))  # a missing or bad directory fails before the slow weight load
-    checkpoint = open_checkpoint(model)
-    targets = targets_for(data, checkpoint)
-    check_tokenizer_files(checkpoint.path, {path.name for path in checkpoint.tokenizer_files})
-    model_id = model_key(checkpoint)
-    key = EvalKey(**model_id.model_dump(), data_sha256=data.sha256, columns=data.columns, max_length=MAX_LENGTH)
+    evaluated = open_evaluated(model)
+    results = evaluate_sub_networks(evaluated, data, configs, on_result, MAX_LENGTH)
+    report: dict[str, Any] = {
+        "model": str(evaluated.path),
+        "model_sha256": evaluated.key.weights_sha256,
+        "data": str(data.path),
+        "data_sha256": data.sha256,
+        "columns": list(data.columns),
+        "max_length": MAX_LENGTH,
+        "examples": len(data.labels),
+        "task": "regression" if evaluated.num_labels == 1 else "classification",
+        "results": results,
+    }
+    if evaluated.untrained:
+        report["untrained"] = evaluated.untrained
+    return report
+
+
+def evaluate_sub_networks(
+    evaluated: Evaluated,
+    data: Dataset,
+    configs: Iterable[tuple[float, float]],
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+    max_length: int = MAX_LENGTH,
+) -> list[dict[str, Any]]:
+    """Each (width, depth)'s result (`CachedResult`'s fields and "cached"), from the cache or computed and cached;
+    `on_result` sees each as it is ready."""
+    targets = evaluated.targets(data)
+    check_tokenizer_files(evaluated.path, {path.name for path in tokenizer_files(evaluated.path)})
+    model_id = evaluated.key
+    key = EvalKey(**model_id.model_dump(), data_sha256=data.sha256, columns=data.columns, max_length=max_length)
     encoded = None  # tokenized on the first cache miss only
     results = []
     for width, depth in configs:
         cached = read_cached(cache_path(key, width, depth))
         if cached is None:
             if encoded is None:
-                encoded = tokenize(data, checkpoint)
-            sliced = slice_checkpoint(checkpoint, width, depth)
+                encoded = evaluated.encode(data, max_length)
+            sliced = evaluated.sub_network(width, depth)
             values = metrics(predict(sliced.model, encoded), targets)
-            cached = record_result(model_id, data, MAX_LENGTH, sliced.manifest, values)
+            cached = record_result(model_id, data, max_length, sliced.manifest, values)
             result = {**cached.model_dump(), "cached": False}
         else:
             result = {**cached.model_dump(), "cached": True}
         results.append(result)
         if on_result is not None:
             on_result(result)
-    report: dict[str, Any] = {
-        "model": str(checkpoint.path),
-        "model_sha256": checkpoint.weights_sha256,
-        "data": str(data.path),
-        "data_sha256": data.sha256,
-        "columns": list(data.columns),
-        "max_length": MAX_LENGTH,
-        "examples": len(data.labels),
-        "task": "regression" if checkpoint.arch.num_labels == 1 else "classification",
-        "results": results,
-    }
-    if checkpoint.is_demo:
-        report["untrained"] = UNTRAINED_NOTE
-    return report
+    return results
 
 
 def primary_metric(values: dict[str, float]) -> tuple[str, float]:

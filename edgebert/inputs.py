@@ -248,10 +248,13 @@ def read_text(text_file: Path, tokenizer_dir: Path, sidecar: Sidecar | None) -> 
     if not lines:
         raise EdgebertError(f"{path}: no text in it{note}")
     tokenizer = _load_tokenizer(tokenizers, Path(tokenizer_dir))
-    if sidecar is not None and tokenizer.get_vocab_size() > sidecar.vocab_size:
+    # Its largest id, not its token count: a pruned slice's tokenizer keeps every original token, the dropped ones
+    # on [UNK]'s id (`edgebert.vocab`), so it has more tokens than the model has rows but no id beyond them.
+    top = max(tokenizer.get_vocab().values(), default=0)
+    if sidecar is not None and top >= sidecar.vocab_size:
         raise EdgebertError(
-            f"{tokenizer_dir}: the tokenizer has {tokenizer.get_vocab_size()} tokens, the model only "
-            f"{sidecar.vocab_size}"
+            f"{tokenizer_dir}: the tokenizer gives ids up to {top}, the model has only {sidecar.vocab_size} "
+            "embedding rows"
         )
     if sidecar is not None:
         pad_id = sidecar.pad_token_id

@@ -19,6 +19,13 @@ after its parity gate). When nothing fits,
 reaches. With an export, the choice is re-checked against the artifact written, and the verdict
 is about that artifact. Everything is decided here and returned as a `PickReport`; the command
 line only shows it (a table, or the report's JSON).
+
+Every size counts the embeddings, and the word-embedding table (vocabulary x hidden) is most of a
+small sub-network: no width or depth gets under it. With `vocab_from` (`--vocab-from`), each
+candidate also comes pruned to the vocabulary those texts need (`edgebert.vocab`, chosen once): its
+size and memory follow the kept rows, its latency is its unpruned twin's (the same layers), and its
+accuracy is measured on the file the others' comes from, with the share of that file's tokens the
+pruning turns into [UNK] beside it; exported, it is cut from a pruned slice.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from edgebert.latency_model import (
     load_calibration,
     measurement_from_result,
 )
+from edgebert.manifests import VocabularyRecord
 from edgebert.memory_model import MemoryModel, calibrate_memory
 from edgebert.notes import Note, NoteText, warning
 from edgebert.precisions import PRECISIONS, estimated_size_bytes
@@ -66,6 +74,7 @@ from edgebert.subnet import TRAINED_GRID, Architecture, OffGridWarning, costs, s
 if TYPE_CHECKING:
     from edgebert.checkpoint import Checkpoint
     from edgebert.evaluate import ModelKey
+    from edgebert.vocab import KeptVocabulary
 
 RUNTIME_PRECISIONS = dict.fromkeys(RUNTIMES, PRECISIONS)  # every runtime runs all `export` writes
 MEASURE_PER_PRECISION = 4  # `--measure`: configurations exported and benched per precision
@@ -140,6 +149,8 @@ class Candidate(BaseModel):
     latency_ms: float
     latency_source: str  # "measured", "predicted", "derived" or "estimate from specs"
     accuracy: float | None = None
+    vocabulary: int | None = None  # a pruned variant's kept tokens (`--vocab-from`); None: the model's vocabulary
+    unknown_rate: float | None = None  # a pruned variant's: the share of the accuracy file's tokens it makes [UNK]
     fits_memory: bool = True
     fits_latency: bool = True
     pareto: bool = False
@@ -151,12 +162,13 @@ class Candidate(BaseModel):
 
     @property
     def name(self) -> str:
-        return f"width {self.width:g} depth {self.depth:g} {self.precision}"
+        pruned = f" vocabulary {self.vocabulary:,}" if self.vocabulary is not None else ""
+        return f"width {self.width:g} depth {self.depth:g} {self.precision}{pruned}"
 
     @property
-    def config(self) -> tuple[float, float, str]:
-        """What tells candidates apart: (width, depth, precision)."""
-        return self.width, self.depth, self.precision
+    def config(self) -> tuple[float, float, str, int | None]:
+        """What tells candidates apart: (width, depth, precision, kept vocabulary)."""
+        return self.width, self.depth, self.precision, self.vocabulary
 
     def set_footprint(self, footprint: int, source: str, budgets: ResolvedBudgets) -> None:
         """The memory the budget sees follows the footprint, with the baseline when the budget is the process's."""
@@ -213,6 +225,7 @@ class PickReport(BaseModel):
     threads: int
     budgets: ResolvedBudgets
     accuracy: AccuracySource | None  # None: ranked by encoder FLOPs
+    vocabulary: VocabularyRecord | None  # what `--vocab-from` keeps (its candidates' `vocabulary`); None: not given
     latency_model: LatencyFit
     memory_model: dict[str, Any]
     candidates: list[Candidate]
@@ -368,17 +381,22 @@ def pick(
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
     columns: Columns = GLUE_COLUMNS,
+    vocab_from: Sequence[Path] = (),
+    vocab_min_count: int = 1,
 ) -> PickReport:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules.
 
     The stages: measurements (calibration files, `--measure`), the models fitted to them, accuracy
-    from the eval cache, candidates with their costs, budgets and frontier, the choice, and the
-    export, after which the written artifact is checked against the budgets again.
+    from the eval cache (measured for pruned variants), candidates with their costs, budgets and
+    frontier, the choice, and the export, after which the written artifact is checked against the
+    budgets again. `vocab_from`, `vocab_min_count`: pruned variants, as `slice_model` takes them.
     """
     from edgebert.demo import UNTRAINED_NOTE
     from edgebert.slicing import not_dynabert_note, open_checkpoint
+    from edgebert.vocab import choose_vocabulary, vocabulary_sources
 
     configs = list(dict.fromkeys(candidates or TRAINED_GRID))  # a pair given twice is one candidate
+    texts = vocabulary_sources(vocab_from, vocab_min_count)  # an empty or unreadable file fails before the load
     if measure and not profile.is_local:
         raise EdgebertError(
             f"--measure benchmarks on this machine, which is not {profile.name}: use --profile local, or pass "
@@ -394,6 +412,10 @@ def pick(
     measurements = load_calibration(list(calibration), profile)
     progress("loading the model")
     checkpoint = open_checkpoint(model)
+    vocabulary = choose_vocabulary(checkpoint, texts, vocab_min_count) if texts else None  # once, for every candidate
+    archs: dict[int | None, Architecture] = {None: checkpoint.arch}  # by kept vocabulary (None: the model's)
+    if vocabulary is not None:
+        archs[vocabulary.record.kept] = vocabulary.architecture(checkpoint.arch)
     precisions = RUNTIME_PRECISIONS[profile.runtime]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OffGridWarning)  # one line for them all (below), not one per candidate
@@ -402,14 +424,20 @@ def pick(
         latency_model = calibrate(profile, measurements, precisions)
         memory_model = calibrate_memory(profile.runtime, measurements)
         scores, accuracy, notes = accuracy_for(checkpoint, configs, data, columns)
+        pruned: dict[tuple[float, float], float] = {}
+        unknown_rate = None
+        if vocabulary is not None:
+            pruned, unknown_rate, note = pruned_accuracy(checkpoint, vocabulary, configs, data, accuracy, progress)
+            notes.append(note)
 
         rows = []
-        for width, depth in configs:
-            shape, cost = _shape_and_cost(checkpoint.arch, profile, width, depth)
-            for precision in precisions:
-                measurement = measured.get((width, depth, precision))
+        for (width, depth), (kept, arch) in itertools.product(configs, archs.items()):
+            shape, cost = _shape_and_cost(arch, profile, width, depth)
+            for precision in precisions:  # a bench result is of the unpruned artifact: the pruned one's is not known
+                measurement = measured.get((width, depth, precision)) if kept is None else None
                 row = _candidate(profile, latency_model, memory_model, shape, cost, precision, measurement, limits)
-                row.accuracy = scores.get((width, depth))
+                row.accuracy = (scores if kept is None else pruned).get((width, depth))
+                row.vocabulary, row.unknown_rate = kept, None if kept is None else unknown_rate
                 rows.append(row)
     apply_budgets(rows, limits)
     choice = choose(rows, by_accuracy=accuracy is not None)
@@ -425,7 +453,8 @@ def pick(
     exported = None
     if choice is not None and export_dir is not None:
         progress(f"exporting {choice.name}")
-        exported = export_choice(checkpoint.path, checkpoint.path.resolve().name, choice, profile, export_dir, force)
+        keeps = vocabulary if choice.vocabulary is not None else None
+        exported = export_choice(checkpoint, choice, profile, export_dir, force, keeps)
         recheck_exported(choice, checkpoint.arch, profile, memory_model, limits)
     return PickReport(
         model=str(checkpoint.path),
@@ -438,6 +467,7 @@ def pick(
         threads=profile.threads,
         budgets=limits,
         accuracy=accuracy,
+        vocabulary=vocabulary.record if vocabulary is not None else None,
         latency_model=LatencyFit(curves=latency_model.describe(), leave_one_out=loo),
         memory_model=memory_model.describe(),
         candidates=rows,
@@ -507,6 +537,48 @@ def accuracy_for(
             )
         )
     return scores, accuracy, notes
+
+
+def pruned_accuracy(
+    checkpoint: Checkpoint,
+    vocabulary: KeptVocabulary,
+    configs: list[tuple[float, float]],
+    data: Path | None,
+    accuracy: AccuracySource | None,
+    progress: Callable[[str], None],
+) -> tuple[dict[tuple[float, float], float], float | None, Note]:
+    """The pruned variants' scores, measured (and cached) as `eval` measures the others: on the file their
+    accuracy comes from, read through the same columns and cut to the same length; the share of that file's tokens
+    the pruning drops ([UNK] in their place); and a note saying so. Without an accuracy to rank by there is no
+    such file, and the note warns that each pruned variant then wins over its twin on memory alone."""
+    from edgebert.data import read_dataset
+    from edgebert.evaluate import checkpoint_evaluated, evaluate_sub_networks, primary_metric
+
+    kept = f"--vocab-from keeps {vocabulary.record.kept:,} of {vocabulary.record.original_size:,} tokens"
+    if accuracy is None:
+        return (
+            {},
+            None,
+            warning(
+                f"{kept}, but the pruned candidates' accuracy is not measured (no complete eval results to measure "
+                "it beside): at the FLOPs of their unpruned twins, they win on memory alone"
+            ),
+        )
+    dev = read_dataset(data or accuracy.data, Columns(tuple(accuracy.columns[:-1]), accuracy.columns[-1]))
+    if dev.sha256 != accuracy.data_sha256:
+        raise EdgebertError(
+            f"{dev.path} changed since its eval results were cached, so the pruned candidates cannot be measured on "
+            f"the same data: run `edgebert eval MODEL --data {dev.path} --grid` again"
+        )
+    progress("measuring the pruned candidates' accuracy")
+    evaluated = checkpoint_evaluated(checkpoint, vocabulary)
+    results = evaluate_sub_networks(evaluated, dev, configs, max_length=accuracy.max_length)
+    rate = vocabulary.unknown_rate(dev, checkpoint.path)
+    note = Note(
+        f"{kept}; the pruned candidates' {accuracy.metric} is measured on {dev.path} like the others': {rate:.1%} "
+        "of its tokens are dropped and read as [UNK]"
+    )
+    return {(r["width"], r["depth"]): primary_metric(r["metrics"])[1] for r in results}, rate, note
 
 
 def recheck_exported(
@@ -647,27 +719,38 @@ def verdict(rows: list[Candidate], choice: Candidate | None, limits: ResolvedBud
 
 
 def export_choice(
-    model: Path, stem: str, choice: Candidate, profile: Profile, export_dir: Path, force: bool = False
+    checkpoint: Checkpoint,
+    choice: Candidate,
+    profile: Profile,
+    export_dir: Path,
+    force: bool = False,
+    vocabulary: KeptVocabulary | None = None,
 ) -> ExportedChoice:
     """Write the chosen artifact (with its parity gate) into a bundle, as `export` does; it sizes the choice.
 
-    With `force`, a bundle's precision edgebert wrote there earlier is replaced, as `export --force`.
+    A pruned choice (`vocabulary`: what it keeps) is exported from a slice keeping it, its tokenizer remapped,
+    written to a scratch folder first, into a bundle of its own name (`<model>-w<W>-d<D>-vocab<N>`). With `force`,
+    a bundle's precision edgebert wrote there earlier is replaced, as `export --force`.
     """
     from edgebert.bundle import default_bundle_name
     from edgebert.export import export_model
+    from edgebert.slicing import slice_checkpoint, write_slice
+    from edgebert.st_modules import sentence_transformers_files
 
     export_dir.mkdir(parents=True, exist_ok=True)
-    name = subnet_name(stem, choice.width, choice.depth)
+    name = subnet_name(checkpoint.path.resolve().name, choice.width, choice.depth)
+    if vocabulary is not None:
+        name += f"-vocab{vocabulary.record.kept}"
     out = export_dir / default_bundle_name(name, choice.format)
-    sidecar = export_model(
-        model,
-        choice.format,
-        choice.precision,
-        width=choice.width,
-        depth=choice.depth,
-        seq_len=profile.seq_len,
-        out=out,
-        force=force,
-    )
+    with tempfile.TemporaryDirectory(prefix="edgebert-pick-") as work_dir:
+        source: Path = checkpoint.path
+        cut: dict[str, float] = {"width": choice.width, "depth": choice.depth}
+        if vocabulary is not None:
+            source, cut = Path(work_dir) / name, {}
+            sliced = slice_checkpoint(checkpoint, choice.width, choice.depth, vocabulary=vocabulary)
+            write_slice(checkpoint, sliced, source, sentence_transformers_files(checkpoint.path), vocabulary)
+        sidecar = export_model(
+            source, choice.format, choice.precision, seq_len=profile.seq_len, out=out, force=force, **cut
+        )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
     return ExportedChoice.model_validate(sidecar)  # the fields it records, of all the sidecar holds

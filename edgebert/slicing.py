@@ -14,7 +14,6 @@ from edgebert import __version__
 from edgebert.atomic import naming, owned_directory, refuse_existing, staged_outputs
 from edgebert.checkpoint import Checkpoint, checkpoint_config_file, load_checkpoint, read_slice
 from edgebert.configs import require_reading_modules, stock_config
-from edgebert.data import read_text_source
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE, demo_checkpoint_dir
 from edgebert.errors import EdgebertError
 from edgebert.layout import ENCODER_PREFIX, LAYER_PARAMETERS, axis_sizes, kept, layer_name
@@ -26,7 +25,13 @@ from edgebert.parameter_names import canonical_state, model_state, stock_state
 from edgebert.st_modules import ST_MODULES_FILE, sentence_transformers_files
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
 from edgebert.tokenizer import TOKENIZER_CLASS
-from edgebert.vocab import KeptVocabulary, check_min_count, choose_vocabulary, prune_state, write_tokenizer_files
+from edgebert.vocab import (
+    KeptVocabulary,
+    choose_vocabulary,
+    prune_state,
+    vocabulary_sources,
+    write_tokenizer_files,
+)
 from edgebert.weights import refuse_non_finite, write_safetensors
 
 if TYPE_CHECKING:
@@ -236,14 +241,11 @@ def slice_model(
     `vocab_from`: files of texts; the slice then keeps only the word embeddings their tokens need (those seen at
     least `vocab_min_count` times, and the special ones), its tokenizer remapped (`edgebert.vocab`)."""
     check_fractions(width, depth)  # fail before the slow load
-    check_min_count(vocab_min_count)
-    if vocab_min_count != 1 and not vocab_from:
-        raise EdgebertError("--vocab-min-count applies to vocabulary pruning: give the texts with --vocab-from")
+    texts = vocabulary_sources(vocab_from, vocab_min_count)  # an empty or unreadable file fails before the load
     sources = [Path(model)] if model is not None else []
     out_dir = Path(out) if out is not None else default_output_dir(model, width, depth)
     refuse_existing(out_dir, force=force, replaceable=replaceable_slice, protect=sources)
     kept_files = sentence_transformers_files(Path(model)) if model is not None else []
-    texts = [read_text_source(path) for path in vocab_from]  # an empty or unreadable file fails before the load
     checkpoint = open_checkpoint(model)
     vocabulary = choose_vocabulary(checkpoint, texts, vocab_min_count) if texts else None
     sliced = slice_checkpoint(checkpoint, width, depth, vocabulary=vocabulary)

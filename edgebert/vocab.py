@@ -27,12 +27,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgebert.data import Dataset, check_tokenizer_files, load_tokenizer
+from edgebert.data import Dataset, Encoded, check_tokenizer_files, load_tokenizer, read_text_source
 from edgebert.errors import EdgebertError
 from edgebert.layout import EMBEDDINGS
 from edgebert.manifests import FileRef, VocabularyRecord, kept_ids_bitmap, read_json
@@ -82,6 +82,18 @@ class KeptVocabulary:
 
     def architecture(self, arch: Architecture) -> Architecture:
         return replace(arch, vocab_size=len(self.kept))
+
+    def encoded(self, encoded: Encoded) -> Encoded:
+        """`encoded` (the source tokenizer's ids) in the slice's ids: what the slice's own tokenizer gives."""
+        ids = [[self.new_id(token_id) for token_id in row] for row in encoded.input_ids]
+        return Encoded(ids, encoded.token_type_ids, self.new_id(encoded.pad_id))
+
+    def unknown_rate(self, data: Dataset, model: Path) -> float:
+        """The share of the tokens of `data`'s texts (read as the sources are) that the slice drops: each becomes
+        the unknown token, so a high share warns that texts like these lose much of their meaning."""
+        counts = _token_counts(self.tokenizer, [data], model)
+        total = sum(counts.values())
+        return sum(n for token_id, n in counts.items() if token_id not in self.new_ids) / total if total else 0.0
 
     def config_changes(self, config: dict[str, Any]) -> dict[str, Any]:
         """The config.json fields pruning changes: vocab_size, and each token id it names that has a row (all kept;
@@ -144,6 +156,15 @@ def choose_vocabulary(checkpoint: Checkpoint, sources: list[Dataset], min_count:
         kept_ids=kept_ids_bitmap(kept, size),
     )
     return KeptVocabulary(kept, unknown, pad, tokenizer, settings, added, "vocab.txt" in files, record)
+
+
+def vocabulary_sources(paths: Sequence[str | Path], min_count: int) -> list[Dataset]:
+    """The texts `--vocab-from` names, read before the model's slow load (an empty or unreadable file fails at
+    once); a minimum count without them is refused."""
+    check_min_count(min_count)
+    if min_count != 1 and not paths:
+        raise EdgebertError("--vocab-min-count applies to vocabulary pruning: give the texts with --vocab-from")
+    return [read_text_source(path) for path in paths]
 
 
 def check_min_count(min_count: int) -> None:

@@ -1,5 +1,5 @@
 """Tiny exported artifacts for the bench tests, their sidecars built through the `Sidecar` schema, the gates
-README documents and a way to break an artifact.
+README documents, a way to break an artifact, and TFLite's slow conversion shared by every precision.
 
 A BERT classifier (hidden 32, 2 layers of 2 heads, vocabulary 2048, 512 positions) as ONNX
 (dynamic axes) and TFLite (fixed 1 x 16): big enough vocabulary and positions for the shipped
@@ -9,8 +9,12 @@ module that asks (`tiny_artifacts`).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +151,24 @@ def nan_classifier_bias(path: Path) -> None:
     values[0] = np.nan
     bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
     onnx.save(model, str(path))
+
+
+@contextmanager
+def tflite_converted_once(cache: Path) -> Iterator[None]:
+    """While active, litert-torch's conversion (seconds per call) runs once per slice and length: fp16 and int8
+    quantize (and verify) a copy of the very fp32 file their own conversion would have written, kept in `cache`."""
+    from edgebert.export.tflite import TfliteExporter
+
+    convert, converted = TfliteExporter.to_fp32, {}
+
+    def once(source, length: int, path: Path) -> None:
+        key = (source.name, json.dumps(source.manifest, sort_keys=True), length)
+        if key not in converted:
+            converted[key] = cache / f"{len(converted)}.tflite"
+            convert(source, length, converted[key])
+        shutil.copyfile(converted[key], path)
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TfliteExporter, "to_fp32", staticmethod(once))
+        yield

@@ -250,6 +250,28 @@ def test_sentence_transformer_loads_the_slice(run_cli, st_model, tmp_path, width
         assert np.abs(embeddings - original).max() > 1e-2
 
 
+def test_a_pruned_slice_encodes_as_the_unpruned_one(run_cli, st_model, tmp_path) -> None:
+    """`--vocab-from` keeps the modules, and sentence-transformers reads the slice's remapped tokenizer.json: kept
+    sentences encode as on the unpruned slice, a dropped word as the unknown token."""
+    st = pytest.importorskip("sentence_transformers")
+    import numpy as np
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SENTENCES) + "\n")
+    plain, pruned = tmp_path / "plain", tmp_path / "pruned"
+    assert slice_to(run_cli, st_model, plain).code == 0
+    result = slice_to(run_cli, st_model, pruned, "--vocab-from", texts)
+    assert result.code == 0, result.stderr
+    for name in ST_FILES:
+        assert (pruned / name).read_bytes() == (st_model / name).read_bytes()
+    model = st.SentenceTransformer(str(pruned), device="cpu")
+    words = {word for sentence in SENTENCES for word in sentence.split()}
+    assert model[0].auto_model.get_input_embeddings().num_embeddings == VOCAB.index("w0") + len(words)  # + specials
+    reference = st.SentenceTransformer(str(plain), device="cpu")
+    np.testing.assert_allclose(model.encode(SENTENCES), reference.encode(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(model.encode(["w1 w40"]), reference.encode(["w1 [UNK]"]), atol=1e-5)
+
+
 @pytest.mark.parametrize("tokenizer_config", [None, {"do_lower_case": True}])
 def test_a_slice_names_the_tokenizer_class_its_source_left_to_model_type(run_cli, source, tmp_path, tokenizer_config):
     """The slice's model_type "edgebert" maps to no tokenizer: AutoTokenizer must still load it, as on the source."""

@@ -82,11 +82,16 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def build_wordpiece_bert(directory: Path, num_labels: int = 2) -> Path:
+    """A tiny BERT classifier (a regressor for 1 label) with a WordPiece vocabulary that has whole words and pieces
+    (vocab.txt only)."""
+    model = tiny_model("bert", num_labels=num_labels, vocab_size=len(VOCAB), max_positions=64)
+    return save_model(model, directory, VOCAB, json.dumps({"do_lower_case": True}))
+
+
 @pytest.fixture(scope="module")
 def wordpiece_bert(tmp_path_factory) -> Path:
-    """A tiny BERT classifier with a WordPiece vocabulary that has whole words and pieces (vocab.txt only)."""
-    model = tiny_model("bert", num_labels=2, vocab_size=len(VOCAB), max_positions=64)
-    return save_model(model, tmp_path_factory.mktemp("wp") / "wp-bert", VOCAB, json.dumps({"do_lower_case": True}))
+    return build_wordpiece_bert(tmp_path_factory.mktemp("wp") / "wp-bert")
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,16 @@ def eval_command(
     label_column: LabelColumnOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Accuracy (or Pearson/Spearman for regression) of sub-networks, sliced in memory; results are cached."""
-    from edgebert.evaluate import evaluate
+    """Accuracy (or Pearson/Spearman for regression) of sub-networks, sliced in memory, or of a slice as it is;
+    results are cached."""
+    from edgebert.evaluate import evaluate, sub_networks
 
     columns = data_columns(text_column, label_column)
     single = width is not None or depth is not None
     if grid and single:
         raise OptionError("give --width/--depth for one sub-network or --grid for all, not both")
-    configs = [(1.0 if width is None else width, 1.0 if depth is None else depth)] if single else list(TRAINED_GRID)
+    chosen = [(1.0 if width is None else width, 1.0 if depth is None else depth)] if single else None
+    configs = sub_networks(model, list(TRAINED_GRID) if grid else chosen)
     with Progress() as progress:
         progress.stage("evaluating", len(configs), unit="sub-network")
 

@@ -153,6 +153,16 @@ TextColumnOpt = Annotated[
     ),
 ]
 LabelColumnOpt = Annotated[str | None, typer.Option(help="The data's target column " + default_is("label, else score"))]
+VocabFromOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="Keep only the word embeddings of the tokens the model's tokenizer produces on this file's texts "
+        "(a GLUE-style TSV/CSV, or plain text, one text per line), and the special tokens; repeatable."
+    ),
+]
+VocabMinCountOpt = Annotated[
+    int, typer.Option(min=1, help="With --vocab-from: keep only the tokens seen at least this many times.")
+]
 
 
 def data_columns(text_column: str | None, label_column: str | None) -> Columns:

@@ -22,6 +22,8 @@ from edgebert.cli.options import (
     JsonOpt,
     ModelArg,
     ProfileOpt,
+    VocabFromOpt,
+    VocabMinCountOpt,
     choice_of,
     data_columns,
     default_is,
@@ -111,6 +113,8 @@ def pick_command(
         str | None, typer.Option(help="Only eval results read through this text column (a,b for pairs).")
     ] = None,
     label_column: Annotated[str | None, typer.Option(help="Only eval results read through this target column.")] = None,
+    vocab_from: VocabFromOpt = None,
+    vocab_min_count: VocabMinCountOpt = 1,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-memory Pareto plot (PNG).")] = None,
     export: Annotated[Path | None, typer.Option(help="Export the chosen artifact into this directory.")] = None,
     force: Annotated[
@@ -119,6 +123,9 @@ def pick_command(
     json: JsonOpt = False,
 ) -> None:
     """Choose the best (width, depth, precision) that fits the budgets; show the Pareto frontier.
+
+    With --vocab-from, each candidate also comes with its vocabulary pruned to those texts' tokens: smaller, its
+    accuracy measured beside the others', with the share of the data's tokens that become [UNK].
 
     Exits 0 when the choice fits, 3 when nothing fits (or the exported artifact turns out not to), 2 on a bad option
     value, 1 on other errors.
@@ -151,6 +158,8 @@ def pick_command(
             force=force,
             progress=lambda message: progress.stage(f"picking: {message}"),
             columns=columns,
+            vocab_from=vocab_from or (),
+            vocab_min_count=vocab_min_count,
         )
         if plot is not None:
             with staged_outputs(plot, **plot_output) as (staged,):
@@ -164,7 +173,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
     """Warnings first (they qualify the recommendation), then the frontier, the legend and the verdict."""
     for warning in report.warnings:
         print_warning(warning)
-    budgets, accuracy = report.budgets, report.accuracy
+    budgets, accuracy, vocabulary = report.budgets, report.accuracy, report.vocabulary
     table = Table(
         title=f"Pareto frontier: {report.profile}, {report.format}, {report.threads} thread(s), "
         f"batch {report.batch_size} x {report.seq_len} tokens",
@@ -175,6 +184,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
     )
     memory_column = "proc MB" if budgets.counts_baseline else "model MB"
     columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["acc"] if accuracy else [])
+    columns += ["vocab", "unk"] if vocabulary else []
     for column in [*columns, "fits"]:
         table.add_column(column, justify="left" if column in ("", "prec", "fits") else "right", no_wrap=True)
     for row in report.frontier():
@@ -190,6 +200,9 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
         ]
         if accuracy:
             cells.append("?" if row.accuracy is None else f"{row.accuracy:.4f}")
+        if vocabulary:
+            cells.append("all" if row.vocabulary is None else f"{row.vocabulary:,}")
+            cells.append("" if row.unknown_rate is None else f"{row.unknown_rate:.1%}")
         over = [kind for kind, fits in (("mem", row.fits_memory), ("lat", row.fits_latency)) if not fits]
         cells.append("yes" if row.fits else f"[red]no: {'+'.join(over)}[/]")
         table.add_row(*cells)
@@ -206,6 +219,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
         "m measured, p predicted from this precision's own bench results, d derived from another precision's fit, "
         "e estimated from constants, s estimate from the profile's specs"
         + (f"; acc: {accuracy.metric}" if accuracy else "")
+        + ("; vocab: tokens kept (--vocab-from); unk: share of the data's tokens they drop" if vocabulary else "")
     )
     loo = report.latency_model.leave_one_out
     if loo and loo["within_10_percent"] is not None:

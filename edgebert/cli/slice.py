@@ -9,7 +9,15 @@ import typer
 from rich import box
 from rich.table import Table
 
-from edgebert.cli.options import JsonOpt, ModelArg, check_depth, check_width, default_is
+from edgebert.cli.options import (
+    JsonOpt,
+    ModelArg,
+    VocabFromOpt,
+    VocabMinCountOpt,
+    check_depth,
+    check_width,
+    default_is,
+)
 from edgebert.cli.output import console, megabytes, millions, print_notes, show
 from edgebert.manifests import WARNING_FIELDS, manifest_warnings
 
@@ -22,16 +30,8 @@ def slice_command(
     depth: Annotated[float, typer.Option(help="Share of layers kept, in (0, 1].", callback=check_depth)] = 1.0,
     out: Annotated[Path | None, typer.Option(help=f"Output directory {default_is('<model>-w<W>-d<D>')}.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
-    vocab_from: Annotated[
-        list[Path] | None,
-        typer.Option(
-            help="Keep only the word embeddings of the tokens the model's tokenizer produces on this file's texts "
-            "(a GLUE-style TSV/CSV, or plain text, one text per line), and the special tokens; repeatable."
-        ),
-    ] = None,
-    vocab_min_count: Annotated[
-        int, typer.Option(min=1, help="With --vocab-from: keep only the tokens seen at least this many times.")
-    ] = 1,
+    vocab_from: VocabFromOpt = None,
+    vocab_min_count: VocabMinCountOpt = 1,
     json: JsonOpt = False,
 ) -> None:
     """Write the (width, depth) sub-network as a dense, smaller model directory."""

@@ -109,7 +109,13 @@ class OnnxExporter:
 
     @staticmethod
     def _to_int8(fp32_path: Path, path: Path, work_dir: Path, scheme: str) -> None:
-        """int8 weights for every MatMul and the embedding Gathers, by one of INT8_QUANTIZERS."""
+        """8-bit weights for every MatMul and the embedding Gathers, by one of INT8_QUANTIZERS.
+
+        Every scheme's embedding tables come from quantize_dynamic's Gather: ORT quantizes a Gather's data as
+        an activation, uint8 with one scale per table. On all-MiniLM-L6-v2, quantizing its tables alone gives
+        a cosine of 0.9989 against fp32; ORT 1.32's blockwise GatherBlockQuantized takes 4 bits only, and
+        0.9956 at blocks of 32 would eat most of the margin "mixed" (0.993) has over the int8 gate (0.99).
+        """
         quantization = require("onnxruntime.quantization", "ONNX int8 quantization")
         onnx = require("onnx", "ONNX int8 quantization")
         gathers_from = fp32_path

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
 from pathlib import Path
 
 import pytest
 
-RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _suite():
-    spec = importlib.util.spec_from_file_location("edgebert_benchmarks_run", RUN_PY)
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"edgebert_benchmarks_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -21,7 +22,7 @@ def _suite():
 def test_suite_on_tiny_model(tiny_models, tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("matplotlib")
-    suite = _suite()
+    suite = _script("run")
     args = suite.build_parser().parse_args(
         ["--quick", "--grid", "0.25x0.5", "--formats", "onnx", "--precisions", "fp32", "--threads", "1"]
         + ["--rounds", "1", "--seq-len", "16", "--model", str(tiny_models["bert-cls"])]
@@ -59,7 +60,7 @@ def test_the_pytorch_baseline_keeps_what_dynabert_keeps_off_the_grid(tiny_models
 
     from edgebert.subnet import OffGridWarning
 
-    baseline = _suite().DynaBertBaseline(str(tiny_models["bert-cls"]))
+    baseline = _script("run").DynaBertBaseline(str(tiny_models["bert-cls"]))
     with pytest.warns(OffGridWarning):
         baseline.set_subnetwork(0.6, 0.5)
     layer = baseline.model.bert.encoder.layer[0]
@@ -69,3 +70,44 @@ def test_the_pytorch_baseline_keeps_what_dynabert_keeps_off_the_grid(tiny_models
     ids = np.arange(1, 9, dtype=np.int64)[None, :]
     logits = baseline.call({"input_ids": ids, "attention_mask": np.ones_like(ids)})()
     assert tuple(logits.shape) == (1, 3)
+
+
+def test_vocab_prune_on_tiny_model(labelled_classifier, tmp_path):
+    """Texts of the first 30 of the classifier's 60 words prune the other 30; dev texts use all 60, so the share of
+    dev tokens dropped is that of words w30..w59 (one token each)."""
+    pytest.importorskip("onnxruntime")
+    from tests.labelled import VOCAB, WORDS, sentences
+
+    kept_words = set(WORDS[:30])
+    rng = random.Random(1)
+    train = [(" ".join(rng.choices(WORDS[:30], k=6)), " ".join(rng.choices(WORDS[:30], k=6))) for _ in range(20)]
+    train.append((" ".join(WORDS[:15]), " ".join(WORDS[15:30])))  # every kept word at least once
+    dev = sentences(24, seed=2)
+    for name, rows in (("train", train), ("dev", dev)):
+        lines = ["sentence1\tsentence2\tlabel", *(f"{a}\t{b}\t{i % 2}" for i, (a, b) in enumerate(rows))]
+        (tmp_path / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+    script = _script("vocab_prune")
+    args = script.build_parser().parse_args(
+        ["--quick", "--no-demo", "--model", str(labelled_classifier), "--vocab-from", str(tmp_path / "train.tsv")]
+        + ["--dev", str(tmp_path / "dev.tsv")]
+    )
+    settings = script.settings_from(args) | {"grid": [[0.25, 0.5]], "repeats": 2}
+    report = script.run(settings, tmp_path / "work", tmp_path / "results")
+
+    saved = json.loads((tmp_path / "results" / "vocab_prune.json").read_text())
+    assert saved["model"] == report["model"] and saved["commit"]
+    assert saved["model"]["kept_tokens"] == 5 + 30 and saved["model"]["original_tokens"] == len(VOCAB)
+    dev_words = " ".join(f"{a} {b}" for a, b in dev).split()
+    dropped = sum(word not in kept_words for word in dev_words) / len(dev_words)
+    assert saved["model"]["dev_unknown_rate"] == pytest.approx(dropped)
+    full, pruned = saved["model"]["rows"]
+    assert (full["pruned"], pruned["pruned"]) == (False, True)
+    hidden = json.loads((labelled_classifier / "config.json").read_text())["hidden_size"]
+    assert full["parameters"] - pruned["parameters"] == 30 * hidden
+    assert pruned["size_bytes"] < full["size_bytes"]
+    assert pruned["peak_rss_bytes"] == pytest.approx(sum(pruned["peak_rss_each_bytes"]) / 2)  # median of two
+    assert pruned["peak_rss_bytes"] > 0 and 0 <= pruned["accuracy"] <= 100
+    target = saved["targets"]["(0.25, 0.5) pruned accuracy >= unpruned - 0.3 points"]
+    assert target["value"] == pytest.approx(pruned["accuracy"] - full["accuracy"])
+    table = (tmp_path / "results" / "vocab_prune.md").read_text()
+    assert "| 0.25 | 0.5 |" in table and "| (0.25, 0.5) int8 ONNX pruned <= 8 MB | " in table

@@ -174,13 +174,14 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
     for warning in report.warnings:
         print_warning(warning)
     budgets, accuracy, vocabulary = report.budgets, report.accuracy, report.vocabulary
+    console.print(  # not the table's title, which would wrap at the table's width
+        f"Pareto frontier: {report.profile}, {report.format}, {report.threads} thread(s), "
+        f"batch {report.batch_size} x {report.seq_len} tokens"
+    )
     table = Table(
-        title=f"Pareto frontier: {report.profile}, {report.format}, {report.threads} thread(s), "
-        f"batch {report.batch_size} x {report.seq_len} tokens",
-        title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
-        collapse_padding=True,  # one space between columns: ten of them fit 80 columns with accuracy shown
+        padding=0,  # the box's own one-space column separator only: twelve columns fit 80 with --vocab-from
     )
     memory_column = "proc MB" if budgets.counts_baseline else "model MB"
     columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["acc"] if accuracy else [])
@@ -201,7 +202,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
         if accuracy:
             cells.append("?" if row.accuracy is None else f"{row.accuracy:.4f}")
         if vocabulary:
-            cells.append("all" if row.vocabulary is None else f"{row.vocabulary:,}")
+            cells.append("all" if row.vocabulary is None else f"{row.vocabulary / 1000:.1f}k")
             cells.append("" if row.unknown_rate is None else f"{row.unknown_rate:.1%}")
         over = [kind for kind, fits in (("mem", row.fits_memory), ("lat", row.fits_latency)) if not fits]
         cells.append("yes" if row.fits else f"[red]no: {'+'.join(over)}[/]")
@@ -219,7 +220,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
         "m measured, p predicted from this precision's own bench results, d derived from another precision's fit, "
         "e estimated from constants, s estimate from the profile's specs"
         + (f"; acc: {accuracy.metric}" if accuracy else "")
-        + ("; vocab: tokens kept (--vocab-from); unk: share of the data's tokens they drop" if vocabulary else "")
+        + ("; vocab: thousands of tokens kept (--vocab-from); unk: the data's tokens dropped" if vocabulary else "")
     )
     loo = report.latency_model.leave_one_out
     if loo and loo["within_10_percent"] is not None:

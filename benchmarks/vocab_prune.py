@@ -220,6 +220,15 @@ def run(settings: dict, work: Path, results: Path) -> dict[str, Any]:
     return report
 
 
+def size_cells(width: float, depth: float, full: dict, pruned: dict) -> str:
+    """A table row's first six cells, unpruned → pruned: the sub-network, parameters, file, peak RSS, footprint."""
+    return (
+        f"| {width:g} | {depth:g} | {full['parameters'] / 1e6:.1f} → {pruned['parameters'] / 1e6:.1f} "
+        f"| {megabytes(full, pruned, 'size_bytes')} | {megabytes(full, pruned, 'peak_rss_bytes')} "
+        f"| {megabytes(full, pruned, 'model_footprint_bytes')} |"
+    )
+
+
 def megabytes(full: dict, pruned: dict, key: str) -> str:
     return f"{full[key] / 1e6:.1f} → {pruned[key] / 1e6:.1f}"
 
@@ -243,10 +252,8 @@ def markdown(report: dict) -> str:
     for (width, depth), pair in pairs(trained["rows"]).items():
         full, pruned = pair["full"], pair["pruned"]
         lines.append(
-            f"| {width:g} | {depth:g} | {full['parameters'] / 1e6:.1f} → {pruned['parameters'] / 1e6:.1f} "
-            f"| {megabytes(full, pruned, 'size_bytes')} | {megabytes(full, pruned, 'peak_rss_bytes')} "
-            f"| {megabytes(full, pruned, 'model_footprint_bytes')} "
-            f"| {full['accuracy']:.2f} → {pruned['accuracy']:.2f} | {pruned['accuracy'] - full['accuracy']:+.2f} |"
+            f"{size_cells(width, depth, full, pruned)} {full['accuracy']:.2f} → {pruned['accuracy']:.2f} "
+            f"| {pruned['accuracy'] - full['accuracy']:+.2f} |"
         )
     if report["targets"]:
         lines += ["", "| target | value | met |", "|---|---|---|"]
@@ -268,11 +275,7 @@ def markdown(report: dict) -> str:
         ]
         for (width, depth), pair in pairs(demo["rows"]).items():
             full, pruned = pair["full"], pair["pruned"]
-            lines.append(
-                f"| {width:g} | {depth:g} | {full['parameters'] / 1e6:.1f} → {pruned['parameters'] / 1e6:.1f} "
-                f"| {megabytes(full, pruned, 'size_bytes')} | {megabytes(full, pruned, 'peak_rss_bytes')} "
-                f"| {megabytes(full, pruned, 'model_footprint_bytes')} |"
-            )
+            lines.append(size_cells(width, depth, full, pruned))
     lines += ["", "| stage | wall (min) | CPU (min) |", "|---|---|---|"]
     for stage, spent in report["timings"].items():
         if stage != "total_wall_s":

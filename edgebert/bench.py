@@ -11,9 +11,13 @@ of being left out.
 A result says where it ran: `host` is the machine measured (hostname, CPU, architecture, cores);
 `profile` is where the settings came from, its hardware under `device_hardware` with
 `device_is_this_host` (false, and a warning, when the profile describes another device:
-`profiles.other_device`). `result_version` 2 is that layout; version 1 (no `result_version`:
-the profile's block held `hardware`, `environment` the CPU) is still read by `pick --calibration`,
-which uses only fields both versions share.
+`profiles.other_device`). Unless `threads` forces one count, the artifact is timed at the
+profile's thread count and at one (`Profile.thread_counts`), one session alive at a time, and the
+result reports the faster by `profiles.faster_threads`; `threads` (`ThreadChoice`) holds every
+count's numbers. `result_version` 3 is that layout; version 2 (no `threads` block: one count,
+`settings.threads`) and version 1 (no `result_version`: the profile's block held `hardware`,
+`environment` the CPU) are still read by `pick --calibration`, which uses only the fields they share
+(`latency_model.measurements_from_result`).
 """
 
 from __future__ import annotations
@@ -23,19 +27,34 @@ import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgebert import __version__
 from edgebert import sidecar as sidecars
 from edgebert.atomic import append_json_list
 from edgebert.bundle import artifact_in, tokenizer_dir_of
 from edgebert.errors import EdgebertError
-from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, model_inputs, read_text
+from edgebert.inputs import UNKNOWN_VOCAB_IDS, Batch, InputPlan, Inputs, TextInput, model_inputs, read_text
 from edgebert.manifests import manifest_warnings
 from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes, usable_cores
-from edgebert.profiles import BUDGET_PERCENTILE, MAX_RUNS, Hardware, Profile, detect_hardware, other_device
+from edgebert.profiles import (
+    BUDGET_PERCENTILE,
+    MAX_RUNS,
+    THREADS_MIN_GAIN,
+    Hardware,
+    Profile,
+    Runs,
+    RunSettings,
+    Threads,
+    detect_hardware,
+    faster_threads,
+    other_device,
+)
 from edgebert.runtimes import (
     SPIN_CONFIG_KEY,
     SUFFIXES,
@@ -55,7 +74,7 @@ BUSY_CV = 0.10
 # Which memory figure a profile's memory budget limits (Profile.memory_budget_scope).
 MEMORY_CHECKED = {"model": "model_footprint_bytes", "process": "peak_rss_bytes"}
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
-RESULT_VERSION = 2  # the layout of a result (see the module docstring); results without the field are version 1
+RESULT_VERSION = 3  # the layout of a result (see the module docstring); results without the field are version 1
 
 
 def bench_artifact(
@@ -77,7 +96,9 @@ def bench_artifact(
 
     `artifact` is a file, or a bundle folder: its file of `precision` (needed when it holds several).
 
-    Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, environment and warnings.
+    `threads` times that count alone; by default the profile's and one are timed and the faster is reported
+    (the module docstring). Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, the thread
+    counts compared, environment and warnings.
     `session_config` adds onnxruntime session config entries (the profile's `spin_wait` sets spinning).
     With `text_file`, every line runs at its real length (padded to the batch's longest row, or to
     the model's fixed length), the batches cycling over the runs.
@@ -106,35 +127,27 @@ def bench_artifact(
     text = read_text(text_file, tokenizer_dir or tokenizer_dir_of(artifact), sidecar) if text_file is not None else None
     plan = InputPlan(settings.batch_size, settings.seq_len, profile.padding_share, seed)
 
+    counts = (settings.threads,) if threads is not None else profile.thread_counts
+    options = [session_options(sidecar, count, profile, session_config) for count in counts]
     with pinned(profile.cpu_affinity):
         load_before = os.getloadavg()
         runtime.load()  # the runtime's own import is part of the baseline, not of the model
         peak_since_load = reset_peak_rss()
         baseline = rss_bytes()
-        start = time.perf_counter_ns()
-        session = open_session(artifact, session_options(sidecar, settings.threads, profile, session_config))
-        load_ns = time.perf_counter_ns() - start
-        rss_loaded = rss_bytes()
-        inputs = model_inputs(session.inputs, sidecar, plan, text, artifact)
-        warnings += inputs.warnings
-        calls = [session.bind(batch.feeds) for batch in inputs.batches]
-        with inference_failures(artifact, guessed=sidecar is None):
-            start = time.perf_counter_ns()
-            calls[0]()
-            first_ns = time.perf_counter_ns() - start
-            for i in range(settings.warmup_runs):
-                calls[i % len(calls)]()
-            samples = time_runs(calls, settings.runs, settings.min_time_s)
-        rss_after = rss_bytes()
-        peak = peak_rss_bytes()
+        runs = [time_session(artifact, sidecar, option, plan, text, settings) for option in options]
         load_after = os.getloadavg()
 
-    latency = latency_stats(samples)
-    if session.details.get("xnnpack") is False:
+    first = runs[0]
+    choice = ThreadChoice.of([run.record() for run in runs], forced=threads is not None, memory_from=first.threads)
+    chosen = next(run for run in runs if run.threads == choice.chosen)
+    record = choice.run(choice.chosen)
+    latency = record.latency_ms
+    warnings += first.inputs.warnings
+    if chosen.details.get("xnnpack") is False:
         warnings.append("the XNNPACK delegate is not active: LiteRT on CPU is ~9x slower without it")
     warnings += busy_warnings(load_before[0], latency)
     baseline_of = f"the process with {runtime.name} imported" + (" and the tokenizer loaded" if text else "")
-    memory = memory_block(baseline, rss_loaded, rss_after, peak, peak_since_load, baseline_of)
+    memory = memory_block(baseline, first.rss_loaded, first.rss_after, first.peak, peak_since_load, baseline_of)
     return {
         "result_version": RESULT_VERSION,
         "edgebert_version": __version__,
@@ -149,31 +162,156 @@ def bench_artifact(
         "host": host_block(host),
         "profile": profile_block(profile, this_host=elsewhere is None),
         "settings": {
-            "threads": settings.threads,
+            "threads": chosen.threads,
             "warmup_runs": settings.warmup_runs,
-            "runs": len(samples),
+            "runs": record.runs,
             "min_time_s": settings.min_time_s,
             "cpu_affinity": profile.cpu_affinity,
             "seed": seed,
         },
-        "inputs": inputs.info,
-        "load_ms": load_ns / 1e6,
-        "first_inference_ms": first_ns / 1e6,
+        "inputs": first.inputs.info,
+        "threads": choice.model_dump(),
+        "load_ms": record.load_ms,
+        "first_inference_ms": record.first_inference_ms,
         "latency_ms": latency,
-        "throughput": throughput(inputs.batches, samples),
+        "throughput": record.throughput,
         "memory": memory,
         "budgets": budgets(profile, latency, memory),
         "environment": {
-            "runtime": session.runtime.name,
-            "runtime_version": session.version,
-            **session.details,
-            "threads": settings.threads,
+            "runtime": runtime.name,
+            "runtime_version": chosen.version,
+            **chosen.details,
+            "threads": chosen.threads,
             "load_avg_before": [round(x, 2) for x in load_before],
             "load_avg_after": [round(x, 2) for x in load_after],
         },
         "manifest": sidecar.manifest if sidecar is not None else None,
         "warnings": warnings,
     }
+
+
+class ThreadRun(BaseModel):
+    """One thread count's numbers in a result's `threads.compared`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: Threads
+    runs: Runs
+    load_ms: float = Field(ge=0, allow_inf_nan=False)
+    first_inference_ms: float = Field(ge=0, allow_inf_nan=False)
+    latency_ms: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    throughput: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+
+class ThreadChoice(BaseModel):
+    """A result's `threads` (version 3): each count timed in a session of its own, and the one the result reports.
+
+    `chosen` is `profiles.faster_threads` of the compared counts' `statistic`; with `forced` (`--threads`) one
+    count was timed and nothing compared. `memory_from`: the count whose session the memory figures are of.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    compared: list[ThreadRun] = Field(min_length=1)
+    chosen: Threads
+    statistic: str = BUDGET_PERCENTILE
+    min_gain: float = THREADS_MIN_GAIN
+    forced: bool
+    memory_from: Threads
+    not_measured: str | None  # what a throughput question needs that was not timed; None with one count
+
+    @classmethod
+    def of(cls, compared: list[ThreadRun], forced: bool, memory_from: int) -> ThreadChoice:
+        """The choice among `compared` by `profiles.faster_threads`, and what was left untimed."""
+        counts = [run.threads for run in compared]
+        most = max(counts)
+        untimed = (
+            f"{most} single-thread sessions in parallel, the other way to serve independent requests (bench times "
+            "one session at a time)"
+        )
+        return cls(
+            compared=compared,
+            chosen=faster_threads({run.threads: run.latency_ms[BUDGET_PERCENTILE] for run in compared}),
+            forced=forced,
+            memory_from=memory_from,
+            not_measured=untimed if most > 1 else None,
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ThreadChoice:
+        counts = [run.threads for run in self.compared]
+        if len(set(counts)) != len(counts) or not {self.chosen, self.memory_from} <= set(counts):
+            raise ValueError(
+                f"threads: chosen {self.chosen} and memory_from {self.memory_from} must be among the "
+                f"compared counts {counts}, each once"
+            )
+        return self
+
+    def run(self, threads: int) -> ThreadRun:
+        return next(run for run in self.compared if run.threads == threads)
+
+
+@dataclass
+class SessionRun:
+    """One session's timings and memory readings, kept after the session itself is gone."""
+
+    threads: int
+    version: str
+    details: dict[str, Any]
+    inputs: Inputs
+    load_ns: int
+    first_ns: int
+    samples: list[int]
+    rss_loaded: int
+    rss_after: int
+    peak: int
+
+    def record(self) -> ThreadRun:
+        return ThreadRun(
+            threads=self.threads,
+            runs=len(self.samples),
+            load_ms=self.load_ns / 1e6,
+            first_inference_ms=self.first_ns / 1e6,
+            latency_ms=latency_stats(self.samples),
+            throughput=throughput(self.inputs.batches, self.samples),
+        )
+
+
+def time_session(
+    artifact: Path,
+    sidecar: Sidecar | None,
+    options: SessionOptions,
+    plan: InputPlan,
+    text: TextInput | None,
+    settings: RunSettings,
+) -> SessionRun:
+    """Load, warm up and time one session. It is closed on return, before the next count's opens: an idle ORT
+    session's workers spin and would take the cores from the one being timed."""
+    start = time.perf_counter_ns()
+    session = open_session(artifact, options)
+    load_ns = time.perf_counter_ns() - start
+    rss_loaded = rss_bytes()
+    inputs = model_inputs(session.inputs, sidecar, plan, text, artifact)
+    calls = [session.bind(batch.feeds) for batch in inputs.batches]
+    with inference_failures(artifact, guessed=sidecar is None):
+        start = time.perf_counter_ns()
+        calls[0]()
+        first_ns = time.perf_counter_ns() - start
+        for i in range(settings.warmup_runs):
+            calls[i % len(calls)]()
+        samples = time_runs(calls, settings.runs, settings.min_time_s)
+    return SessionRun(
+        options.threads,
+        session.version,
+        session.details,
+        inputs,
+        load_ns,
+        first_ns,
+        samples,
+        rss_loaded,
+        rss_bytes(),
+        peak_rss_bytes(),
+    )
 
 
 def host_block(host: Hardware) -> dict[str, Any]:

@@ -14,8 +14,11 @@ of its own behind it); with no measurement at all the profile's hardware facts g
 from specs": FLOPs / (peak GFLOP/s x SPEC_EFFICIENCY[precision] x threads/cores) plus fixed costs,
 good to a factor of two, not to 10 %. `leave_one_out` refits without each measurement in turn and
 reports how well it is predicted. The statistic modelled and validated is the one budgets are
-checked against (`profiles.BUDGET_PERCENTILE`). A measurement taken with other threads or another
-spin-wait setting than the profile's is refused: latency does not scale across them predictably.
+checked against (`profiles.BUDGET_PERCENTILE`). Latency does not scale across thread counts
+predictably (int8 at batch 1 is no faster on a second core, a batch of 32 nearly twice as fast), so
+there is one model per thread count measured (`calibrate_threads`), each fitted to that count's
+measurements alone; a measurement at a count the profile does not compare (`Profile.thread_counts`)
+or with another spin-wait setting is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgebert.bench import RESULT_VERSION, ThreadChoice
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SliceManifest, read_json
 from edgebert.profiles import BUDGET_PERCENTILE, Profile
@@ -109,8 +113,27 @@ def spin_wait_of(result: dict[str, Any]) -> bool | None:
     return config.get(SPIN_CONFIG_KEY) != "0"
 
 
-def measurement_from_result(result: dict[str, Any], source: str = "result") -> Measurement:
-    """Read a bench result dict; it must come from an edgebert export (its manifest gives the shape)."""
+def result_version(result: Any, source: str) -> int:
+    """A bench result's layout (`bench.RESULT_VERSION`; none recorded is version 1), refused if this edgebert
+    cannot read it."""
+    version = result.get("result_version", 1) if isinstance(result, dict) else 1
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RESULT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > RESULT_VERSION
+        raise EdgebertError(
+            f"{source}: bench result_version {repr(version)[:20]} "
+            + (
+                f"is newer than this edgebert reads (1 to {RESULT_VERSION}): upgrade edgebert"
+                if newer
+                else f"is not a version edgebert wrote (1 to {RESULT_VERSION}); re-run `edgebert bench`"
+            )
+        )
+    return version
+
+
+def measurements_from_result(result: dict[str, Any], source: str = "result") -> list[Measurement]:
+    """Read a bench result dict, one measurement per thread count it timed (`bench.ThreadChoice`; results before
+    version 3 timed one); it must come from an edgebert export (its manifest gives the shape)."""
+    version = result_version(result, source)
     if isinstance(result, dict) and (result.get("inputs") or {}).get("batches", 1) != 1:
         raise EdgebertError(
             f"{source}: measured on `--text` batches of several lengths, which no one shape describes; "
@@ -128,28 +151,40 @@ def measurement_from_result(result: dict[str, Any], source: str = "result") -> M
             result["inputs"]["batch_size"],
             result["inputs"]["seq_len"],
         )
-        measurement = Measurement(
-            width=manifest.width,
-            depth=manifest.depth,
-            precision=result["artifact"]["precision"],
-            runtime=result["environment"]["runtime"],
-            shape=shape,
-            latency_ms=result["latency_ms"][BUDGET_PERCENTILE],
-            size_bytes=result["artifact"]["size_bytes"],
-            profile=(result.get("profile") or {}).get("name"),
-            threads=result["settings"]["threads"],
-            spin_wait=spin_wait_of(result),
-            baseline_bytes=baseline,
-            footprint_bytes=footprint,
-        )
+        if version >= 3:
+            choice = ThreadChoice.model_validate(result["threads"])
+            latencies = {run.threads: run.latency_ms[BUDGET_PERCENTILE] for run in choice.compared}
+            memory_from = choice.memory_from
+        else:
+            memory_from = result["settings"]["threads"]
+            latencies = {memory_from: result["latency_ms"][BUDGET_PERCENTILE]}
+        measurements = [
+            Measurement(
+                width=manifest.width,
+                depth=manifest.depth,
+                precision=result["artifact"]["precision"],
+                runtime=result["environment"]["runtime"],
+                shape=shape,
+                latency_ms=latency,
+                size_bytes=result["artifact"]["size_bytes"],
+                profile=(result.get("profile") or {}).get("name"),
+                threads=threads,
+                spin_wait=spin_wait_of(result),
+                # memory is of one session's (the others reused what it freed): on its measurement alone
+                baseline_bytes=baseline if threads == memory_from else None,
+                footprint_bytes=footprint if threads == memory_from else None,
+            )
+            for threads, latency in latencies.items()
+        ]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         problem = f"missing {exc}" if isinstance(exc, KeyError) else "a field of the wrong type"
         raise EdgebertError(
             f"{source}: not a bench result of an edgebert export ({problem}); "
             "produce it with `edgebert bench ARTIFACT --out FILE` on an exported artifact"
         ) from exc
-    _check_values(measurement, source)
-    return measurement
+    for measurement in measurements:
+        _check_values(measurement, source)
+    return measurements
 
 
 def _check_values(m: Measurement, source: str) -> None:
@@ -165,7 +200,11 @@ def _check_values(m: Measurement, source: str) -> None:
     ]
     problems += ["latency_ms"] * (not positive(m.latency_ms, False))
     problems += [name for name in ("size_bytes", "threads") if not positive(getattr(m, name), True)]
-    problems += [name for name in ("baseline_bytes", "footprint_bytes") if not positive(getattr(m, name) + 1, True)]
+    problems += [
+        name
+        for name in ("baseline_bytes", "footprint_bytes")
+        if getattr(m, name) is not None and not positive(getattr(m, name) + 1, True)
+    ]
     problems += ["precision"] * (m.precision not in SPEC_EFFICIENCY)
     problems += ["runtime"] * (m.runtime not in RUNTIMES)
     if problems:
@@ -178,24 +217,26 @@ def load_calibration(paths: list[Path], profile: Profile) -> list[Measurement]:
     for path in paths:
         data = read_json(Path(path))
         for index, result in enumerate(data if isinstance(data, list) else [data]):
-            measurement = measurement_from_result(result, f"{path}[{index}]")
-            if measurement.profile != profile.name:
+            read = measurements_from_result(result, f"{path}[{index}]")
+            if read[0].profile != profile.name:
                 raise EdgebertError(
-                    f"{path}[{index}] was measured under profile {measurement.profile!r}, not {profile.name!r}"
+                    f"{path}[{index}] was measured under profile {read[0].profile!r}, not {profile.name!r}"
                 )
-            measurements.append(measurement)
+            measurements += read
     for measurement in measurements:
         check_settings(measurement, profile)
     return measurements
 
 
 def check_settings(measurement: Measurement, profile: Profile) -> None:
-    """Refuse a measurement taken with other threads or spin-waiting than `profile` runs: its curve would lie."""
+    """Refuse a measurement at a thread count `profile` does not compare, or with other spin-waiting: a curve
+    fitted to it would lie."""
     name = f"width {measurement.width:g} depth {measurement.depth:g} {measurement.precision}"
-    if measurement.threads is not None and measurement.threads != profile.threads:
+    if measurement.threads is not None and measurement.threads not in profile.thread_counts:
+        counts = " and ".join(map(str, profile.thread_counts))
         raise EdgebertError(
-            f"the {name} result was measured with {measurement.threads} thread(s), profile {profile.name} runs "
-            f"{profile.threads}: bench with --profile {profile.name}, or use a profile with that thread count"
+            f"the {name} result was measured with {measurement.threads} thread(s), profile {profile.name} compares "
+            f"{counts}: bench with --profile {profile.name}, or use a profile with that thread count"
         )
     if (
         measurement.spin_wait is not None
@@ -297,8 +338,10 @@ class LatencyModel:
         return self.curve(precision, runtime).predict(shape)
 
     def describe(self) -> dict[str, dict[str, Any]]:
+        """Each curve by `runtime/precision/threads=N` (one model per thread count: `calibrate_threads`)."""
         return {
-            f"{runtime}/{precision}": {
+            f"{runtime}/{precision}/threads={self.profile.threads}": {
+                "threads": self.profile.threads,
                 "basis": curve.basis,
                 "points": curve.points,
                 "note": curve.note,
@@ -356,12 +399,30 @@ def calibrate(profile: Profile, measurements: list[Measurement], precisions: tup
     return LatencyModel(profile, curves)
 
 
+def threads_of(measurement: Measurement, profile: Profile) -> int:
+    """The thread count a measurement was taken at; one that does not say is taken at the profile's."""
+    return measurement.threads or profile.threads
+
+
+def calibrate_threads(
+    profile: Profile, measurements: list[Measurement], precisions: tuple[str, ...]
+) -> dict[int, LatencyModel]:
+    """One latency model per thread count measured, each calibrated on that count's measurements alone; without
+    measurements, the profile's count alone (from its specs)."""
+    by_count: dict[int, list[Measurement]] = {}
+    for m in measurements:
+        by_count.setdefault(threads_of(m, profile), []).append(m)
+    counts = sorted(by_count) or [profile.threads]
+    return {count: calibrate(profile.at_threads(count), by_count.get(count, []), precisions) for count in counts}
+
+
 def leave_one_out(profile: Profile, measurements: list[Measurement]) -> dict[str, Any]:
-    """Predict each measurement from a model calibrated on all the others; report the errors."""
+    """Predict each measurement from a model calibrated on all the others at its thread count; report the errors."""
     rows = []
     for index, held_out in enumerate(measurements):
-        others = measurements[:index] + measurements[index + 1 :]
-        model = calibrate(profile, others, (held_out.precision,))
+        threads = threads_of(held_out, profile)
+        others = [m for m in measurements[:index] + measurements[index + 1 :] if threads_of(m, profile) == threads]
+        model = calibrate(profile.at_threads(threads), others, (held_out.precision,))
         curve = model.curve(held_out.precision, held_out.runtime)
         predicted = curve.predict(held_out.shape)
         rows.append(
@@ -370,6 +431,7 @@ def leave_one_out(profile: Profile, measurements: list[Measurement]) -> dict[str
                 "depth": held_out.depth,
                 "precision": held_out.precision,
                 "runtime": held_out.runtime,
+                "threads": threads,
                 "measured_ms": held_out.latency_ms,
                 "predicted_ms": predicted,
                 "relative_error": predicted / held_out.latency_ms - 1,

@@ -50,11 +50,12 @@ from edgebert.latency_model import (
     LatencyModel,
     Measurement,
     Shape,
-    calibrate,
+    calibrate_threads,
     leave_one_out,
     leave_one_out_warning,
     load_calibration,
-    measurement_from_result,
+    measurements_from_result,
+    threads_of,
 )
 from edgebert.manifests import VocabularyRecord
 from edgebert.memory_model import MemoryModel, calibrate_memory
@@ -63,10 +64,12 @@ from edgebert.precisions import PRECISIONS, estimated_size_bytes
 from edgebert.profiles import (
     BUDGET_PERCENTILE,
     MEMORY_SCOPE_LABELS,
+    THREADS_MIN_GAIN,
     MemoryScope,
     Profile,
     budget_bytes,
     checked_budget,
+    faster_threads,
 )
 from edgebert.runtimes import FORMAT_FOR_RUNTIME, RUNTIMES, artifact_name
 from edgebert.subnet import TRAINED_GRID, Architecture, OffGridWarning, costs, subnet_name, subnetwork
@@ -148,6 +151,8 @@ class Candidate(BaseModel):
     memory_source: str
     latency_ms: float
     latency_source: str  # "measured", "predicted", "derived" or "estimate from specs"
+    threads: int  # the thread count `latency_ms` is for: `profiles.faster_threads` of `latency_by_threads`
+    latency_by_threads: dict[int, float]  # each count's latency (measured, else its own count's model)
     accuracy: float | None = None
     vocabulary: int | None = None  # a pruned variant's kept tokens (`--vocab-from`); None: the model's vocabulary
     unknown_rate: float | None = None  # a pruned variant's: the share of the accuracy file's tokens it makes [UNK]
@@ -222,7 +227,7 @@ class PickReport(BaseModel):
     format: str
     batch_size: int
     seq_len: int
-    threads: int
+    thread_counts: list[int]  # the counts each candidate's latency is known at (measured, or the profile's alone)
     budgets: ResolvedBudgets
     accuracy: AccuracySource | None  # None: ranked by encoder FLOPs
     vocabulary: VocabularyRecord | None  # what `--vocab-from` keeps (its candidates' `vocabulary`); None: not given
@@ -336,7 +341,7 @@ def measure_locally(
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise EdgebertError(f"benchmarking {artifact.name} failed: {done.stderr.strip().splitlines()[-1:]}")
-        measurements.append(measurement_from_result(json.loads(done.stdout), artifact.name))
+        measurements += measurements_from_result(json.loads(done.stdout), artifact.name)
         artifact.unlink()
     return measurements
 
@@ -420,8 +425,8 @@ def pick(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OffGridWarning)  # one line for them all (below), not one per candidate
         measured = measure_here(checkpoint, profile, configs, precisions, progress) if measure else {}
-        measurements += measured.values()
-        latency_model = calibrate(profile, measurements, precisions)
+        measurements += [m for by_count in measured.values() for m in by_count.values()]
+        latency_models = calibrate_threads(profile, measurements, precisions)
         memory_model = calibrate_memory(profile.runtime, measurements)
         scores, accuracy, notes = accuracy_for(checkpoint, configs, data, columns)
         pruned: dict[tuple[float, float], float] = {}
@@ -434,8 +439,8 @@ def pick(
         for (width, depth), (kept, arch) in itertools.product(configs, archs.items()):
             shape, cost = _shape_and_cost(arch, profile, width, depth)
             for precision in precisions:  # a bench result is of the unpruned artifact: the pruned one's is not known
-                measurement = measured.get((width, depth, precision)) if kept is None else None
-                row = _candidate(profile, latency_model, memory_model, shape, cost, precision, measurement, limits)
+                by_count = measured.get((width, depth, precision), {}) if kept is None else {}
+                row = _candidate(profile, latency_models, memory_model, shape, cost, precision, by_count, limits)
                 row.accuracy = (scores if kept is None else pruned).get((width, depth))
                 row.vocabulary, row.unknown_rate = kept, None if kept is None else unknown_rate
                 rows.append(row)
@@ -446,6 +451,7 @@ def pick(
         notes.append(tied_note(accuracy.metric, tied.pop()))
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
     cautions = [caution for caution in [leave_one_out_warning(loo), off_grid_warning(configs)] if caution]
+    notes += [note for note in [threads_note(profile, list(latency_models))] if note]
     if checkpoint.is_demo:
         notes.append(UNTRAINED_NOTE)
     elif not checkpoint.trained_as_dynabert:
@@ -464,11 +470,14 @@ def pick(
         format=FORMAT_FOR_RUNTIME[profile.runtime],
         batch_size=profile.batch_size,
         seq_len=profile.seq_len,
-        threads=profile.threads,
+        thread_counts=list(latency_models),
         budgets=limits,
         accuracy=accuracy,
         vocabulary=vocabulary.record if vocabulary is not None else None,
-        latency_model=LatencyFit(curves=latency_model.describe(), leave_one_out=loo),
+        latency_model=LatencyFit(
+            curves={key: curve for model in latency_models.values() for key, curve in model.describe().items()},
+            leave_one_out=loo,
+        ),
         memory_model=memory_model.describe(),
         candidates=rows,
         choice=choice,
@@ -477,6 +486,26 @@ def pick(
         notes=notes,
         warnings=cautions,
         export=exported,
+    )
+
+
+def threads_note(profile: Profile, counts: list[int]) -> Note | None:
+    """Which thread counts the latencies compare, the rule between them, and what a throughput question would need
+    that was not measured; None when the profile runs one thread."""
+    if profile.threads == 1:
+        return None
+    if len(counts) == 1:
+        missing = " or ".join(str(count) for count in profile.thread_counts if count not in counts)
+        return Note(
+            f"latencies at {threads_label(counts[0])} only: nothing measured at {missing} to compare it with "
+            "(`edgebert bench` times both; give its results with --calibration, or use --measure)"
+        )
+    most = max(counts)
+    return Note(
+        f"t: each row runs at the faster of {' and '.join(map(str, counts))} threads by its {BUDGET_PERCENTILE}, more "
+        f"threads only when they cut it by at least {THREADS_MIN_GAIN:.0%}; for throughput of independent requests, "
+        f"{most} single-thread sessions in parallel were not measured (bench times one session at a time), a batch of "
+        f"{most} is timed by `edgebert bench --batch {most}`"
     )
 
 
@@ -498,12 +527,16 @@ def measure_here(
     configs: list[tuple[float, float]],
     precisions: Sequence[str],
     progress: Callable[[str], None],
-) -> dict[tuple[float, float, str], Measurement]:
-    """`--measure`: export and bench a spread of the candidates on this machine, by (width, depth, precision)."""
+) -> dict[tuple[float, float, str], dict[int, Measurement]]:
+    """`--measure`: export and bench a spread of the candidates on this machine, by (width, depth, precision),
+    then by thread count."""
     chosen = [(w, d, p) for p in precisions for w, d in spread(configs, checkpoint.arch, MEASURE_PER_PRECISION)]
     with tempfile.TemporaryDirectory(prefix="edgebert-pick-") as work_dir:
         local = measure_locally(checkpoint.path, profile, chosen, Path(work_dir), progress)
-    return {(m.width, m.depth, m.precision): m for m in local}
+    measured: dict[tuple[float, float, str], dict[int, Measurement]] = {}
+    for m in local:
+        measured.setdefault((m.width, m.depth, m.precision), {})[threads_of(m, profile)] = m
+    return measured
 
 
 def accuracy_for(
@@ -599,23 +632,31 @@ def _shape_and_cost(arch: Architecture, profile: Profile, width: float, depth: f
 
 def _candidate(
     profile: Profile,
-    latency_model: LatencyModel,
+    latency_models: dict[int, LatencyModel],
     memory_model: MemoryModel,
     shape: Shape,
     cost: dict[str, Any],
     precision: str,
-    measurement: Measurement | None,
+    measured: dict[int, Measurement],
     limits: ResolvedBudgets,
 ) -> Candidate:
+    """One candidate's costs: its own measurements (`measured`, by thread count) where it has them, else the models';
+    its latency at the faster thread count."""
+    measurement = next(iter(measured.values()), None)
     size = measurement.size_bytes if measurement else estimated_size_bytes(cost["parameters"], precision)
-    if measurement is not None and measurement.footprint_bytes is not None:
-        footprint, footprint_source = measurement.footprint_bytes, "measured"
+    with_memory = next((m for m in measured.values() if m.footprint_bytes is not None), None)
+    if with_memory is not None:
+        footprint, footprint_source = with_memory.footprint_bytes, "measured"
     else:
         footprint, footprint_source = memory_model.footprint(profile.runtime, precision, shape, size)
-    if measurement is not None:
-        latency, latency_source = measurement.latency_ms, "measured"
-    else:
-        latency, latency_source = latency_model.predict(shape, precision), latency_model.curve(precision).label
+    latencies: dict[int, tuple[float, str]] = {}
+    for count, model in latency_models.items():
+        at = measured.get(count)
+        latencies[count] = (
+            (at.latency_ms, "measured") if at else (model.predict(shape, precision), model.curve(precision).label)
+        )
+    threads = faster_threads({count: latency for count, (latency, _) in latencies.items()})
+    latency, latency_source = latencies[threads]
     row = Candidate(
         width=cost["width"],
         depth=cost["depth"],
@@ -633,6 +674,8 @@ def _candidate(
         memory_source="estimated",
         latency_ms=latency,
         latency_source=latency_source,
+        threads=threads,
+        latency_by_threads={count: latency for count, (latency, _) in latencies.items()},
     )
     row.set_footprint(footprint, footprint_source, limits)
     return row
@@ -708,7 +751,9 @@ def verdict(rows: list[Candidate], choice: Candidate | None, limits: ResolvedBud
             f"({fastest.name}, {fastest.latency_source})"
         )
     memory = f"{choice.memory_bytes / 1e6:.1f} MB {limits.memory_label} ({choice.memory_source})"
-    latency = f"{choice.latency_ms:.1f} ms {limits.latency_statistic} ({choice.latency_source})"
+    latency = (
+        f"{choice.latency_ms:.1f} ms {limits.latency_statistic} ({choice.latency_source}) at {threads_text(choice)}"
+    )
     if not choice.fits:
         over = [
             f"memory {memory} > {limits.memory_bytes / 1e6:g} MB" if not choice.fits_memory else "",
@@ -716,6 +761,18 @@ def verdict(rows: list[Candidate], choice: Candidate | None, limits: ResolvedBud
         ]
         return f"the exported {choice.name} does not fit after all: {'; '.join(o for o in over if o)}"
     return f"{'exported' if exported else 'ship'} {choice.name}: {memory}, {latency}"
+
+
+def threads_text(row: Candidate) -> str:
+    """'1 thread (2 threads: 1.9 ms)': the count a row runs at, and its latency at the counts it was compared with."""
+    others = [
+        f"{threads_label(count)}: {ms:.1f} ms" for count, ms in row.latency_by_threads.items() if count != row.threads
+    ]
+    return threads_label(row.threads) + (f" ({'; '.join(others)})" if others else "")
+
+
+def threads_label(count: int) -> str:
+    return f"{count} thread{'s' * (count > 1)}"
 
 
 def export_choice(

@@ -48,6 +48,10 @@ MEMORY_SCOPE_HOLDS: dict[MemoryScope, str] = {
 }
 # The latency a latency budget limits: bench checks this percentile, pick predicts it.
 BUDGET_PERCENTILE = "p95"
+# More threads are chosen over fewer only when they cut BUDGET_PERCENTILE by at least this share: a core that buys
+# less is better left to the rest of the device (int8 at batch 1 measured 1.90 ms at 1 thread, 1.94 ms at 2), and
+# differences that small are within a run's noise.
+THREADS_MIN_GAIN = 0.05
 
 # Upper bounds of every count a benchmark runs with, from a profile or from bench's own arguments.
 MAX_THREADS = 256
@@ -245,6 +249,15 @@ class Profile(BaseModel):
         return None if self.memory_budget_mb is None else round(self.memory_budget_mb * 1e6)
 
     @property
+    def thread_counts(self) -> tuple[int, ...]:
+        """The thread counts `bench` compares and `pick` chooses between: the profile's, and one."""
+        return (self.threads, 1) if self.threads > 1 else (1,)
+
+    def at_threads(self, threads: int) -> Profile:
+        """This profile running `threads` threads: what a measurement at that count was taken under."""
+        return self.model_copy(update={"threads": threads})
+
+    @property
     def is_local(self) -> bool:
         """This machine (hardware read at run time), not a description of some other device."""
         return self.hardware.detected
@@ -257,6 +270,17 @@ class Profile(BaseModel):
             return RunSettings.model_validate(values)
         except ValidationError as exc:
             raise ProfileError([_describe(error, "bench settings") for error in exc.errors()]) from exc
+
+
+def faster_threads(latency_ms: dict[int, float]) -> int:
+    """THE choice of a thread count from its latencies (BUDGET_PERCENTILE, measured or predicted): the fewest
+    threads, unless more cut the latency by THREADS_MIN_GAIN. `bench` records it, `pick` ranks and ships it."""
+    counts = sorted(latency_ms)
+    chosen = counts[0]
+    for count in counts[1:]:
+        if latency_ms[count] <= latency_ms[chosen] * (1 - THREADS_MIN_GAIN):
+            chosen = count
+    return chosen
 
 
 SHIPPED_DIR = "device_profiles"  # package data beside this module; a module and a folder may not share a name

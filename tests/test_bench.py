@@ -81,7 +81,7 @@ def test_bench_is_torch_free_and_reports_everything(torch_free_results):
         assert env["runtime_version"] and result["host"]["cpu"] and len(env["load_avg_before"]) == 3
         assert "tiny test model: random weights" in result["warnings"]
     assert onnx["profile"]["name"] == "local" and onnx["profile"]["device_hardware"]["detected"]
-    assert onnx["profile"]["device_is_this_host"] and onnx["result_version"] == 2
+    assert onnx["profile"]["device_is_this_host"] and onnx["result_version"] == 3
     assert onnx["environment"]["runtime"] == "onnxruntime" and onnx["inputs"]["seq_len"] == 128
     assert onnx["environment"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert tflite["environment"]["runtime"] == "litert" and tflite["environment"]["xnnpack"] is True
@@ -91,11 +91,11 @@ def test_bench_is_torch_free_and_reports_everything(torch_free_results):
 
 def test_the_latency_model_reads_the_hidden_size_from_the_manifest(torch_free_results):
     """A model whose heads x head size is not its hidden size (hidden 32, 2 heads of 8): the shape is the manifest's."""
-    from edgebert.latency_model import measurement_from_result
+    from edgebert.latency_model import measurements_from_result
 
     result = json.loads(json.dumps(torch_free_results[0]))
     result["manifest"]["original"]["head_size"] = 8
-    shape = measurement_from_result(result).shape
+    shape = measurements_from_result(result)[0].shape
     assert (shape.hidden, shape.heads, shape.inner, shape.ffn, shape.layers) == (32, 2, 16, 64, 2)
 
 

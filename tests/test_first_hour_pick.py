@@ -92,6 +92,8 @@ def _row(width: float, memory: int, latency: float, flops: int, accuracy: float 
         memory_source="estimated",
         latency_ms=latency,
         latency_source="estimated",
+        threads=1,
+        latency_by_threads={1: latency},
         accuracy=accuracy,
     )
 
@@ -166,23 +168,26 @@ def test_bench_under_another_devices_profile_records_this_host(onnx_artifact, tm
     assert host["architecture"] == platform.machine() and host["cores"] == os.cpu_count()
     assert host["hostname"] == platform.node()
     profile = report["profile"]
-    assert profile["name"] == "raspberry-pi-4" and report["settings"]["threads"] == 4  # the Pi's settings
+    compared = [run["threads"] for run in report["threads"]["compared"]]
+    assert profile["name"] == "raspberry-pi-4" and compared == [4, 1]  # the Pi's threads, then one
     assert "hardware" not in profile and profile["device_hardware"]["cpu"].startswith("Broadcom BCM2711")
     assert profile["device_is_this_host"] is (platform.machine() == "aarch64" and os.cpu_count() == 4)
     elsewhere = [w for w in report["warnings"] if "not on the device it describes" in w]
     assert len(elsewhere) == (0 if profile["device_is_this_host"] else 1)
-    assert report["result_version"] == 2
+    assert report["result_version"] == 3
 
     from edgebert.latency_model import load_calibration
 
-    measurement = load_calibration([out], load_profile("raspberry-pi-4"))[0]  # pick still reads it
-    assert measurement.profile == "raspberry-pi-4" and measurement.threads == 4
+    measurements = load_calibration([out], load_profile("raspberry-pi-4"))  # pick still reads it, every count
+    assert {m.profile for m in measurements} == {"raspberry-pi-4"} and [m.threads for m in measurements] == [4, 1]
+    reported = next(m for m in measurements if m.threads == report["settings"]["threads"])
     old = json.loads(out.read_text())[0]  # a version 1 result: the profile's hardware inline, the CPU in environment
     old.pop("result_version")
+    old.pop("threads")
     old["profile"]["hardware"] = old["profile"].pop("device_hardware")
     old["environment"]["cpu"] = old.pop("host")["cpu"]
     out.write_text(json.dumps([old]))
-    assert load_calibration([out], load_profile("raspberry-pi-4"))[0].latency_ms == measurement.latency_ms
+    assert load_calibration([out], load_profile("raspberry-pi-4"))[0].latency_ms == reported.latency_ms
 
     table = run_cli(*args)
     text = " ".join(table.stdout.split())

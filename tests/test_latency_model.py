@@ -19,7 +19,7 @@ from edgebert.latency_model import (
     calibrate,
     leave_one_out,
     load_calibration,
-    measurement_from_result,
+    measurements_from_result,
     nnls,
 )
 from edgebert.profiles import load_profile, shipped_names
@@ -149,10 +149,11 @@ def result(tmp_path_factory, labelled_classifier) -> dict:
 def test_a_real_bench_result_gives_the_slices_shape(result):
     """Hidden 48 with 12 heads of 4: width 0.5 keeps 6 heads (24 wide) and 48 FFN neurons, depth 0.75 9 layers."""
     profile = load_profile("local")
-    measurement = measurement_from_result(result)
+    reported = {m.threads: m for m in measurements_from_result(result)}[result["settings"]["threads"]]
+    measurement = measurements_from_result(result)[0]  # the first session's: the one memory was measured in
     assert measurement.shape == Shape(48, 6, 24, 48, 9, profile.batch_size, profile.seq_len)
     assert (measurement.width, measurement.depth, measurement.precision) == (0.5, 0.75, "fp32")
-    assert measurement.runtime == profile.runtime and measurement.latency_ms == result["latency_ms"]["p95"]
+    assert measurement.runtime == profile.runtime and reported.latency_ms == result["latency_ms"]["p95"]
     memory = result["memory"]
     assert measurement.baseline_bytes == memory.get("baseline_bytes", memory["rss_before_load_bytes"])
     old = {  # older results carry only RSS figures: the footprint is what the model added to the RSS
@@ -160,7 +161,7 @@ def test_a_real_bench_result_gives_the_slices_shape(result):
         "memory": {k: v for k, v in memory.items() if k not in ("baseline_bytes", "model_footprint_bytes")},
     }
     top = memory["peak_rss_bytes"] if memory["peak_counts_from_load"] else memory["rss_after_runs_bytes"]
-    assert measurement_from_result(old).footprint_bytes == max(0, top - memory["rss_before_load_bytes"])
+    assert measurements_from_result(old)[0].footprint_bytes == max(0, top - memory["rss_before_load_bytes"])
 
 
 def test_calibration_files_are_checked(result, tmp_path):
@@ -171,15 +172,18 @@ def test_calibration_files_are_checked(result, tmp_path):
     assert len(load_calibration([path], load_profile("local"))) == 1
     with pytest.raises(EdgebertError, match="measured under profile 'local', not 'raspberry-pi-4'"):
         load_calibration([path], load_profile("raspberry-pi-4"))
-    other = load_profile("local").model_copy(update={"threads": result["settings"]["threads"] + 1})
-    with pytest.raises(EdgebertError, match=r"measured with \d+ thread\(s\), profile local runs"):
-        load_calibration([path], other)
+    at_three = tmp_path / "three.json"  # a count the local profile compares neither as its own nor as one
+    at_three.write_text(json.dumps([timed_alone_at(result, 3)]))
+    other = load_profile("local").at_threads(2)
+    with pytest.raises(EdgebertError, match=r"measured with 3 thread\(s\), profile local compares 2 and 1"):
+        load_calibration([at_three], other)
     spinning = load_profile("local").model_copy(update={"spin_wait": not load_profile("local").spin_wait})
     with pytest.raises(EdgebertError, match="measured with spin_wait"):
         load_calibration([path], spinning)
+    version_2 = {key: value for key, value in result.items() if key != "threads"} | {"result_version": 2}
     for field, value in [("latency_ms", {"p95": float("nan")}), ("settings", {"threads": 0})]:
         tampered = tmp_path / f"{field}.json"
-        tampered.write_text(json.dumps([{**result, field: value}]))
+        tampered.write_text(json.dumps([{**version_2, field: value}]))
         with pytest.raises(EdgebertError, match=r"bench result with invalid (latency_ms|threads)"):
             load_calibration([tampered], load_profile("local"))
     text_run = tmp_path / "text.json"
@@ -190,3 +194,14 @@ def test_calibration_files_are_checked(result, tmp_path):
     broken.write_text(json.dumps([{"latency_ms": {"p95": 1.0}}]))
     with pytest.raises(EdgebertError, match=r"broken.json\[0\]: not a bench result of an edgebert export"):
         load_calibration([broken], load_profile("local"))
+
+
+def timed_alone_at(result: dict, threads: int) -> dict:
+    """`result` as if `bench --threads THREADS` had written it: that count alone, with the reported numbers."""
+    run = next(run for run in result["threads"]["compared"] if run["threads"] == result["settings"]["threads"])
+    choice = {"compared": [{**run, "threads": threads}], "chosen": threads, "memory_from": threads, "forced": True}
+    return {
+        **result,
+        "threads": {**result["threads"], **choice},
+        "settings": {**result["settings"], "threads": threads},
+    }

@@ -43,7 +43,12 @@ def bench_command(
         ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, max=MAX_THREADS, help="Runtime threads (default: the profile's).")
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_THREADS,
+            help="Time this thread count alone (default: the profile's and 1, reporting the faster).",
+        ),
     ] = None,
     batch: Annotated[
         int | None, typer.Option(min=1, max=MAX_BATCH_SIZE, help="Batch size (default: the profile's).")
@@ -89,7 +94,7 @@ def bench_command(
 def print_result(result: dict[str, Any], appended_to: Path | None = None) -> None:
     """The summary and latency tables, the file the result was appended to, then the warnings."""
     env, inputs, lat, mem = result["environment"], result["inputs"], result["latency_ms"], result["memory"]
-    runtime = f"{env['runtime']} {env['runtime_version']}, {env['threads']} threads"
+    runtime = f"{env['runtime']} {env['runtime_version']}, {env['threads']} thread(s)"
     if "xnnpack" in env:
         runtime += f", XNNPACK {'on' if env['xnnpack'] else 'OFF' if env['xnnpack'] is False else 'unknown'}"
     if "graph_optimization_level" in env:
@@ -139,10 +144,35 @@ def print_result(result: dict[str, Any], appended_to: Path | None = None) -> Non
         latency.add_column(name, justify="right")
     latency.add_row(*(f"{lat[name]:.3f}" for name in names))
     console.print(latency)
+    print_threads(result["threads"])
     if appended_to is not None:
         console.print(f"appended to {appended_to}")
     for warning in result["warnings"]:
         print_warning(warning)
+
+
+def print_threads(choice: dict[str, Any]) -> None:
+    """The thread counts timed (each in a session of its own), the one reported marked, and what was not timed."""
+    if len(choice["compared"]) < 2:
+        return
+    statistic = choice["statistic"]
+    table = Table(title="threads compared, one session at a time", box=box.SIMPLE_HEAD)
+    for column in ("", "threads", "p50 ms", f"{statistic} ms", "seq/s"):
+        table.add_column(column, justify="right")
+    for run in choice["compared"]:
+        table.add_row(
+            "[bold green]>[/]" if run["threads"] == choice["chosen"] else "",
+            str(run["threads"]),
+            f"{run['latency_ms']['p50']:.3f}",
+            f"{run['latency_ms'][statistic]:.3f}",
+            f"{run['throughput']['sequences_per_s']:.1f}",
+        )
+    console.print(table)
+    console.print(
+        f"> reported above: {choice['chosen']} thread(s), the fewest unless more cut {statistic} by at least "
+        f"{choice['min_gain']:.0%}; memory is of the {choice['memory_from']}-thread session"
+    )
+    console.print(f"not measured: {choice['not_measured']}")
 
 
 def budget_rows(result: dict[str, Any]) -> list[tuple[str, str]]:

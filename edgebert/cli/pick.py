@@ -174,8 +174,10 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
     for warning in report.warnings:
         print_warning(warning)
     budgets, accuracy, vocabulary = report.budgets, report.accuracy, report.vocabulary
+    compared = len(report.thread_counts) > 1
+    threads = "t threads" if compared else f"{report.thread_counts[0]} thread(s)"
     console.print(  # not the table's title, which would wrap at the table's width
-        f"Pareto frontier: {report.profile}, {report.format}, {report.threads} thread(s), "
+        f"Pareto frontier: {report.profile}, {report.format}, {threads}, "
         f"batch {report.batch_size} x {report.seq_len} tokens"
     )
     table = Table(
@@ -184,7 +186,8 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
         padding=0,  # the box's own one-space column separator only: twelve columns fit 80 with --vocab-from
     )
     memory_column = "proc MB" if budgets.counts_baseline else "model MB"
-    columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["acc"] if accuracy else [])
+    columns = ["", "w", "d", "prec", "GFLOP", "file MB", memory_column, "ms"] + (["t"] if compared else [])
+    columns += ["acc"] if accuracy else []
     columns += ["vocab", "unk"] if vocabulary else []
     for column in [*columns, "fits"]:
         table.add_column(column, justify="left" if column in ("", "prec", "fits") else "right", no_wrap=True)
@@ -199,6 +202,8 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
             f"{row.memory_bytes / 1e6:.1f} {SOURCE_MARKS[row.memory_source]}",
             f"{row.latency_ms:.1f} {SOURCE_MARKS[row.latency_source]}",
         ]
+        if compared:
+            cells.append(str(row.threads))
         if accuracy:
             cells.append("?" if row.accuracy is None else f"{row.accuracy:.4f}")
         if vocabulary:
@@ -219,6 +224,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
         f"w, d: width, depth; file: * parameters x bytes per weight; ms: latency {budgets.latency_statistic}; "
         "m measured, p predicted from this precision's own bench results, d derived from another precision's fit, "
         "e estimated from constants, s estimate from the profile's specs"
+        + ("; t: the thread count the row runs at" if compared else "")
         + (f"; acc: {accuracy.metric}" if accuracy else "")
         + ("; vocab: thousands of tokens kept (--vocab-from); unk: the data's tokens dropped" if vocabulary else "")
     )

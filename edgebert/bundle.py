@@ -4,7 +4,7 @@ The ONNX layout is the one transformers.js and Optimum read (transformers.js pic
 `onnx/model_quantized.onnx` for `dtype: 'q8'`, `onnx/model_fp16.onnx` for 'fp16', `onnx/model.onnx`
 for 'fp32'; Optimum's `ORTModelFor*.from_pretrained(bundle, subfolder="onnx", file_name=...)`):
 
-    config.json            model_type bert/roberta, architectures, id2label: where clients read the task and labels
+    config.json            the source's model_type, architectures, id2label: where clients read the task and labels
     tokenizer.json         the fast tokenizer (built with `tokenizers` from vocab.txt when the source has none)
     tokenizer_config.json  tokenizer_class and the special tokens, pad_token included (batched calls pad)
     edgebert-bundle.json   what config.json cannot say: format, the slice's real config (head size), its manifest
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgebert import __version__
 from edgebert.atomic import STAGING_NAME, refuse_existing, staged_outputs
+from edgebert.configs import stock_class
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_manifest
 from edgebert.model_files import model_file
@@ -42,7 +43,7 @@ from edgebert.precisions import PRECISIONS
 from edgebert.reading import read_vocab
 from edgebert.runtimes import RUNTIME_FOR_FORMAT, SUFFIXES, runtime_for_format
 from edgebert.sidecar import replaceable_export, sidecar_path
-from edgebert.tokenizer import TOKENIZER_CLASS, write_tokenizer
+from edgebert.tokenizer import write_tokenizer
 
 if TYPE_CHECKING:
     from edgebert.export.base import ExportSource
@@ -59,7 +60,7 @@ ONNX_FILES = BUNDLE_FILES["onnx"]
 VOCAB_FILE, LABELS_FILE = "vocab.txt", "labels.txt"  # Model Maker's names, also those of MediaPipe's embedded files
 TOP_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", BUNDLE_FILE)
 FORMAT_FILES = {"onnx": (), "tflite": (LABELS_FILE, VOCAB_FILE)}  # top files of one format's bundle only
-CONFIG_KEYS = (  # the standard BERT/RoBERTa keys a bundle's config.json carries from the slice
+CONFIG_KEYS = (  # the standard keys a bundle's config.json carries from the slice (embedding_size: ELECTRA's)
     "vocab_size",
     "hidden_size",
     "num_hidden_layers",
@@ -72,6 +73,7 @@ CONFIG_KEYS = (  # the standard BERT/RoBERTa keys a bundle's config.json carries
     "pad_token_id",
     "bos_token_id",
     "eos_token_id",
+    "embedding_size",
 )
 IDENTITY = ("width", "depth")  # with the source's weights digest and the rows kept (`sub_network`)
 
@@ -300,9 +302,8 @@ def client_config(source: ExportSource) -> dict[str, Any]:
     config = source.model.config
     model_type = config.source_model_type
     classifier = source.manifest["task"] == "sequence-classification"
-    head = "ForSequenceClassification" if classifier else "Model"
     out: dict[str, Any] = {
-        "architectures": [f"{TOKENIZER_CLASS[model_type].removesuffix('Tokenizer')}{head}"],
+        "architectures": [stock_class(model_type, classifier)],
         "model_type": model_type,
         **{key: getattr(config, key) for key in CONFIG_KEYS if getattr(config, key, None) is not None},
     }

@@ -1,4 +1,4 @@
-"""Loading a trained (Dyna)BERT / (Dyna)RoBERTa checkpoint directory, or a slice directory, safely and strictly.
+"""Loading a trained checkpoint directory (of any `edgebert.layout.FAMILIES`), or a slice, safely and strictly.
 
 A checkpoint is a HuggingFace directory: `config.json` plus `model.safetensors` or
 `pytorch_model.bin`. Hostile directories are expected: no file is read through a link leading
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert.configs import (
-    SUPPORTED_MODEL_TYPES,
     CheckpointConfig,
     SliceConfig,
     config_json,
@@ -27,6 +26,7 @@ from edgebert.configs import (
     with_labels,
 )
 from edgebert.errors import EdgebertError
+from edgebert.layout import FAMILIES
 from edgebert.manifests import SLICE_MANIFEST, SliceManifest, TrainManifest, read_manifest, training_manifest
 from edgebert.model_files import CONFIG_FILE, WEIGHTS_FILES, model_file, tokenizer_files
 from edgebert.parameter_names import canonical_state
@@ -44,7 +44,7 @@ class Checkpoint:
     """A loaded source model: its architecture, the edgebert config of the full model, its weights."""
 
     path: Path
-    model_type: str  # "bert" or "roberta"
+    model_type: str  # one of `edgebert.layout.FAMILIES`
     arch: Architecture
     model_config: dict[str, Any]  # EdgeBertConfig keyword arguments for the unsliced model
     weights_file: Path
@@ -117,10 +117,11 @@ def _weights_file(path: Path) -> Path:
 
 def position_ids(model_type: str, pad_token_id: int | None, arch: Architecture) -> tuple[int, int]:
     """(pad_token_id, position_offset): RoBERTa numbers positions from pad_token_id + 1, BERT from 0."""
-    pad = pad_token_id if pad_token_id is not None else (1 if model_type == "roberta" else 0)
+    family = FAMILIES[model_type]
+    pad = pad_token_id if pad_token_id is not None else family.default_pad_token_id
     if pad >= arch.vocab_size:
         raise EdgebertError(f"pad_token_id {pad} is not below vocab_size {arch.vocab_size}")
-    offset = pad + 1 if model_type == "roberta" else 0
+    offset = pad + 1 if family.positions_after_padding else 0
     if offset >= arch.max_positions:
         raise EdgebertError(
             f"pad_token_id {pad} leaves no positions: RoBERTa positions start at pad_token_id + 1, "
@@ -132,7 +133,7 @@ def position_ids(model_type: str, pad_token_id: int | None, arch: Architecture) 
 def _stock_layout(
     config_file: Path, config: CheckpointConfig, raw_shapes: dict[str, tuple[int, ...]], weights_file: Path
 ) -> tuple[str, Architecture, dict[str, Any]]:
-    """(model_type, architecture, `EdgeBertConfig` arguments) of a stock BERT/RoBERTa config.json and its weights'
+    """(model_type, architecture, `EdgeBertConfig` arguments) of a stock config.json and its weights'
     shapes (a checkpoint, or a slice written as the stock class), every size checked against the weights."""
     model_type = _model_type(config, list(raw_shapes))
     shapes = canonical_state(raw_shapes, model_type)
@@ -148,6 +149,7 @@ def _stock_layout(
         type_vocab_size=config.type_vocab_size,
         has_pooler="pooler.dense.weight" in shapes,
         num_labels=classifier[0] if classifier is not None and len(classifier) == 2 else None,
+        embedding_size=config.embedding_size,
     )
     check_weights(shapes, arch, weights_file)
     try:
@@ -170,6 +172,8 @@ def _stock_layout(
         "add_pooling_layer": arch.has_pooler,
         "source_model_type": model_type,
     }
+    if arch.embedding_size is not None:
+        model_config["embedding_size"] = arch.embedding_size
     if arch.num_labels:
         if config.num_labels is not None and config.num_labels != arch.num_labels:
             raise EdgebertError(
@@ -183,7 +187,7 @@ def _stock_layout(
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load and validate a BERT/RoBERTa directory; every problem becomes one `EdgebertError` line.
+    """Load and validate a checkpoint directory; every problem becomes one `EdgebertError` line.
 
     Sizes are checked against the weights before any tensor is read: from the safetensors
     header, or (pytorch_model.bin) after a load its own file size bounds.
@@ -237,7 +241,7 @@ def _read_slice(path: Path) -> tuple[SliceConfig, dict[str, Any], SliceManifest,
         raise EdgebertError(f"it has no {' and no '.join(missing)}")
     config_file, manifest_file, weights_file = files.values()
     raw_config = config_json(config_file)
-    stock = raw_config.get("model_type") in SUPPORTED_MODEL_TYPES  # a slice keeping every head and neuron
+    stock = raw_config.get("model_type") in FAMILIES  # a slice keeping every head and neuron
     read = _stock_slice if stock else _edgebert_slice
     config, raw_config, manifest, arch = read(config_file, raw_config, manifest_file, weights_file)
     claims = {
@@ -263,7 +267,7 @@ def _task_fits(manifest: SliceManifest, classifier: bool, weights_file: Path) ->
 def _stock_slice(
     config_file: Path, raw_config: dict[str, Any], manifest_file: Path, weights_file: Path
 ) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Architecture]:
-    """A slice written as transformers' BERT/RoBERTa class, read as a checkpoint is: its config in edgebert's form."""
+    """A slice written as transformers' own class, read as a checkpoint is: its config in edgebert's form."""
     from edgebert.model import MODEL_TYPE
 
     stock = validated_config(config_file, raw_config, CheckpointConfig)

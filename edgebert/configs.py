@@ -9,17 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebert.demo import DEMO_MARKER
 from edgebert.errors import EdgebertError, require_all
-from edgebert.manifests import Count, Index, read_json, shown, validation_line
+from edgebert.layout import FAMILIES
+from edgebert.manifests import Count, Index, ModelType, read_json, shown, validation_line
 from edgebert.subnet import Architecture
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta")
 READING_MODULES = ("torch", "safetensors", "transformers")  # what reading any model needs (the `slice` extra)
 
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class EncoderConfig(BaseModel):
-    """The fields of a BERT/RoBERTa config.json edgebert uses, typed and bounded; other keys pass through.
+    """The fields of a config.json edgebert uses (any of `edgebert.layout.FAMILIES`), typed and bounded; other keys
+    pass through.
 
     Strict: `"48"` is not 48 and `true` is not 1. Sizes are bounded here only by being positive;
     `check_weights` then bounds each by the weights file before anything is allocated.
@@ -39,6 +40,7 @@ class EncoderConfig(BaseModel):
     pad_token_id: Index | None = None
     id2label: dict[str, str] | None = None
     num_labels: Count | None = None  # written by hand or by old transformers; 5.x writes id2label or nothing
+    embedding_size: Count | None = None  # ELECTRA's: its embeddings' width, projected to hidden_size when it differs
 
     @field_validator("hidden_act")
     @classmethod
@@ -79,13 +81,9 @@ def with_labels(raw_config: dict[str, Any], labels: dict[int, str]) -> dict[str,
     }
 
 
-# transformers' own classes, by (model_type, whether there is a classifier)
-STOCK_CLASSES = {
-    ("bert", False): "BertModel",
-    ("bert", True): "BertForSequenceClassification",
-    ("roberta", False): "RobertaModel",
-    ("roberta", True): "RobertaForSequenceClassification",
-}
+def stock_class(model_type: str, classifier: bool) -> str:
+    """transformers' own class of a model type, as config.json's `architectures` names it."""
+    return FAMILIES[model_type].class_stem + ("ForSequenceClassification" if classifier else "Model")
 
 
 def stock_config(
@@ -96,7 +94,7 @@ def stock_config(
     when given) and `changes`, so stock transformers and every tool built on it load it without edgebert."""
     config = dict(source_config) | {
         "model_type": model_type,
-        "architectures": [STOCK_CLASSES[model_type, labels is not None]],
+        "architectures": [stock_class(model_type, labels is not None)],
         "dtype": "float32",  # what edgebert writes: a float16 source's dtype would have transformers load it as float16
         **changes,
     }
@@ -105,7 +103,7 @@ def stock_config(
 
 
 class CheckpointConfig(EncoderConfig):
-    """config.json of a Hugging Face BERT/RoBERTa checkpoint (old DynaBERT ones carry no model_type)."""
+    """config.json of a Hugging Face checkpoint of one of `FAMILIES` (old DynaBERT ones carry no model_type)."""
 
     model_type: str | None = None
     architectures: list[str] | None = None
@@ -119,8 +117,10 @@ class CheckpointConfig(EncoderConfig):
     def _supported(cls, data: Any) -> Any:
         """A GPT-2 config lacks BERT's fields: say what it is rather than what it lacks."""
         model_type = data.get("model_type") if isinstance(data, dict) else None
-        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"unsupported architecture {shown(model_type)}: edgebert slices BERT and RoBERTa models")
+        if model_type is not None and model_type not in FAMILIES:
+            raise ValueError(
+                f"unsupported architecture {shown(model_type)}: edgebert slices model types {', '.join(FAMILIES)}"
+            )
         return data
 
     @model_validator(mode="after")
@@ -139,7 +139,7 @@ class SliceConfig(EncoderConfig):
     attention_head_size: Count
     position_offset: Index
     add_pooling_layer: bool
-    source_model_type: Literal["bert", "roberta"]
+    source_model_type: ModelType
 
     def architecture(self, num_labels: int | None) -> Architecture:
         return Architecture(
@@ -153,6 +153,7 @@ class SliceConfig(EncoderConfig):
             type_vocab_size=self.type_vocab_size,
             has_pooler=self.add_pooling_layer or num_labels is not None,  # the classifier always has one
             num_labels=num_labels,
+            embedding_size=self.embedding_size,
         )
 
 

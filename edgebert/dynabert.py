@@ -25,7 +25,7 @@ from torch import nn
 from edgebert.checkpoint import Checkpoint
 from edgebert.configs import stock_config
 from edgebert.errors import EdgebertError
-from edgebert.layout import LAYER, Dim, axis_sizes, kept
+from edgebert.layout import FAMILIES, LAYER, Dim, axis_sizes, kept
 from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
 from edgebert.model_files import copy_tokenizer_files
 from edgebert.parameter_names import model_state, stock_state
@@ -63,7 +63,8 @@ class DynaBert(nn.Module):
         super().__init__()
         self.net = EdgeBertForSequenceClassification(config)  # parameter container with edgebert.model's names
         self.arch, self.dropout = arch, dropout
-        self.roberta_head = config.source_model_type == "roberta"  # RoBERTa's head drops out token 0 first
+        # A dense head (RoBERTa's, ELECTRA's) drops out token 0 before its dense, as BERT's pooler does not
+        self.dense_head = FAMILIES[config.source_model_type].head == "dense"
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, dropout: Dropout, new_labels: dict[str, int] | None = None):
@@ -115,16 +116,17 @@ class DynaBert(nn.Module):
         additive_mask = (
             1.0 - attention_mask[:, None, None, :].to(bert.embeddings.word_embeddings.weight.dtype)
         ) * MASK_VALUE
-        x = F.dropout(bert.embeddings(input_ids, token_type_ids), hidden_p, self.training)  # (B, S, D)
+        # ELECTRA projects the dropped-out embeddings (B, S, E) to (B, S, D)
+        x = bert.project(F.dropout(bert.embeddings(input_ids, token_type_ids), hidden_p, self.training))
         hidden_states = [x]
         for index in sub.layers:
             layer_mask = None if head_mask is None else head_mask[index, : sub.heads]
             x = self._layer(bert.encoder.layer[index], x, additive_mask, sub, layer_mask)
             hidden_states.append(x)
         first = x[:, 0]  # (B, D)
-        if self.roberta_head:
+        if self.dense_head:
             first = F.dropout(first, self.dropout.classifier, self.training)
-        pooled = torch.tanh(bert.pooler.dense(first))
+        pooled = bert.pooler.activation(bert.pooler.dense(first))
         logits = self.net.classifier(F.dropout(pooled, self.dropout.classifier, self.training))
         return DynaOutput(logits, hidden_states)
 
@@ -164,7 +166,8 @@ def sub_weights(layer: nn.Module, sizes: dict[Dim, int]) -> dict[str, torch.Tens
 def save_checkpoint(
     model: DynaBert, source: Checkpoint, directory: Path, extra_files: dict[str, str] | None = None
 ) -> None:
-    """Write `model` as a stock transformers checkpoint (Bert/RobertaForSequenceClassification) into a new directory.
+    """Write `model` as a stock transformers checkpoint (the source's <Class>ForSequenceClassification) into a new
+    directory.
 
     config.json is the source's, with the stock class, model_type and the model's labels, so
     stock transformers, `slice`, `eval`, `export` and `pick` all load it.

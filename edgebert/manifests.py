@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgebert.errors import EdgebertError
+from edgebert.layout import FAMILIES
 from edgebert.model_files import model_file
 from edgebert.notes import Note, warning
 from edgebert.reading import read_regular
@@ -54,13 +55,14 @@ class _Record(BaseModel):
 Count = Annotated[int, Field(strict=True, ge=1)]
 Index = Annotated[int, Field(strict=True, ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+ModelType = Literal[tuple(FAMILIES)]  # the model types edgebert reads, one of `edgebert.layout.FAMILIES` each
 
 
 class SliceSource(_Record):
     path: str
     weights_file: str
     sha256: str
-    model_type: Literal["bert", "roberta"]
+    model_type: ModelType
 
 
 class OriginalShape(_Record):

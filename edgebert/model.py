@@ -3,10 +3,12 @@
 transformers 5 derives the head size as hidden / heads, so a slice keeping k heads of 64 with
 hidden 768 cannot be a `BertModel`. This file is the whole architecture, written out so every
 shape is visible. Parameter names are the standard BERT ones, so a sliced state dict reads
-like any other. RoBERTa differs only in its positions (numbered from padding_idx + 1 over the
-non-pad tokens, as transformers does, so left padding shifts nothing) and single token type;
-its classification head (dense -> tanh -> out_proj on token 0) is the BERT pooler followed by
-the classifier, and is stored that way.
+like any other. The other families (`edgebert.layout.FAMILIES`) differ only in data: RoBERTa
+and XLM-R in their positions (numbered from padding_idx + 1 over the non-pad tokens, as
+transformers does, so left padding shifts nothing) and single token type; ELECTRA in its
+embeddings (narrower, then projected to the hidden size); their classification heads
+(dense -> tanh, or GELU for ELECTRA, -> out_proj on token 0) are the pooler followed by the
+classifier, and are stored that way.
 
 Shapes: B batch, S sequence, D hidden, H kept heads, A head size, F kept FFN neurons.
 """
@@ -25,6 +27,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
+from edgebert.layout import FAMILIES
+
 MODEL_TYPE = "edgebert"
 # The original DynaBERT code masks padding with (1 - mask) * -10000; finite, so fp16 stays safe.
 MASK_VALUE = -10000.0
@@ -34,6 +38,7 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
+HEAD_ACTIVATIONS = {"tanh": torch.tanh, "gelu": F.gelu}  # the pooler's (`edgebert.layout.Family.head_activation`)
 
 
 class EdgeBertConfig(PreTrainedConfig):
@@ -56,23 +61,29 @@ class EdgeBertConfig(PreTrainedConfig):
     position_offset: int = 0  # 0 for BERT, padding_idx + 1 for RoBERTa
     add_pooling_layer: bool = True
     source_model_type: str = "bert"
+    embedding_size: int | None = None  # ELECTRA's embeddings' width when it is not hidden_size
 
     @property
     def max_seq_len(self) -> int:
         """The longest input: RoBERTa's positions start after its pad id, BERT's at 0."""
         return self.max_position_embeddings - self.position_offset
 
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size or self.hidden_size
+
 
 class EdgeBertEmbeddings(nn.Module):
     def __init__(self, config: EdgeBertConfig):
         super().__init__()
+        width = config.embedding_width  # E
         # padding_idx only matters when training: as in BERT/RoBERTa, the padding rows get no gradient.
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
         # RoBERTa (position_offset = pad + 1) numbers the non-pad tokens; BERT numbers every index from 0.
         self.position_pad = config.pad_token_id if config.position_offset else None
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size, self.position_pad)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width, self.position_pad)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         if self.position_pad is None:
@@ -80,7 +91,7 @@ class EdgeBertEmbeddings(nn.Module):
         else:  # transformers' create_position_ids_from_input_ids: pad tokens get pad, the others pad + 1, pad + 2, ...
             real = input_ids.ne(self.position_pad).int()  # (B, S)
             positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.position_pad  # (B, S)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, S, D)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, S, E)
         return self.LayerNorm(x + self.position_embeddings(positions))
 
 
@@ -165,9 +176,10 @@ class EdgeBertPooler(nn.Module):
     def __init__(self, config: EdgeBertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = HEAD_ACTIVATIONS[FAMILIES[config.source_model_type].head_activation]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))  # (B, D) from the first token
+        return self.activation(self.dense(hidden[:, 0]))  # (B, D) from the first token
 
 
 class EdgeBertPreTrainedModel(PreTrainedModel):
@@ -183,6 +195,8 @@ class EdgeBertModel(EdgeBertPreTrainedModel):
     def __init__(self, config: EdgeBertConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
         self.embeddings = EdgeBertEmbeddings(config)
+        if config.embedding_width != config.hidden_size:  # ELECTRA's projection, E -> D (as ElectraModel: only then)
+            self.embeddings_project = nn.Linear(config.embedding_width, config.hidden_size)
         self.encoder = EdgeBertEncoder(config)
         with_pooler = config.add_pooling_layer if add_pooling_layer is None else add_pooling_layer
         self.pooler = EdgeBertPooler(config) if with_pooler else None
@@ -190,6 +204,14 @@ class EdgeBertModel(EdgeBertPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
+
+    def project(self, embedded: torch.Tensor) -> torch.Tensor:
+        """The embeddings (B, S, E) at the hidden size (B, S, D): ELECTRA's projection when E != D."""
+        return self.embeddings_project(embedded) if hasattr(self, "embeddings_project") else embedded
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """The first layer's input (B, S, D)."""
+        return self.project(self.embeddings(input_ids, token_type_ids))
 
     def forward(
         self,
@@ -204,13 +226,13 @@ class EdgeBertModel(EdgeBertPreTrainedModel):
             token_type_ids = torch.zeros_like(input_ids)
         dtype = self.embeddings.word_embeddings.weight.dtype
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(dtype)) * MASK_VALUE  # (B, 1, 1, S)
-        hidden = self.encoder(self.embeddings(input_ids, token_type_ids), additive_mask)
+        hidden = self.encoder(self.embed(input_ids, token_type_ids), additive_mask)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
 
 class EdgeBertForSequenceClassification(EdgeBertPreTrainedModel):
-    """Pooler (dense + tanh on token 0) then a linear classifier, for BERT and RoBERTa alike."""
+    """Pooler (dense + tanh, or GELU, on token 0) then a linear classifier, for every family alike."""
 
     def __init__(self, config: EdgeBertConfig):
         super().__init__(config)

@@ -24,7 +24,7 @@ from edgebert.notes import Note, warning
 from edgebert.parameter_names import canonical_state, model_state, stock_state
 from edgebert.st_modules import ST_MODULES_FILE, sentence_transformers_files
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
-from edgebert.tokenizer import TOKENIZER_CLASS
+from edgebert.tokenizer import tokenizer_class
 from edgebert.vocab import (
     KeptVocabulary,
     choose_vocabulary,
@@ -284,7 +284,7 @@ def name_tokenizer_class(directory: Path, model_type: str) -> None:
     """Write the tokenizer's class into a slice's tokenizer_config.json when the source left it to its model_type.
 
     A narrower slice's config.json says model_type "edgebert", which AutoTokenizer (and sentence-transformers
-    through it) cannot map to a tokenizer, while the source's "bert" or "roberta" could.
+    through it) cannot map to a tokenizer, while the source's ("bert", "electra", ...) could.
     """
     if not any((directory / name).is_file() for name in ("vocab.txt", "vocab.json", "tokenizer.json")):
         return
@@ -292,13 +292,13 @@ def name_tokenizer_class(directory: Path, model_type: str) -> None:
     settings = read_json(config_file) if config_file.is_file() else {}
     if isinstance(settings, dict) and not settings.get("tokenizer_class"):
         with naming(config_file):
-            config_file.write_text(_json(settings | {"tokenizer_class": TOKENIZER_CLASS[model_type]}))
+            config_file.write_text(_json(settings | {"tokenizer_class": tokenizer_class(model_type)}))
 
 
 def stock_class_config(
     checkpoint: Checkpoint, model: torch.nn.Module, vocabulary: KeptVocabulary | None = None
 ) -> dict[str, Any] | None:
-    """config.json of a slice as transformers' own BERT/RoBERTa class when it keeps every head and FFN neuron
+    """config.json of a slice as transformers' own class (its family's) when it keeps every head and FFN neuron
     (width 1, any depth), so stock transformers and the tools built on it (Optimum, sentence-transformers, TEI)
     load it without edgebert; None for a narrower slice, whose heads keep a size transformers cannot express."""
     config, arch = model.config, checkpoint.arch
@@ -321,7 +321,7 @@ def save_model(model: torch.nn.Module, directory: Path, stock: dict[str, Any] | 
             model.config.save_pretrained(directory)
         else:
             (directory / "config.json").write_text(_json(stock))
-    if stock is not None:  # a base model's names are unprefixed, a classifier's under bert. or roberta.
+    if stock is not None:  # a base model's names are unprefixed, a classifier's under its family's prefix
         state = canonical_state(state, "bert")
         state = stock_state(state, stock["model_type"]) if "classifier.weight" in state else state
     write_safetensors(state, directory / "model.safetensors")

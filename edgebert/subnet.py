@@ -27,7 +27,7 @@ class OffGridWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Architecture:
-    """The shape of a BERT/RoBERTa encoder, plus its optional heads."""
+    """The shape of a BERT-like encoder, plus its optional heads."""
 
     num_layers: int
     num_heads: int
@@ -39,6 +39,15 @@ class Architecture:
     type_vocab_size: int
     has_pooler: bool
     num_labels: int | None  # None: a bare encoder without a classifier
+    embedding_size: int | None = None  # ELECTRA's may be narrower, projected to the hidden size; None: hidden
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def projects_embeddings(self) -> bool:
+        return self.embedding_width != self.hidden_size
 
 
 @dataclass(frozen=True)
@@ -116,10 +125,11 @@ def full_network(arch: Architecture) -> Subnetwork:
 
 
 def embedding_parameters(arch: Architecture) -> int:
-    """Word, position and token-type embeddings and their LayerNorm: what no width or depth cuts (a pruned
-    vocabulary does)."""
-    d = arch.hidden_size
-    return (arch.vocab_size + arch.max_positions + arch.type_vocab_size) * d + 2 * d
+    """Word, position and token-type embeddings, their LayerNorm and projection (ELECTRA's, to a larger hidden
+    size): what no width or depth cuts (a pruned vocabulary does)."""
+    e = arch.embedding_width
+    projection = e * arch.hidden_size + arch.hidden_size if arch.projects_embeddings else 0
+    return (arch.vocab_size + arch.max_positions + arch.type_vocab_size) * e + 2 * e + projection
 
 
 def parameter_count(arch: Architecture, sub: Subnetwork) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert.errors import EdgebertError
+from edgebert.layout import FAMILIES
 from edgebert.manifests import json_bytes, parse_json, read_json
 from edgebert.model_files import tokenizer_files
 from edgebert.reading import read_vocab
@@ -14,15 +15,15 @@ from edgebert.reading import read_vocab
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-SPECIAL_TOKENS = {  # tokenizer_config.json's defaults when the source's names none
-    "bert": {
+SPECIAL_TOKENS = {  # tokenizer_config.json's defaults when the source's names none: WordPiece's (BERT's) or not
+    True: {
         "unk_token": "[UNK]",
         "sep_token": "[SEP]",
         "pad_token": "[PAD]",
         "cls_token": "[CLS]",
         "mask_token": "[MASK]",
     },
-    "roberta": {
+    False: {  # RoBERTa's byte-level BPE and XLM-R's SentencePiece name the same ones
         "bos_token": "<s>",
         "eos_token": "</s>",
         "unk_token": "<unk>",
@@ -32,7 +33,6 @@ SPECIAL_TOKENS = {  # tokenizer_config.json's defaults when the source's names n
         "mask_token": "<mask>",
     },
 }
-TOKENIZER_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer"}
 # transformers 5 saves a generic fast tokenizer as "TokenizersBackend", a class transformers 4 (Optimum's) lacks;
 # PreTrainedTokenizerFast is the same tokenizer.json in both (same ids, measured on 4.57 and 5.24).
 PORTABLE_CLASS = {"TokenizersBackend": "PreTrainedTokenizerFast"}
@@ -70,16 +70,22 @@ def tokenizer_config(given: dict[str, Any], model_type: str, max_len: int, lower
     it, so a cased tokenizer.json must not be given a default of true. The source's own
     `model_max_length` is kept when it is shorter than the model's positions.
     """
-    tokens = {key: token_text(given.get(key)) or default for key, default in SPECIAL_TOKENS[model_type].items()}
+    wordpiece = FAMILIES[model_type].wordpiece
+    tokens = {key: token_text(given.get(key)) or default for key, default in SPECIAL_TOKENS[wordpiece].items()}
     settings = {key: value for key, value in given.items() if key in ("do_lower_case", "tokenizer_class")}
     if settings.get("tokenizer_class") in PORTABLE_CLASS:
         settings["tokenizer_class"] = PORTABLE_CLASS[settings["tokenizer_class"]]
-    settings.setdefault("tokenizer_class", TOKENIZER_CLASS[model_type])
-    if model_type == "bert":
+    settings.setdefault("tokenizer_class", tokenizer_class(model_type))
+    if wordpiece:
         settings.setdefault("do_lower_case", lowercase)
     limit = given.get("model_max_length")
     length = limit if type(limit) is int and 0 < limit < max_len else max_len
     return settings | tokens | {"model_max_length": length}
+
+
+def tokenizer_class(model_type: str) -> str:
+    """transformers' tokenizer class of a model type, as tokenizer_config.json names it."""
+    return f"{FAMILIES[model_type].class_stem}Tokenizer"
 
 
 def lowercases(tokenizer: Any) -> bool:

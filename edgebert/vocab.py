@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebert.data import Dataset, Encoded, check_tokenizer_files, load_tokenizer, read_text_source
 from edgebert.errors import EdgebertError
-from edgebert.layout import EMBEDDINGS
+from edgebert.layout import EMBEDDINGS, FAMILIES
 from edgebert.manifests import FileRef, VocabularyRecord, kept_ids_bitmap, read_json
 from edgebert.model_files import copy_model_files, tokenizer_files
 from edgebert.reading import read_vocab
@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 TOKEN_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
 ENCODE_CHUNK = 10_000  # texts tokenized at once: bounds the encodings held in memory
 NOT_WORDPIECE = (
-    "vocabulary pruning remaps WordPiece (BERT) tokenizers only: a BPE tokenizer (RoBERTa's byte-level one) keys "
-    "each merge by the ids of the two tokens it joins, so dropped tokens sharing the unknown token's id would make "
-    "different merges collide and split text differently"
+    "vocabulary pruning remaps WordPiece (BERT, ELECTRA) tokenizers only: a BPE tokenizer (RoBERTa's byte-level one) "
+    "keys each merge by the ids of the two tokens it joins, so dropped tokens sharing the unknown token's id would "
+    "make different merges collide and split text differently, and a SentencePiece one (XLM-R's) numbers its pieces "
+    "by their place in its list"
 )
 COPIED_FILES = ("special_tokens_map.json",)  # tokenizer files naming tokens by text only: copied as they are
 ID_TEXT = re.compile(r"[0-9]+")  # an id written as a JSON key (ASCII digits: "²".isdigit() too)
@@ -108,8 +109,8 @@ def choose_vocabulary(checkpoint: Checkpoint, sources: list[Dataset], min_count:
     if not sources:
         raise EdgebertError("vocabulary pruning needs at least one file of texts")
     path, size = checkpoint.path, checkpoint.arch.vocab_size
-    if checkpoint.model_type != "bert":
-        raise EdgebertError(f"{path} is a {checkpoint.model_type} model: {NOT_WORDPIECE}")
+    if not FAMILIES[checkpoint.model_type].wordpiece:
+        raise EdgebertError(f"{path} is of model type {checkpoint.model_type}: {NOT_WORDPIECE}")
     files = {file.name: file for file in tokenizer_files(path)}
     tokenizer = _source_tokenizer(path, files, checkpoint.model_type)
     vocab, unknown = _wordpiece_vocab(tokenizer, path)

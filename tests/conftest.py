@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import TINY, save_model, tiny_model
+from tests.models import KINDS, TINY, save_model, tiny_model
 
 LEGACY_CONFIG_KEYS = dict(output_intermediate=True, output_past=True, torchscript=False, use_bfloat16=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """HF checkpoint directories: {bert,roberta} x {cls,bare}, saved with transformers itself (3 labels)."""
+    """HF checkpoint directories: every architecture (tests.models.KINDS) x {cls,bare}, saved with transformers
+    itself (3 labels), keyed `<kind>-<head>` (tests.models.KIND_NAMES)."""
     root = tmp_path_factory.mktemp("tiny")
     vocab = [f"tok{i}" for i in range(TINY["vocab_size"])]
     dirs = {}
-    for kind in ("bert", "roberta"):
+    for kind in KINDS:
         for head in ("cls", "bare"):
             model = tiny_model(kind, num_labels=3 if head == "cls" else None)
             dirs[f"{kind}-{head}"] = save_model(model, root / f"{kind}-{head}", vocab)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edgebert.layout import FAMILIES
 from edgebert.subnet import TRAINED_GRID
 
 # Every trained (width, depth) as its own test case, named like a slice (w0.5-d0.75), as timm parametrizes
@@ -21,6 +22,18 @@ EVERY_GRID_POINT = pytest.mark.parametrize(
 ENCODER = dict(hidden_size=48, num_hidden_layers=12, num_attention_heads=12, intermediate_size=96)
 # conftest's `tiny_models`: 120 token ids (no real vocabulary), 40 positions
 TINY = dict(vocab_size=120, **ENCODER, max_position_embeddings=40)
+# Every architecture edgebert reads (its registry): each is tested on a tiny stock model of its own. How a family's
+# tiny config differs from BERT's: RoBERTa's positions start after its padding id (2 more rows, 1 token type), and
+# ELECTRA's embeddings are narrower than its hidden size, so its projection is in every test.
+KINDS = tuple(FAMILIES)
+ROBERTA_LIKE = dict(type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5, position_rows=2)
+STOCK_CONFIG = {"roberta": ROBERTA_LIKE, "xlm-roberta": ROBERTA_LIKE, "electra": dict(embedding_size=32)}
+KIND_NAMES = [f"{kind}-{head}" for kind in KINDS for head in ("cls", "bare")]  # conftest's `tiny_models`' keys
+
+
+def stock_config(kind: str) -> dict:
+    """How `kind`'s tiny model differs from BERT's (type_vocab_size, pad_token_id, extra position rows, ...)."""
+    return {"type_vocab_size": 2, "pad_token_id": 0, "position_rows": 0} | STOCK_CONFIG.get(kind, {})
 
 
 def tiny_model(
@@ -33,32 +46,29 @@ def tiny_model(
     dropout: float = 0.1,
     seed: int = 0,
 ):
-    """A randomised transformers BERT or RoBERTa: a classifier with `num_labels` outputs, or a bare encoder (None).
+    """A randomised transformers model of `kind` (a model type): its stock classifier with `num_labels` outputs,
+    or its stock bare encoder (None).
 
-    RoBERTa gets 2 more position embeddings (its padding offset), so both take `max_positions` tokens.
+    RoBERTa gets 2 more position embeddings (its padding offset), so every kind takes `max_positions` tokens.
     """
     import transformers
 
+    settings = stock_config(kind)
+    position_rows = settings.pop("position_rows")
     common = dict(
         vocab_size=vocab_size,
         **ENCODER,
         num_labels=num_labels or 2,
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
+        max_position_embeddings=max_positions + position_rows,
+        **settings,
     )
     if label_names:
         common.update(id2label=label_names, label2id={name: i for i, name in label_names.items()})
-    if kind == "bert":
-        config = transformers.BertConfig(**common, max_position_embeddings=max_positions, type_vocab_size=2)
-        classes = transformers.BertForSequenceClassification, transformers.BertModel
-    elif kind == "roberta":
-        config = transformers.RobertaConfig(
-            **common, max_position_embeddings=max_positions + 2, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5
-        )
-        classes = transformers.RobertaForSequenceClassification, transformers.RobertaModel
-    else:
-        raise ValueError(f"unknown kind {kind!r}")
-    model = classes[0 if num_labels else 1](config).eval()
+    config = transformers.AutoConfig.for_model(kind, **common)
+    auto = transformers.AutoModelForSequenceClassification if num_labels else transformers.AutoModel
+    model = auto.from_config(config).eval()
     randomize(model, seed)
     return model
 
@@ -88,7 +98,9 @@ def padded_batch(kind: str, seq_len: int = 12) -> dict:
     positions must skip its padding), with two segments where the model has token types (BERT)."""
     import torch
 
-    pad, first_id = (0, 3) if kind == "bert" else (1, 4)  # ids below first_id are special tokens
+    settings = stock_config(kind)
+    pad, segments = settings["pad_token_id"], settings["type_vocab_size"] > 1
+    first_id = pad + 3  # ids below it are special tokens
     generator = torch.Generator().manual_seed(7)
     input_ids = torch.randint(first_id, TINY["vocab_size"], (4, seq_len), generator=generator)
     spans = [(0, seq_len), (0, seq_len - 4), (0, 5), (seq_len - 7, seq_len)]  # [start, end) of the real tokens
@@ -97,6 +109,6 @@ def padded_batch(kind: str, seq_len: int = 12) -> dict:
     for row, (start, end) in enumerate(spans):
         attention_mask[row, start:end] = 1
         input_ids[row, :start] = input_ids[row, end:] = pad
-        if kind == "bert":
+        if segments:
             token_type_ids[row, (start + end) // 2 : end] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}

@@ -100,7 +100,9 @@ class SharedSubnetworks:
         def record(module, args, output):
             states.append(output[0] if isinstance(output, tuple) else output)
 
-        handles = [self.model.base_model.embeddings.register_forward_hook(record)]
+        base = self.model.base_model
+        first_input = getattr(base, "embeddings_project", base.embeddings)  # ELECTRA's projection feeds layer 0
+        handles = [first_input.register_forward_hook(record)]
         for index in kept:
             layer = self.layers[index]
             handles += [

@@ -23,6 +23,7 @@ from edgebert.errors import EdgebertError
 from edgebert.export import export_model
 from edgebert.sidecar import read_sidecar
 from tests.labelled import VOCAB, tokenizer_for
+from tests.models import KIND_NAMES
 
 TEXTS = ["w1 w2 w3 w4 w5", "W7 w8", "w9 unknownword w10 w11", "w12"]  # mixed case and an out-of-vocabulary word
 
@@ -146,23 +147,26 @@ def test_a_directory_edgebert_did_not_write_is_not_a_bundle(labelled_classifier,
     assert [p.name for p in foreign.iterdir()] == ["config.json"]
 
 
-@pytest.mark.parametrize("name", ["roberta-cls", "roberta-bare"])
-def test_roberta_bundle_config(tiny_models, tmp_path, name):
-    from transformers import AutoConfig
+@pytest.mark.parametrize("name", [name for name in KIND_NAMES if not name.startswith("bert-")])
+def test_bundle_config_keeps_the_source_model_type(tiny_models, tmp_path, name):
+    """Clients (transformers.js, Optimum) build the source's own config class and tokenizer from the bundle."""
+    import transformers
 
     bundle = tmp_path / "b"
     export_model(tiny_models[name], "onnx", "fp32", width=0.5, depth=0.5, out=bundle)
     source = json.loads((tiny_models[name] / "config.json").read_text())
-    config = AutoConfig.from_pretrained(bundle)
-    assert config.model_type == "roberta"
-    if name == "roberta-cls":
-        assert config.architectures == ["RobertaForSequenceClassification"]
+    config = transformers.AutoConfig.from_pretrained(bundle)
+    assert config.model_type == source["model_type"] and config.architectures == source["architectures"]
+    assert config.hidden_size == source["hidden_size"]
+    assert getattr(config, "embedding_size", None) == source.get("embedding_size")  # ELECTRA's projection's input
+    if name.endswith("-cls"):
         assert config.id2label == {int(k): v for k, v in source["id2label"].items()} and len(config.id2label) == 3
     else:
-        assert config.architectures == ["RobertaModel"]
         assert "id2label" not in json.loads((bundle / "config.json").read_text())
     settings = json.loads((bundle / "tokenizer_config.json").read_text())
-    assert settings["pad_token"] == "<pad>" and settings["tokenizer_class"] == "RobertaTokenizer"
+    assert settings["pad_token"] == ("<pad>" if source["pad_token_id"] == 1 else "[PAD]")
+    stem = source["architectures"][0].removesuffix("ForSequenceClassification").removesuffix("Model")
+    assert settings["tokenizer_class"] == f"{stem}Tokenizer" and hasattr(transformers, settings["tokenizer_class"])
 
 
 def test_default_labels_are_derived_not_required(stock_classifier, tmp_path):

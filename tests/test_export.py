@@ -22,18 +22,17 @@ from edgebert.runtimes import SessionOptions, artifact_name, open_session
 from edgebert.sidecar import gate_holds, sidecar_path
 from edgebert.slicing import slice_model
 from tests.artifacts import DOCUMENTED_GATES, nan_classifier_bias
-from tests.models import TINY, padded_batch
+from tests.models import KINDS, TINY, padded_batch, stock_config
 
 FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
+EXPORTED = ["roberta-bare", *(f"{kind}-cls" for kind in KINDS)]
 
 
 @pytest.fixture(scope="module")
 def tiny_slices(tiny_models, tmp_path_factory):
-    """Slices written by `slice`, as a user would export them: BERT classifier and RoBERTa encoder."""
+    """Slices written by `slice`, as a user would export them: a RoBERTa encoder and every kind's classifier."""
     root = tmp_path_factory.mktemp("slices")
-    return {
-        name: slice_model(tiny_models[name], 0.5, 0.75, out=root / name)[0] for name in ("bert-cls", "roberta-bare")
-    }
+    return {name: slice_model(tiny_models[name], 0.5, 0.75, out=root / name)[0] for name in EXPORTED}
 
 
 def assert_gate(sidecar: dict, precision: str) -> None:
@@ -66,7 +65,7 @@ def tflite_converted_once(monkeypatch, fp32_tflite_cache):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", ["bert-cls", "roberta-bare"])
+@pytest.mark.parametrize("name", EXPORTED)
 @pytest.mark.parametrize("fmt", list(EXPORTERS))
 def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflite_converted_once, fmt, name, precision):
     """Every registered exporter x precision: gate passed, and a sidecar that describes the artifact as its runtime
@@ -79,16 +78,18 @@ def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflit
     assert artifact.is_file() and sidecar["size_bytes"] == artifact.stat().st_size
     assert sidecar["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() and sidecar["schema_version"] == 1
     assert sidecar["max_seq_len"] == TINY["max_position_embeddings"]  # RoBERTa's 2 offset positions excluded
-    if name == "bert-cls":
+    classifier = name.endswith("-cls")
+    if classifier:
         assert sidecar["parity"]["top1"]["decided_flipped"] == 0
     on_disk = json.loads(sidecar_path(artifact).read_text())
     assert on_disk["parity"] == sidecar["parity"] and on_disk["manifest"]["width"] == 0.5
     input_names = {spec["name"] for spec in on_disk["inputs"]}
-    expected = {"input_ids", "attention_mask"} | ({"token_type_ids"} if name.startswith("bert") else set())
+    segments = stock_config(name.rsplit("-", 1)[0])["type_vocab_size"] > 1
+    expected = {"input_ids", "attention_mask"} | ({"token_type_ids"} if segments else set())
     assert input_names == expected
     meanings = list(on_disk["output_meaning"].values())
     pooled = ["sentence_embedding"] if exporter.sentence_embedding else []
-    assert meanings == (["logits"] if name == "bert-cls" else [*pooled, "last_hidden_state", "pooler_output"])
+    assert meanings == (["logits"] if classifier else [*pooled, "last_hidden_state", "pooler_output"])
     assert on_disk["runtime"].items() >= exporter.runtime_options(precision, on_disk["quantization"]).items()
 
     options = SessionOptions.recorded(1, on_disk["runtime"], on_disk["signature_key"])

@@ -13,7 +13,7 @@ from edgebert.data import read_dataset
 from edgebert.errors import EdgebertError
 from edgebert.manifests import REWIRE_MANIFEST
 from edgebert.rewire import rewire_checkpoint, rewire_model
-from tests.labelled import VOCAB, sentences, tokenizer_for
+from tests.labelled import TOKENIZED_KINDS, VOCAB, build_classifier, sentences, stock_tokenizer, tokenizer_for
 from tests.reference import scaled_importance
 
 
@@ -28,10 +28,23 @@ def dev_file(tmp_path_factory):
     return path
 
 
-def reference_batches(data_file, batch_size=8):
+@pytest.fixture(scope="module")
+def classifiers(labelled_classifier, tmp_path_factory):
+    """A labelled classifier of each kind with a tiny tokenizer (tests.labelled), built once: BERT's is conftest's."""
+    built = {"bert": labelled_classifier}
+
+    def build(kind: str):
+        if kind not in built:
+            built[kind] = build_classifier(tmp_path_factory.mktemp(kind) / "classifier", kind=kind)
+        return built[kind]
+
+    return build
+
+
+def reference_batches(data_file, model_dir, batch_size=8):
     """The dev file in file order, batches of 8, tokenized by transformers alone."""
     data = read_dataset(data_file)
-    tokenizer = tokenizer_for(VOCAB)
+    tokenizer = stock_tokenizer(model_dir)
     batches = []
     for start in range(0, len(data), batch_size):
         end = start + batch_size
@@ -41,12 +54,16 @@ def reference_batches(data_file, batch_size=8):
     return batches
 
 
-@pytest.mark.parametrize("accumulation", ["official", "per-batch"])
-def test_importance_matches_autograd_on_scales(labelled_classifier, dev_file, accumulation):
+@pytest.mark.parametrize(
+    ("kind", "accumulation"),
+    [("bert", "official"), ("bert", "per-batch"), *((kind, "official") for kind in TOKENIZED_KINDS if kind != "bert")],
+)
+def test_importance_matches_autograd_on_scales(classifiers, dev_file, kind, accumulation):
     """Head importance = |d loss / d head scale|, neuron = |d/d alpha| + |d/d beta| (pre-activation and
     output scales), summed per batch; "official" sums the absolute running sum of the batch gradients."""
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(labelled_classifier).eval()
-    per_batch = scaled_importance(model, reference_batches(dev_file))
+    classifier = classifiers(kind)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    per_batch = scaled_importance(model, reference_batches(dev_file, classifier))
     heads = torch.zeros_like(per_batch[0][0])
     neurons = torch.zeros_like(per_batch[0][1])
     running = [torch.zeros_like(t) for t in per_batch[0]]
@@ -59,9 +76,7 @@ def test_importance_matches_autograd_on_scales(labelled_classifier, dev_file, ac
         heads += g_m.abs()
         neurons += g_alpha.abs() + g_beta.abs()
 
-    _, manifest = rewire_checkpoint(
-        load_checkpoint(labelled_classifier), read_dataset(dev_file), accumulation=accumulation
-    )
+    _, manifest = rewire_checkpoint(load_checkpoint(classifier), read_dataset(dev_file), accumulation=accumulation)
     got_heads = torch.tensor(manifest.head_importance)
     got_neurons = torch.tensor(manifest.neuron_importance)
     assert torch.allclose(got_heads, heads, rtol=1e-4, atol=1e-7)

@@ -1,4 +1,4 @@
-"""A slice keeping every head and FFN neuron (width 1, any depth) is transformers' own BERT/RoBERTa class.
+"""A slice keeping every head and FFN neuron (width 1, any depth) is transformers' own class (BERT's, ELECTRA's...).
 
 Stock transformers and sentence-transformers load it in a process that never imports edgebert, and
 it computes the official DynaBERT sub-network (tests.reference: the full transformers model with
@@ -20,13 +20,12 @@ import transformers
 from edgebert.bundle import BUNDLE_FILE
 from edgebert.slicing import load_slice, slice_model
 from tests.cli_checks import assert_one_line_error
-from tests.models import padded_batch
+from tests.models import KIND_NAMES, padded_batch
 from tests.reference import masked_subnetwork
 from tests.test_slice_parity import assert_outputs_match, hf_model
 
-KINDS = ["bert-cls", "roberta-bare"]
+KINDS = KIND_NAMES
 DEPTHS = [1.0, 0.5]
-STOCK_CLASS = {"bert-cls": transformers.BertForSequenceClassification, "roberta-bare": transformers.RobertaModel}
 SENTENCES = ["DynaBERT's sub-networks all work well.", "A small CPU runs it.", "Which one fits a phone?"]
 
 # Runs in a fresh interpreter: loads each slice with stock transformers (or sentence-transformers) only.
@@ -77,7 +76,7 @@ def reference(tiny_models):
 def test_a_full_width_slice_is_the_stock_class(stock_slices, tiny_models, reference, name, depth):
     """config.json is the source's with fewer layers; transformers builds its own class, which computes the
     official sub-network; edgebert reads it back (export's path) to the same outputs."""
-    out, kind = stock_slices[name, depth], name.split("-")[0]
+    out, kind = stock_slices[name, depth], name.rsplit("-", 1)[0]
     layers = round(12 * depth)
     source = json.loads((tiny_models[name] / "config.json").read_text())
     assert json.loads((out / "config.json").read_text()) == source | {"num_hidden_layers": layers}
@@ -85,7 +84,7 @@ def test_a_full_width_slice_is_the_stock_class(stock_slices, tiny_models, refere
     auto = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
     loaded, info = auto.from_pretrained(out, attn_implementation="eager", output_loading_info=True)
     assert not any(info.values()), info  # every weight where transformers' class expects it, nothing left over
-    assert type(loaded) is STOCK_CLASS[name] and len(loaded.base_model.encoder.layer) == layers
+    assert [type(loaded).__name__] == source["architectures"] and len(loaded.base_model.encoder.layer) == layers
     assert_outputs_match(loaded.eval(), reference(name, depth), padded_batch(kind))
     assert_outputs_match(load_slice(out).model.eval(), reference(name, depth), padded_batch(kind))
 
@@ -98,7 +97,7 @@ def without_edgebert(stock_slices, minilm_dir, tmp_path_factory) -> dict[str, di
     jobs = []
     for name in KINDS:
         batch = root / f"{name}-batch.pt"
-        torch.save(padded_batch(name.split("-")[0]), batch)
+        torch.save(padded_batch(name.rsplit("-", 1)[0]), batch)
         slice_dir, classifier = str(stock_slices[name, 0.5]), name.endswith("cls")
         jobs.append({"kind": name, "slice": slice_dir, "classifier": classifier, "batch": str(batch)})
     minilm = slice_model(minilm_dir, 1.0, 0.5, out=root / "minilm-w1-d0.5")[0]
@@ -113,14 +112,14 @@ def without_edgebert(stock_slices, minilm_dir, tmp_path_factory) -> dict[str, di
 
 
 @pytest.mark.parametrize("name", KINDS)
-def test_stock_transformers_loads_it_without_edgebert(without_edgebert, reference, name):
+def test_stock_transformers_loads_it_without_edgebert(without_edgebert, reference, tiny_models, name):
     outputs = dict(without_edgebert[name])
-    assert outputs.pop("class") == STOCK_CLASS[name].__name__
+    assert [outputs.pop("class")] == json.loads((tiny_models[name] / "config.json").read_text())["architectures"]
 
     def loaded(**batch):  # the fresh process's outputs, as assert_outputs_match calls a model
         return SimpleNamespace(**outputs)
 
-    assert_outputs_match(loaded, reference(name, 0.5), padded_batch(name.split("-")[0]))
+    assert_outputs_match(loaded, reference(name, 0.5), padded_batch(name.rsplit("-", 1)[0]))
 
 
 def test_sentence_transformers_loads_a_minilm_slice_without_edgebert(without_edgebert, minilm_dir):

@@ -21,6 +21,7 @@ from edgebert.checkpoint import load_checkpoint
 from edgebert.data import collate
 from edgebert.dynabert import Dropout, DynaBert
 from edgebert.manifests import TRAIN_MANIFEST, training_manifest
+from edgebert.parameter_names import stock_state
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, subnetwork
 from edgebert.train import RunFiles, SilentReporter, TrainConfig, train
@@ -28,8 +29,8 @@ from edgebert.train.distributed import Runtime
 from edgebert.train.inputs import read_inputs
 from edgebert.train.loop import Trainer
 from edgebert.train.losses import LossTerms
-from tests.labelled import build_classifier, sentences
-from tests.models import EVERY_GRID_POINT
+from tests.labelled import TOKENIZED_KINDS, build_classifier, sentences
+from tests.models import EVERY_GRID_POINT, KINDS
 from tests.reference import SharedSubnetworks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,7 @@ def dynabert(tiny_models):
 
 
 @EVERY_GRID_POINT
-@pytest.mark.parametrize("kind", ["bert-cls", "roberta-cls"])
+@pytest.mark.parametrize("kind", [f"{kind}-cls" for kind in KINDS])
 def test_subnetworks_on_views_equal_their_dense_slices(dynabert, kind, width, depth):
     checkpoint, model = dynabert(kind)
     generator = torch.Generator().manual_seed(0)
@@ -109,29 +110,53 @@ def sce(student, teacher):
     return -(torch.softmax(teacher, -1) * torch.log_softmax(student, -1)).sum(-1).mean()
 
 
+@pytest.fixture(scope="module")
+def teachers(task, tmp_path_factory):
+    """(teacher, other) classifiers of a kind, built once: `task`'s for BERT."""
+    built = {"bert": (task["teacher"], task["other"])}
+
+    def build(kind: str) -> tuple[Path, Path]:
+        if kind not in built:
+            root = tmp_path_factory.mktemp(kind)
+            built[kind] = tuple(
+                build_classifier(root / name, seed=seed, dropout=0.0, kind=kind)
+                for name, seed in (("teacher", 0), ("other", 7))
+            )
+        return built[kind]
+
+    return build
+
+
 @pytest.mark.parametrize(
-    ("phase", "depth_teacher"), [("width", "full-width"), ("depth", "full-width"), ("depth", "same-width")]
+    ("kind", "phase", "depth_teacher"),
+    [
+        ("bert", "width", "full-width"),
+        ("bert", "depth", "full-width"),
+        ("bert", "depth", "same-width"),
+        *((kind, "width", "full-width") for kind in TOKENIZED_KINDS if kind != "bert"),
+    ],
 )
-def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path, phase, depth_teacher):
+def test_one_step_gradients_equal_the_hand_written_summed_losses(task, teachers, tmp_path, kind, phase, depth_teacher):
     """The teacher is `other` (width phase: the fine-tuned model; depth phase: DynaBERT_W, at full width as the
     released code or at each student's width as the paper)."""
+    teacher_dir, other_dir = teachers(kind)
     config = TrainConfig(phases=(phase,), rewire=False, depth_teacher=depth_teacher, **QUICK)
-    inputs = read_inputs(task["other"], task["train"], task["dev"], None, config)
+    inputs = read_inputs(other_dir, task["train"], task["dev"], None, config)
     trainer = Trainer(inputs, config, tmp_path / "run", Runtime(), SilentReporter())
     plan = trainer.plans[0]
-    student = DynaBert.from_checkpoint(load_checkpoint(task["teacher"]), Dropout(0.0, 0.0, 0.0)).train()
+    student = DynaBert.from_checkpoint(load_checkpoint(teacher_dir), Dropout(0.0, 0.0, 0.0)).train()
     teacher = trainer._load(None).eval().requires_grad_(False)
     batch = list(range(8))
     trainer.accumulate_gradients(plan, student, student, teacher, batch, LossTerms())
 
-    reference = transformers.AutoModelForSequenceClassification.from_pretrained(task["teacher"]).train()
-    teacher_ref = SharedSubnetworks(transformers.AutoModelForSequenceClassification.from_pretrained(task["other"]))
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(teacher_dir).train()
+    teacher_ref = SharedSubnetworks(transformers.AutoModelForSequenceClassification.from_pretrained(other_dir))
     batch_inputs = collate(inputs.encoded_train, batch)
     run = SharedSubnetworks(reference)
     lambdas = (1.0, 0.1) if phase == "width" else (1.0, 1.0)
     subnets = [(w, 1.0) for w in (1.0, 0.75, 0.5, 0.25)] if phase == "width" else list(TRAINED_GRID)
     assert [(s.width, s.depth) for s in plan.subs] == subnets  # largest first
-    arch = load_checkpoint(task["teacher"]).arch
+    arch = load_checkpoint(teacher_dir).arch
     for width, depth in subnets:
         with torch.no_grad():
             teacher_ref.model.eval()
@@ -143,7 +168,8 @@ def test_one_step_gradients_equal_the_hand_written_summed_losses(task, tmp_path,
         hidden = sum(torch.nn.functional.mse_loss(s, teacher_states[t]) for s, t in zip(states, matched, strict=True))
         (lambdas[0] * sce(logits, teacher_logits) + lambdas[1] * hidden).backward()
 
-    ours = dict(student.net.named_parameters())
+    # the student's parameters under the stock class's names (`bert.`, or `electra.` and classifier.dense/out_proj)
+    ours = stock_state({name.removeprefix("bert."): p for name, p in student.net.named_parameters()}, kind)
     compared = 0
     for name, param in reference.named_parameters():
         if param.grad is None:
@@ -440,18 +466,17 @@ def test_subnetworks_of_a_model_not_trained_as_dynabert_warn_once(task, tmp_path
     assert picked.code == 0 and json.loads(picked.stdout)["warnings"] == []
 
 
-@pytest.mark.parametrize("kind", ["bert-cls", "roberta-cls"])
+@pytest.mark.parametrize("kind", [f"{kind}-cls" for kind in KINDS])
 def test_saved_checkpoint_loads_in_its_stock_class(tiny_models, tmp_path, kind):
-    """Canonical names go back to BERT's or RoBERTa's (classifier.dense / out_proj) and the logits stay."""
+    """Canonical names go back to the source class's (BERT's pooler, the others' classifier.dense / out_proj) and
+    the logits stay."""
     from edgebert.dynabert import save_checkpoint
 
     checkpoint = load_checkpoint(tiny_models[kind])
     model = DynaBert.from_checkpoint(checkpoint, Dropout()).eval()
     save_checkpoint(model, checkpoint, tmp_path / "saved")
     stock = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
-    assert type(stock).__name__ == (
-        "BertForSequenceClassification" if kind == "bert-cls" else "RobertaForSequenceClassification"
-    )
+    assert [type(stock).__name__] == json.loads((tiny_models[kind] / "config.json").read_text())["architectures"]
     ids = torch.randint(5, 100, (2, 9), generator=torch.Generator().manual_seed(3))
     mask, types = torch.ones_like(ids), torch.zeros_like(ids)
     with torch.no_grad():

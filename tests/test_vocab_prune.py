@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 import edgebert  # noqa: F401 (registers the narrower slices' class with transformers' Auto classes)
 from edgebert.slicing import slice_model
 from tests.cli_checks import assert_one_line_error
+from tests.labelled import WORDPIECE_KINDS
 from tests.models import save_model, tiny_model
 
 TOLERANCE = 1e-5
@@ -82,10 +83,10 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def build_wordpiece_bert(directory: Path, num_labels: int = 2) -> Path:
-    """A tiny BERT classifier (a regressor for 1 label) with a WordPiece vocabulary that has whole words and pieces
-    (vocab.txt only)."""
-    model = tiny_model("bert", num_labels=num_labels, vocab_size=len(VOCAB), max_positions=64)
+def build_wordpiece_bert(directory: Path, num_labels: int = 2, kind: str = "bert") -> Path:
+    """A tiny BERT classifier (a regressor for 1 label; another kind's with `kind`) with a WordPiece vocabulary that
+    has whole words and pieces (vocab.txt only)."""
+    model = tiny_model(kind, num_labels=num_labels, vocab_size=len(VOCAB), max_positions=64)
     return save_model(model, directory, VOCAB, json.dumps({"do_lower_case": True}))
 
 
@@ -111,6 +112,30 @@ def tiny_slices(wordpiece_bert, source_texts, tmp_path_factory) -> dict:
         )[0]
         slices[width, depth] = plain, pruned
     return slices
+
+
+@pytest.fixture(scope="module")
+def kind_slices(tiny_slices, wordpiece_bert, source_texts, tmp_path_factory):
+    """(source, {shape: (unpruned, pruned)}) of each WordPiece kind's tiny classifier: BERT's are `tiny_slices`."""
+    built = {"bert": (wordpiece_bert, tiny_slices)}
+
+    def build(kind: str):
+        if kind not in built:
+            root = tmp_path_factory.mktemp(kind)
+            source = build_wordpiece_bert(root / "source", kind=kind)
+            built[kind] = (
+                source,
+                {
+                    shape: tuple(
+                        slice_model(source, *shape, out=root / f"{name}-{shape}", vocab_from=sources)[0]
+                        for name, sources in (("plain", ()), ("pruned", [source_texts]))
+                    )
+                    for shape in tiny_slices
+                },
+            )
+        return built[kind]
+
+    return build
 
 
 # --- what is kept, and in which order ------------------------------------------------------------------------
@@ -191,8 +216,10 @@ def test_tables_count_their_text_columns_only_and_several_files_add_up(wordpiece
 
 
 @pytest.mark.parametrize("shape", [(1.0, 0.5), (0.5, 0.75)], ids=["w1-d0.5-stock", "w0.5-d0.75-narrow"])
-def test_texts_whose_tokens_were_all_kept_give_the_unpruned_outputs(wordpiece_bert, tiny_slices, shape):
-    plain, pruned = tiny_slices[shape]
+@pytest.mark.parametrize("kind", WORDPIECE_KINDS)
+def test_texts_whose_tokens_were_all_kept_give_the_unpruned_outputs(kind_slices, kind, shape):
+    wordpiece_bert, slices = kind_slices(kind)
+    plain, pruned = slices[shape]
     kept = set(expected_kept(wordpiece_bert, SOURCE_TEXTS))
     original, own = tokenizer_of(wordpiece_bert), tokenizer_of(pruned)
     texts = [*SOURCE_TEXTS, *KEPT_TEXTS]
@@ -412,8 +439,9 @@ def test_min_count_needs_a_source_and_a_positive_count(run_cli, wordpiece_bert, 
     assert zero.code == 2 and "--vocab-min-count" in zero.stderr and len(zero.stderr.splitlines()) == 1
 
 
-def test_roberta_is_refused_with_the_reason(run_cli, tiny_models, work, source_texts):
-    result = slice_with(run_cli, tiny_models["roberta-cls"], work, "--vocab-from", source_texts)
+@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta"])
+def test_a_tokenizer_not_wordpiece_is_refused_with_the_reason(run_cli, tiny_models, work, source_texts, kind):
+    result = slice_with(run_cli, tiny_models[f"{kind}-cls"], work, "--vocab-from", source_texts)
     assert_refused(result, work, "merge by the ids of the two tokens it joins")
 
 

@@ -20,7 +20,7 @@ from edgebert.train import TrainConfig
 from edgebert.train import train as run_training
 from edgebert.train.optim import ROBERTA_WARMUP
 
-ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT/RoBERTa directory (the teacher).")]
+ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT, RoBERTa, XLM-R or ELECTRA directory (teacher).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output edgebert wrote earlier.")]
 DEFAULTS = TrainConfig()  # every option's default is the library's
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgebert.bundle import LABELS_FILE, VOCAB_FILE, class_labels, labels_text
 from edgebert.errors import EdgebertError
+from edgebert.layout import FAMILIES
 from edgebert.manifests import read_json
 from edgebert.model_files import model_file
 from edgebert.reading import MAX_VOCAB_BYTES, parse_vocab, read_regular
@@ -97,8 +98,11 @@ def text_metadata(source: ExportSource) -> TextModelMetadata:
     MediaPipe's BERT preprocessing lowercases the text, adds [CLS] and [SEP], looks WordPiece
     tokens up by their line in vocab.txt and pads with id 0; a model it would feed wrong ids is refused.
     """
-    if source.model.config.source_model_type == "roberta":
-        raise NotForMediaPipe("RoBERTa's byte-level BPE tokenizer is not one MediaPipe's text tasks can run")
+    model_type = source.model.config.source_model_type
+    if not FAMILIES[model_type].wordpiece:
+        raise NotForMediaPipe(
+            f"the tokenizer of {model_type} models is not WordPiece, the one MediaPipe's text tasks run"
+        )
     if source.input_names != list(BERT_INPUT_NAMES):
         raise NotForMediaPipe(
             f"MediaPipe's BERT models take ids, mask and segment ids; this one takes {', '.join(source.input_names)}"

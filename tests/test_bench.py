@@ -100,7 +100,8 @@ def test_the_latency_model_reads_the_hidden_size_from_the_manifest(torch_free_re
 
 
 def test_profile_batch_padding_and_seeded_inputs(artifacts):
-    profile = load_profile("local").model_copy(update={"batch_size": 4, "seq_len": 32, "padding_share": 0.25})
+    update = {"batch_size": 4, "seq_len": 32, "padding_share": 0.25, "threads": 1}  # one thread count: one run
+    profile = load_profile("local").model_copy(update=update)
     result = bench_artifact(artifacts["onnx"], profile, **QUICK)
     assert (result["inputs"]["batch_size"], result["inputs"]["seq_len"]) == (4, 32)
     assert result["inputs"]["padding_share"] == pytest.approx(0.25, abs=0.03)

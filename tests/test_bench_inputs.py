@@ -64,6 +64,7 @@ def test_text_runs_every_line_at_its_real_length(artifacts, tokenizer_dir, fed_s
         text_file=text,
         tokenizer_dir=tokenizer_dir,
         runs=7,
+        threads=1,  # one thread count: each line is fed once per run
         warmup=0,
         min_time_s=0,
     )
@@ -82,7 +83,7 @@ def test_text_runs_every_line_at_its_real_length(artifacts, tokenizer_dir, fed_s
 def test_text_batches_pad_to_their_longest_row(artifacts, tokenizer_dir, fed_shapes):
     text = _lines(tokenizer_dir, "the edge device runs bert", "bert runs fast", "small board")
     profile = load_profile("local").model_copy(update={"batch_size": 2})
-    result = bench_artifact(artifacts["onnx"], profile, text_file=text, tokenizer_dir=tokenizer_dir, **QUICK)
+    result = bench_artifact(artifacts["onnx"], profile, text_file=text, tokenizer_dir=tokenizer_dir, threads=1, **QUICK)
     # lines 1+2 (7 and 5 tokens) and lines 3+1 (4 and 7 tokens): each batch as long as its longest row
     assert fed_shapes == [(2, 7), (2, 7)]
     inputs = result["inputs"]
@@ -95,7 +96,7 @@ def test_text_on_a_fixed_shape_is_padded_to_it_and_says_so(artifacts, tokenizer_
     long = " ".join(WORDS * 2)  # 20 words: cut to 16 tokens with [CLS] and [SEP]
     text = _lines(tokenizer_dir, "bert runs fast", long)
     result = bench_artifact(
-        artifacts["tflite"], load_profile("local"), text_file=text, tokenizer_dir=tokenizer_dir, **QUICK
+        artifacts["tflite"], load_profile("local"), text_file=text, tokenizer_dir=tokenizer_dir, threads=1, **QUICK
     )
     inputs = result["inputs"]
     assert fed_shapes == [(1, 16), (1, 16)]

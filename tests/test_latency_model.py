@@ -143,7 +143,7 @@ def result(tmp_path_factory, labelled_classifier) -> dict:
 
     artifact = tmp_path_factory.mktemp("latency") / "w0.5-d0.75.onnx"
     export_model(labelled_classifier, "onnx", "fp32", width=0.5, depth=0.75, out=artifact, verify=False)
-    return bench_artifact(artifact, load_profile("local"), runs=5, warmup=1, min_time_s=0)
+    return bench_artifact(artifact, load_profile("local"), runs=5, warmup=1, min_time_s=0, threads=1)
 
 
 def test_a_real_bench_result_gives_the_slices_shape(result):

@@ -195,4 +195,5 @@ def test_measure_benches_locally(labelled_classifier, run_cli):
     for row in report["candidates"]:
         assert row["memory_source"] == row["latency_source"] == row["baseline_source"] == "measured"
         assert row["size_source"] == "exported" and row["latency_ms"] > 0 and row["memory_bytes"] > row["size_bytes"]
-    assert report["latency_model"]["leave_one_out"]["configurations"] == 3
+    # the three precisions at every thread count bench compared (1, and the profile's when it has more cores)
+    assert report["latency_model"]["leave_one_out"]["configurations"] == 3 * len(report["thread_counts"])

@@ -101,16 +101,15 @@ def _linear(name: str, out: Dim, into: Dim) -> tuple[Parameter, Parameter]:
     return Parameter(f"{name}.weight", (out, into)), Parameter(f"{name}.bias", (out,))
 
 
-def _layer_norm(name: str) -> tuple[Parameter, Parameter]:
-    return Parameter(f"{name}.weight", ("hidden",)), Parameter(f"{name}.bias", ("hidden",))
+def _layer_norm(name: str, size: Dim = "hidden") -> tuple[Parameter, Parameter]:
+    return Parameter(f"{name}.weight", (size,)), Parameter(f"{name}.bias", (size,))
 
 
 EMBEDDINGS = (  # at the embedding size: the hidden size, except in ELECTRA's smaller models
     Parameter("embeddings.word_embeddings.weight", ("vocab", "embedding")),
     Parameter("embeddings.position_embeddings.weight", ("positions", "embedding")),
     Parameter("embeddings.token_type_embeddings.weight", ("token_types", "embedding")),
-    Parameter("embeddings.LayerNorm.weight", ("embedding",)),
-    Parameter("embeddings.LayerNorm.bias", ("embedding",)),
+    *_layer_norm("embeddings.LayerNorm", "embedding"),
 )
 PROJECTION = _linear("embeddings_project", "hidden", "embedding")  # ELECTRA's, from the embedding to the hidden size
 # One encoder layer: Q, K and V keep rows per head and the attention output columns per head; the FFN's

@@ -45,17 +45,22 @@ ARTIFACT_STEM = "model"
 # ---- settings ----------------------------------------------------------------------------------------
 
 
-def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+def parse_grid(points: str | None, quick: bool) -> list[list[float]]:
+    """`--grid` (WIDTHxDEPTH, comma-separated), else the quick or the trained grid; always with the full model."""
     from edgebert.subnet import TRAINED_GRID
 
-    quick = args.quick
     grid = QUICK_GRID if quick else TRAINED_GRID
-    if args.grid:
-        grid = [tuple(float(x) for x in point.split("x")) for point in args.grid.split(",")]
+    if points:
+        grid = [tuple(float(x) for x in point.split("x")) for point in points.split(",")]
         grid = [FULL] * (FULL not in grid) + grid  # speedups are against the full model
+    return [list(p) for p in grid]
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
     return {
         "quick": quick,
-        "grid": [list(p) for p in grid],
+        "grid": parse_grid(args.grid, quick),
         "threads": [int(t) for t in args.threads.split(",")],
         "formats": args.formats.split(","),
         "precisions": args.precisions.split(","),
@@ -392,12 +397,13 @@ def measure_baseline(spec: dict) -> dict:
     return results
 
 
-def run_child(mode: str, spec: dict, work: Path) -> dict:
-    """Run `measure_runtimes` or `measure_baseline` in a fresh interpreter; exchange JSON through files."""
+def run_child(mode: str, spec: dict, work: Path, script: str = __file__) -> dict:
+    """Run `script --_<mode> SPEC OUT` (here `measure_runtimes` or `measure_baseline`) in a fresh interpreter;
+    exchange JSON through files."""
     spec_path, out_path = work / f"{mode}-spec.json", work / f"{mode}-result.json"
     spec_path.write_text(json.dumps(spec))
     out_path.unlink(missing_ok=True)
-    subprocess.run([sys.executable, __file__, f"--_{mode}", str(spec_path), str(out_path)], check=True)
+    subprocess.run([sys.executable, script, f"--_{mode}", str(spec_path), str(out_path)], check=True)
     return json.loads(out_path.read_text())
 
 

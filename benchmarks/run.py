@@ -155,15 +155,19 @@ def ensure_gemm_models(settings: dict, work: Path) -> dict[str, str]:
 # ---- timing (child processes) -------------------------------------------------------------------------
 
 
-def time_call(call, min_runs: int, min_seconds: float) -> list[float]:
-    """One warm-up call, then bench's timing loop: at least `min_runs` calls and `min_seconds`; latencies in ms."""
+def time_call(call, min_runs: int, min_seconds: float, warmup: bool = True) -> list[float]:
+    """One warm-up call (unless the caller's `prepare` warmed up), then bench's timing loop: at least `min_runs`
+    calls and `min_seconds`; latencies in ms."""
     from edgebert.bench import time_runs
 
-    call()
+    if warmup:
+        call()
     return [ns / 1e6 for ns in time_runs([call], min_runs, min_seconds)]
 
 
-def interleaved(configs: dict[str, Any], rounds: int, min_runs: int, min_seconds: float, seed: int) -> dict:
+def interleaved(
+    configs: dict[str, Any], rounds: int, min_runs: int, min_seconds: float, seed: int, warmup: bool = True
+) -> dict:
     """Each round visits every configuration once, in a new shuffled order; returns per-round medians (ms)."""
     order = list(configs)
     rng = random.Random(seed)
@@ -175,7 +179,7 @@ def interleaved(configs: dict[str, Any], rounds: int, min_runs: int, min_seconds
             prepare, call = configs[key]
             if prepare is not None:
                 prepare()
-            samples = time_call(call, min_runs, min_seconds)
+            samples = time_call(call, min_runs, min_seconds, warmup)
             medians[key].append(statistics.median(samples))
             counts[key] += len(samples)
     return {key: {"round_medians_ms": medians[key], "runs": counts[key]} for key in medians}
@@ -397,13 +401,13 @@ def measure_baseline(spec: dict) -> dict:
     return results
 
 
-def run_child(mode: str, spec: dict, work: Path, script: str = __file__) -> dict:
-    """Run `script --_<mode> SPEC OUT` (here `measure_runtimes` or `measure_baseline`) in a fresh interpreter;
-    exchange JSON through files."""
+def run_child(mode: str, spec: dict, work: Path, script: str = __file__, python: str = sys.executable) -> dict:
+    """Run `script --_<mode> SPEC OUT` (here `measure_runtimes` or `measure_baseline`) in a fresh interpreter
+    (`python`: another environment's, e.g. Optimum's); exchange JSON through files."""
     spec_path, out_path = work / f"{mode}-spec.json", work / f"{mode}-result.json"
     spec_path.write_text(json.dumps(spec))
     out_path.unlink(missing_ok=True)
-    subprocess.run([sys.executable, script, f"--_{mode}", str(spec_path), str(out_path)], check=True)
+    subprocess.run([python, script, f"--_{mode}", str(spec_path), str(out_path)], check=True)
     return json.loads(out_path.read_text())
 
 

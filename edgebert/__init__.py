@@ -35,6 +35,7 @@ def __getattr__(name: str):
 def _register_sliced_models() -> None:
     with contextlib.suppress(ImportError):  # transformers without torch: nothing to register
         importlib.import_module("edgebert.model")  # registers on import
+        importlib.import_module("edgebert.modernbert")
 
 
 class _RegisterWhenTransformersLoads(importlib.abc.MetaPathFinder):

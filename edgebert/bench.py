@@ -156,6 +156,7 @@ def bench_artifact(
             "path": str(artifact),
             "format": runtime.format,
             "precision": sidecar.precision if sidecar is not None else None,
+            "embeddings": sidecar.embeddings.storage if sidecar is not None and sidecar.embeddings else None,
             "size_bytes": artifact.stat().st_size,
             "sidecar": sidecar is not None,
         },
@@ -363,6 +364,8 @@ def bare_loop(
     feeds = model_inputs(session.inputs, sidecar, plan, source=artifact).batches[0].feeds
     if session.runtime.name == "onnxruntime":
         run, args, kwargs = session.handle.run, (None, feeds), {}
+    elif session.runtime.name == "executorch":  # its method takes a list of torch tensors, converted once by bind
+        run, args, kwargs = session.bind(feeds), (), {}
     else:
         run, args, kwargs = session.handle, (), feeds
     latencies = []

@@ -16,6 +16,8 @@ folder of Hugging Face's LiteRT repositories (the .tflite files beside tokenizer
 Model Maker's export (model.tflite, labels.txt, vocab.txt). Its files share the ONNX names with
 `.tflite` (`model.tflite`, `model_quantized.tflite`, `model_fp16.tflite`), so one precision has one
 name in both bundles; each also carries MediaPipe's metadata (`edgebert.export.tflite_metadata`).
+An ExecuTorch bundle is laid out as a TFLite one: `model.pte` and `model_quantized.pte` at the top,
+beside labels.txt and vocab.txt (the flat folder optimum-executorch writes its `model.pte` into).
 
 A bundle is written whole by one rename; a later precision is added into it by the rename of
 its own artifact and sidecar, once the bundle is shown to hold the same sub-network (in TFLite,
@@ -35,13 +37,13 @@ from pydantic import BaseModel, ConfigDict
 
 from edgebert import __version__
 from edgebert.atomic import STAGING_NAME, refuse_existing, staged_outputs
-from edgebert.configs import stock_class
+from edgebert.configs import own_keys, stock_class
 from edgebert.errors import EdgebertError
 from edgebert.manifests import read_manifest
 from edgebert.model_files import model_file
 from edgebert.precisions import PRECISIONS
 from edgebert.reading import read_vocab
-from edgebert.runtimes import RUNTIME_FOR_FORMAT, SUFFIXES, runtime_for_format
+from edgebert.runtimes import FORMATS, RUNTIME_FOR_FORMAT, SUFFIXES, runtime_for_format
 from edgebert.sidecar import replaceable_export, sidecar_path
 from edgebert.tokenizer import write_tokenizer
 
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 BUNDLE_FILE = "edgebert-bundle.json"
 ONNX_DIR = "onnx"
 MODEL_STEMS = {"fp32": "model", "int8": "model_quantized", "fp16": "model_fp16"}  # transformers.js names
-ARTIFACT_DIRS = {"onnx": ONNX_DIR, "tflite": ""}  # where a format's files sit in its bundle ("": at the top)
+ARTIFACT_DIRS = {"onnx": ONNX_DIR, "tflite": "", "executorch": ""}  # where a format's files sit ("": at the top)
 BUNDLE_FILES = {
     fmt: {precision: f"{stem}{runtime_for_format(fmt).suffix}" for precision, stem in MODEL_STEMS.items()}
     for fmt in RUNTIME_FOR_FORMAT
@@ -59,7 +61,7 @@ BUNDLE_FILES = {
 ONNX_FILES = BUNDLE_FILES["onnx"]
 VOCAB_FILE, LABELS_FILE = "vocab.txt", "labels.txt"  # Model Maker's names, also those of MediaPipe's embedded files
 TOP_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", BUNDLE_FILE)
-FORMAT_FILES = {"onnx": (), "tflite": (LABELS_FILE, VOCAB_FILE)}  # top files of one format's bundle only
+FORMAT_FILES = {"onnx": (), "tflite": (LABELS_FILE, VOCAB_FILE), "executorch": (LABELS_FILE, VOCAB_FILE)}
 CONFIG_KEYS = (  # the standard keys a bundle's config.json carries from the slice (embedding_size: ELECTRA's)
     "vocab_size",
     "hidden_size",
@@ -74,6 +76,9 @@ CONFIG_KEYS = (  # the standard keys a bundle's config.json carries from the sli
     "bos_token_id",
     "eos_token_id",
     "embedding_size",
+    "layer_types",  # ModernBERT's: each kept layer's attention (global or local),
+    "local_attention",  # the local window,
+    "classifier_pooling",  # and the head's pooling
 )
 IDENTITY = ("width", "depth")  # with the source's weights digest and the rows kept (`sub_network`)
 
@@ -89,7 +94,7 @@ class BundleManifest(BaseModel):
 
     schema_version: Literal[1, 2] = 2
     edgebert_version: str
-    format: Literal["onnx", "tflite"] = "onnx"
+    format: Literal[FORMATS] = "onnx"  # type: ignore[valid-type]  # the runtime registry's formats
     seq_len: int | None = None
     config: dict[str, Any]
     manifest: dict[str, Any]
@@ -262,7 +267,7 @@ def write_bundle_files(
     model_type = config.source_model_type
     write_json(directory / "config.json", client_config(source))
     write_tokenizer(tokenizer_dir, directory, model_type, source.max_seq_len)
-    if format == "tflite":
+    if FORMAT_FILES[format]:  # the mobile formats: apps load labels and vocabulary beside the model
         write_labels_and_vocab(directory, source, tokenizer_dir)
     record = BundleManifest(
         edgebert_version=__version__, format=format, seq_len=seq_len, config=config.to_dict(), manifest=source.manifest
@@ -302,10 +307,11 @@ def client_config(source: ExportSource) -> dict[str, Any]:
     config = source.model.config
     model_type = config.source_model_type
     classifier = source.manifest["task"] == "sequence-classification"
+    shape = {key: getattr(config, key) for key in CONFIG_KEYS if getattr(config, key, None) is not None}
     out: dict[str, Any] = {
         "architectures": [stock_class(model_type, classifier)],
         "model_type": model_type,
-        **{key: getattr(config, key) for key in CONFIG_KEYS if getattr(config, key, None) is not None},
+        **own_keys(shape, model_type),  # as the family's own config.json names them (DistilBERT's dim, n_layers, ...)
     }
     if classifier:
         labels = {int(index): str(label) for index, label in config.id2label.items()}

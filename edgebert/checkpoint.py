@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert.configs import (
+    EDGE_MODEL_TYPES,
+    SLICE_SCHEMAS,
     CheckpointConfig,
+    ModernSliceConfig,
     SliceConfig,
     config_json,
     default_labels,
@@ -138,6 +141,7 @@ def _stock_layout(
     model_type = _model_type(config, list(raw_shapes))
     shapes = canonical_state(raw_shapes, model_type)
     classifier = shapes.get("classifier.weight")
+    modern = _modernbert_settings(config_file, config) if FAMILIES[model_type].layers == "modernbert" else {}
     arch = Architecture(
         num_layers=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
@@ -147,9 +151,11 @@ def _stock_layout(
         vocab_size=config.vocab_size,
         max_positions=config.max_position_embeddings,
         type_vocab_size=config.type_vocab_size,
-        has_pooler="pooler.dense.weight" in shapes,
+        has_pooler="pooler.dense.weight" in shapes or "head.dense.weight" in shapes,
         num_labels=classifier[0] if classifier is not None and len(classifier) == 2 else None,
         embedding_size=config.embedding_size,
+        layers=FAMILIES[model_type].layers,
+        unbiased=frozenset(group for group, flag in MODERNBERT_BIASES.items() if modern and not modern[flag]),
     )
     check_weights(shapes, arch, weights_file)
     try:
@@ -174,6 +180,7 @@ def _stock_layout(
     }
     if arch.embedding_size is not None:
         model_config["embedding_size"] = arch.embedding_size
+    model_config |= modern
     if arch.num_labels:
         if config.num_labels is not None and config.num_labels != arch.num_labels:
             raise EdgebertError(
@@ -184,6 +191,57 @@ def _stock_layout(
         model_config["id2label"] = labels
         model_config["label2id"] = {name: i for i, name in labels.items()}
     return model_type, arch, model_config
+
+
+# ModernBERT's bias groups (`edgebert.layout.Parameter.group`) -> config.json's flag
+MODERNBERT_BIASES = {"attention": "attention_bias", "ffn": "mlp_bias", "norm": "norm_bias", "head": "classifier_bias"}
+# config.json keys transformers resolves into ModernBERT's per-layer types and rotary settings (older and newer forms)
+MODERNBERT_KEYS = (
+    "layer_types",
+    "global_attn_every_n_layers",
+    "rope_parameters",
+    "rope_scaling",
+    "global_rope_theta",
+    "local_rope_theta",
+    "local_attention",
+    *MODERNBERT_BIASES.values(),
+    "classifier_pooling",
+    "classifier_activation",
+)
+
+
+def _modernbert_settings(config_file: Path, config: CheckpointConfig) -> dict[str, Any]:
+    """`EdgeModernBertConfig` arguments of a ModernBERT config.json, as transformers' ModernBertConfig resolves
+    it (layer types from `layer_types` or `global_attn_every_n_layers`, rotary bases from `rope_parameters` or the
+    older `global_rope_theta`/`local_rope_theta`), checked for what edgebert's model computes."""
+    from transformers import ModernBertConfig
+
+    from edgebert.model import ACTIVATIONS
+
+    extra = config.model_extra or {}
+    try:
+        resolved = ModernBertConfig(
+            num_hidden_layers=config.num_hidden_layers, **{key: extra[key] for key in MODERNBERT_KEYS if key in extra}
+        )
+    except (TypeError, ValueError) as exc:
+        raise EdgebertError(f"{config_file}: {str(exc).splitlines()[0]}") from exc
+    types = list(resolved.layer_types)
+    if len(types) != config.num_hidden_layers or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise EdgebertError(f"{config_file}: layer_types must name full_attention or sliding_attention per layer")
+    rope = {kind: resolved.rope_parameters[kind] for kind in set(types)}
+    if any(params.get("rope_type", "default") != "default" for params in rope.values()):
+        raise EdgebertError(f"{config_file}: only the default rotary embedding is supported (rope_parameters)")
+    if resolved.classifier_activation not in ACTIVATIONS or resolved.classifier_pooling not in ("cls", "mean"):
+        raise EdgebertError(f"{config_file}: unsupported classifier_activation or classifier_pooling")
+    return {
+        "layer_types": types,
+        "layer_sources": list(range(config.num_hidden_layers)),
+        "rotary_bases": {kind: float(params["rope_theta"]) for kind, params in rope.items()},
+        "local_attention": resolved.local_attention,
+        **{flag: bool(getattr(resolved, flag)) for flag in MODERNBERT_BIASES.values()},
+        "classifier_pooling": resolved.classifier_pooling,
+        "classifier_activation": resolved.classifier_activation,
+    }
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -268,26 +326,29 @@ def _stock_slice(
     config_file: Path, raw_config: dict[str, Any], manifest_file: Path, weights_file: Path
 ) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Architecture]:
     """A slice written as transformers' own class, read as a checkpoint is: its config in edgebert's form."""
-    from edgebert.model import MODEL_TYPE
-
     stock = validated_config(config_file, raw_config, CheckpointConfig)
     manifest = read_manifest(manifest_file, SliceManifest)
     _, arch, model_config = _stock_layout(config_file, stock, safetensors_shapes(weights_file), weights_file)
     _task_fits(manifest, arch.num_labels is not None, weights_file)
     labels = model_config.pop("id2label", None)
     model_config.pop("label2id", None)
-    edge_config = {**model_config, "model_type": MODEL_TYPE}
+    model_type = EDGE_MODEL_TYPES[arch.layers]
+    edge_config = {**model_config, "model_type": model_type}
     edge_config = with_labels(edge_config, labels) if labels is not None else edge_config
-    return validated_config(config_file, edge_config, SliceConfig), edge_config, manifest, arch
+    return validated_config(config_file, edge_config, SLICE_SCHEMAS[model_type]), edge_config, manifest, arch
 
 
 def _edgebert_slice(
     config_file: Path, raw_config: dict[str, Any], manifest_file: Path, weights_file: Path
 ) -> tuple[SliceConfig, dict[str, Any], SliceManifest, Architecture]:
     """A narrower slice, an `EdgeBertConfig` whose heads keep their size: its own sizes checked against its weights."""
-    config = validated_config(config_file, raw_config, SliceConfig)
+    config = validated_config(config_file, raw_config, SLICE_SCHEMAS.get(raw_config.get("model_type"), SliceConfig))
     manifest = read_manifest(manifest_file, SliceManifest)
-    shapes = {name.removeprefix("bert."): shape for name, shape in safetensors_shapes(weights_file).items()}
+    shapes = safetensors_shapes(weights_file)
+    if isinstance(config, ModernSliceConfig):  # under ModernBERT's own names
+        shapes = canonical_state(shapes, config.source_model_type)
+    else:
+        shapes = {name.removeprefix("bert."): shape for name, shape in shapes.items()}
     classifier = "classifier.weight" in shapes
     _task_fits(manifest, classifier, weights_file)
     num_labels = _slice_labels(config, shapes["classifier.weight"], weights_file) if classifier else None

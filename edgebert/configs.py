@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -16,6 +17,26 @@ from edgebert.subnet import Architecture
 READING_MODULES = ("torch", "safetensors", "transformers")  # what reading any model needs (the `slice` extra)
 
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+# config.json keys a family names its own way -> BERT's, the names edgebert reads: read so, written back so that the
+# family's own class reads them (DistilBERT's are its class's fields; transformers maps only three of them)
+OWN_KEYS = {
+    "distilbert": {
+        "dim": "hidden_size",
+        "n_layers": "num_hidden_layers",
+        "n_heads": "num_attention_heads",
+        "hidden_dim": "intermediate_size",
+        "activation": "hidden_act",
+        "dropout": "hidden_dropout_prob",
+        "attention_dropout": "attention_probs_dropout_prob",
+        "seq_classif_dropout": "classifier_dropout",
+    },
+    "modernbert": {
+        "hidden_activation": "hidden_act",
+        "norm_eps": "layer_norm_eps",
+        "mlp_dropout": "hidden_dropout_prob",  # on the FFN's neurons (`edgebert.modernbert`)
+        "attention_dropout": "attention_probs_dropout_prob",  # on the attention probabilities and output
+    },
+}
 
 
 class EncoderConfig(BaseModel):
@@ -34,7 +55,7 @@ class EncoderConfig(BaseModel):
     num_attention_heads: Count
     intermediate_size: Count
     max_position_embeddings: Count = 512
-    type_vocab_size: Count = 2
+    type_vocab_size: Index = 2  # 0: no token types (`edgebert.layout.Family.token_types`)
     hidden_act: str = "gelu"
     layer_norm_eps: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-12
     pad_token_id: Index | None = None
@@ -99,7 +120,29 @@ def stock_config(
         **changes,
     }
     config.pop("torch_dtype", None)  # the old name of dtype
+    config = own_keys(config, model_type)
     return with_labels(config, labels) if labels is not None else config
+
+
+def bert_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config.json under BERT's keys, as edgebert reads every family's (`OWN_KEYS`); type_vocab_size 0 in a
+    family without token types."""
+    model_type = raw.get("model_type")
+    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        return raw
+    own = OWN_KEYS.get(family.model_type, {})
+    config = {own.get(key, key): value for key, value in raw.items()}
+    return config if family.token_types else config | {"type_vocab_size": 0}
+
+
+def own_keys(config: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """The inverse of `bert_keys`: a config under the keys the family's own classes read."""
+    own = {bert: key for key, bert in OWN_KEYS.get(model_type, {}).items()}
+    renamed = {own.get(key, key): value for key, value in config.items()}
+    if not FAMILIES[model_type].token_types:
+        renamed.pop("type_vocab_size", None)
+    return renamed
 
 
 class CheckpointConfig(EncoderConfig):
@@ -157,6 +200,40 @@ class SliceConfig(EncoderConfig):
         )
 
 
+class ModernSliceConfig(SliceConfig):
+    """config.json of a narrower ModernBERT slice (an `EdgeModernBertConfig`): per kept layer its type and origin."""
+
+    model_type: Literal["edgebert-modernbert"]  # type: ignore[assignment]
+    layer_types: list[Literal["full_attention", "sliding_attention"]]
+    layer_sources: list[Index]
+    rotary_bases: dict[Literal["full_attention", "sliding_attention"], Annotated[float, Field(gt=0)]]
+    local_attention: Count
+    attention_bias: bool
+    mlp_bias: bool
+    norm_bias: bool
+    classifier_bias: bool
+    classifier_pooling: Literal["cls", "mean"]
+    classifier_activation: str
+
+    @model_validator(mode="after")
+    def _per_layer(self) -> ModernSliceConfig:
+        layers = self.num_hidden_layers
+        if len(self.layer_types) != layers or len(self.layer_sources) != layers:
+            raise ValueError(f"layer_types and layer_sources must name each of the {layers} layers")
+        if not set(self.layer_types) <= set(self.rotary_bases):
+            raise ValueError("rotary_bases must give every layer type's base")
+        return self
+
+    def architecture(self, num_labels: int | None) -> Architecture:
+        flags = {"attention": self.attention_bias, "ffn": self.mlp_bias, "norm": self.norm_bias}
+        unbiased = {group for group, flag in (flags | {"head": self.classifier_bias}).items() if not flag}
+        return replace(super().architecture(num_labels), layers="modernbert", unbiased=frozenset(unbiased))
+
+
+# the model_type of edgebert's own class for narrower slices, by the family's layers (`edgebert.layout.Family`)
+EDGE_MODEL_TYPES = {"bert": "edgebert", "modernbert": "edgebert-modernbert"}
+# a narrower slice's config.json schema by its model_type (a full-width one is its family's: read as a checkpoint's)
+SLICE_SCHEMAS: dict[str, type[SliceConfig]] = {"edgebert": SliceConfig, "edgebert-modernbert": ModernSliceConfig}
 Config = TypeVar("Config", bound=EncoderConfig)
 
 
@@ -172,16 +249,20 @@ def validate_config(config_file: Path, schema: type[Config]) -> tuple[Config, di
 
 
 def config_json(config_file: Path) -> dict[str, Any]:
-    """config.json's object, before it is validated."""
+    """config.json's object, before it is validated, under BERT's keys (`bert_keys`)."""
     require_reading_modules()
     raw = read_json(config_file)
     if not isinstance(raw, dict):
         raise EdgebertError(f"{config_file} must hold a JSON object, not {type(raw).__name__}")
-    return raw
+    return bert_keys(raw)
 
 
 def validated_config(config_file: Path, raw: dict[str, Any], schema: type[Config]) -> Config:
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        raise EdgebertError(f"{config_file}: {validation_line(exc)}") from exc
+        line = validation_line(exc)
+        model_type = raw.get("model_type")
+        own = {bert: key for key, bert in OWN_KEYS.get(model_type if isinstance(model_type, str) else "", {}).items()}
+        key = line.split(":", 1)[0]  # said as the file says it (DistilBERT's n_layers, not num_hidden_layers)
+        raise EdgebertError(f"{config_file}: {own.get(key, key)}{line[len(key) :]}") from exc

@@ -5,7 +5,8 @@ tensors, so a width-0.25 pass costs about a quarter of a full one and its gradie
 the full tensors. Which heads, neurons and layers a (width, depth) keeps comes from
 `edgebert.subnet`; the weights are those of `edgebert.model` (same names), so the training
 model, the slicer and the sliced model read one state dict. In eval mode a sub-network's
-logits equal those of its dense slice.
+logits equal those of its dense slice. ModernBERT (`DynaModernBert`) runs its own layers' forward
+(`edgebert.modernbert`) on the views.
 
 Shapes: B batch, S sequence, D hidden, h kept heads, A head size, f kept FFN neurons.
 """
@@ -25,10 +26,11 @@ from torch import nn
 from edgebert.checkpoint import Checkpoint
 from edgebert.configs import stock_config
 from edgebert.errors import EdgebertError
-from edgebert.layout import FAMILIES, LAYER, Dim, axis_sizes, kept
-from edgebert.model import MASK_VALUE, EdgeBertConfig, EdgeBertForSequenceClassification
+from edgebert.layout import FAMILIES, Dim, Parameter, axis_sizes, kept, layer_layout
+from edgebert.model import MASK_VALUE, EdgeBertConfig
 from edgebert.model_files import copy_tokenizer_files
-from edgebert.parameter_names import model_state, stock_state
+from edgebert.parameter_names import canonical_state, stock_state
+from edgebert.slicing import edge_classes, edge_names
 from edgebert.subnet import Architecture, Subnetwork, full_network
 from edgebert.weights import write_safetensors
 
@@ -42,13 +44,20 @@ class Dropout:
     hidden: float = 0.1
     attention: float = 0.1
     classifier: float = 0.1
+    embedding: float | None = None  # ModernBERT's embedding_dropout; None: `hidden` (BERT's embeddings drop so)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Dropout:
         hidden = float(config.get("hidden_dropout_prob", 0.1))
         classifier = config.get("classifier_dropout")
         attention = float(config.get("attention_probs_dropout_prob", 0.1))
-        return cls(hidden, attention, hidden if classifier is None else float(classifier))
+        embedding = config.get("embedding_dropout")
+        return cls(
+            hidden,
+            attention,
+            hidden if classifier is None else float(classifier),
+            None if embedding is None else float(embedding),
+        )
 
 
 class DynaOutput(NamedTuple):  # a tuple, so DistributedDataParallel finds the tensors
@@ -61,17 +70,21 @@ class DynaBert(nn.Module):
 
     def __init__(self, config: EdgeBertConfig, arch: Architecture, dropout: Dropout):
         super().__init__()
-        self.net = EdgeBertForSequenceClassification(config)  # parameter container with edgebert.model's names
+        # parameter container: edgebert's own classifier class of the family (`edgebert.slicing.edge_classes`)
+        self.net = edge_classes(config.source_model_type)[2](config)
+        self.names = edge_names(config.source_model_type)  # whose parameter names it uses
         self.arch, self.dropout = arch, dropout
+        family = FAMILIES[config.source_model_type]
         # A dense head (RoBERTa's, ELECTRA's) drops out token 0 before its dense, as BERT's pooler does not
-        self.dense_head = FAMILIES[config.source_model_type].head == "dense"
+        self.dense_head = family.head == "dense"
+        self.attention_output_dropout = family.attention_output_dropout  # DistilBERT's has none
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, dropout: Dropout, new_labels: dict[str, int] | None = None):
         """The checkpoint's weights; `new_labels` adds a fresh, seeded classifier (and pooler) to a bare encoder."""
         model_config = dict(checkpoint.model_config)
-        state = model_state(checkpoint.state)
         arch = checkpoint.arch
+        state = stock_state(checkpoint.state, edge_names(checkpoint.model_type))
         if new_labels is not None or not arch.num_labels:
             labels = new_labels or {}
             model_config.pop("num_labels", None)
@@ -82,14 +95,16 @@ class DynaBert(nn.Module):
                 model_config["num_labels"] = 1  # regression
             num_labels = max(1, len(labels))
             arch = Architecture(**{**arch.__dict__, "has_pooler": True, "num_labels": num_labels})
-        model = cls(EdgeBertConfig(**model_config), arch, dropout)
+        config = edge_classes(checkpoint.model_type)[0](**model_config)
+        model = DYNA_CLASSES[arch.layers](config, arch, dropout)
         fresh = {n: t for n, t in model.net.state_dict().items() if n not in state}
-        if any(not n.startswith(("classifier.", "bert.pooler.")) for n in fresh):
+        if any(not n.startswith(("classifier.", "bert.pooler.", "head.")) for n in fresh):
             raise EdgebertError(f"{checkpoint.path}: weights missing for {sorted(fresh)[:3]}")
         generator = torch.Generator().manual_seed(0)
-        for name, tensor in fresh.items():  # BERT's initialisation: N(0, 0.02) weights, zero biases
+        for name, tensor in fresh.items():  # BERT's initialisation: N(0, 0.02) weights, zero biases, unit norm scales
             weight = torch.randn(tensor.shape, generator=generator) * INITIALIZER_RANGE
-            state[name] = weight if tensor.dim() > 1 else torch.zeros(tensor.shape)
+            vector = torch.ones if name.endswith("norm.weight") else torch.zeros  # ModernBERT's head has a norm
+            state[name] = weight if tensor.dim() > 1 else vector(tensor.shape)
         model.net.load_state_dict(state, strict=True)
         return model
 
@@ -97,9 +112,18 @@ class DynaBert(nn.Module):
     def num_labels(self) -> int:
         return self.arch.num_labels or 1
 
+    @property
+    def encoder_layers(self) -> nn.ModuleList:
+        """The full model's layers, each holding its tensors under their names in `edgebert.layout.layer_layout`."""
+        return self.net.bert.encoder.layer
+
     def canonical_state(self) -> dict[str, torch.Tensor]:
         """Weights under canonical names (`edgebert.parameter_names`: no `bert.` prefix)."""
-        return {name.removeprefix("bert."): t.detach() for name, t in self.net.state_dict().items()}
+        return {name: t.detach() for name, t in canonical_state(self.net.state_dict(), self.names).items()}
+
+    def load_canonical_state(self, state: dict[str, torch.Tensor]) -> None:
+        """The inverse of `canonical_state`: load weights given under canonical names."""
+        self.net.load_state_dict(stock_state(state, self.names), strict=True)
 
     def forward(
         self,
@@ -121,7 +145,7 @@ class DynaBert(nn.Module):
         hidden_states = [x]
         for index in sub.layers:
             layer_mask = None if head_mask is None else head_mask[index, : sub.heads]
-            x = self._layer(bert.encoder.layer[index], x, additive_mask, sub, layer_mask)
+            x = self._layer(bert.encoder.layer[index], index, x, additive_mask, sub, layer_mask)
             hidden_states.append(x)
         first = x[:, 0]  # (B, D)
         if self.dense_head:
@@ -130,11 +154,13 @@ class DynaBert(nn.Module):
         logits = self.net.classifier(F.dropout(pooled, self.dropout.classifier, self.training))
         return DynaOutput(logits, hidden_states)
 
-    def _layer(self, layer, x, additive_mask, sub: Subnetwork, head_mask: torch.Tensor | None) -> torch.Tensor:
+    def _layer(
+        self, layer, index: int, x, additive_mask, sub: Subnetwork, head_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         batch, seq = x.shape[0], x.shape[1]
         heads, size = sub.heads, self.arch.head_size
         sizes = axis_sizes(self.arch, sub)
-        inner, w = sizes["heads"], sub_weights(layer, sizes)
+        inner, w = sizes["heads"], sub_weights(layer, layer_layout(self.arch, index), sizes)
         p = self.dropout.hidden if self.training else 0.0
 
         def split(name: str) -> torch.Tensor:  # (B, S, D) -> (B, h, S, A), first h heads only
@@ -148,7 +174,8 @@ class DynaBert(nn.Module):
             probs = probs * head_mask[None, :, None, None]
         context = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, inner)  # (B, S, h*A)
         attended = F.linear(context, w["attention.output.dense.weight"], w["attention.output.dense.bias"])
-        x = layer.attention.output.LayerNorm(F.dropout(attended, p, self.training) + x)
+        attended = F.dropout(attended, p, self.training) if self.attention_output_dropout else attended
+        x = layer.attention.output.LayerNorm(attended + x)
         h = layer.intermediate.activation(
             F.linear(x, w["intermediate.dense.weight"], w["intermediate.dense.bias"])
         )  # (B, S, f)
@@ -156,11 +183,58 @@ class DynaBert(nn.Module):
         return layer.output.LayerNorm(F.dropout(out, p, self.training) + x)
 
 
-def sub_weights(layer: nn.Module, sizes: dict[Dim, int]) -> dict[str, torch.Tensor]:
-    """One layer's tensors as a sub-network of axis lengths `sizes` uses them (`edgebert.layout`), by name
-    within the layer: views of the full tensors, so the sub-network's gradients flow into them."""
+class DynaModernBert(DynaBert):
+    """ModernBERT's sub-networks: its layers' own forward (`edgebert.modernbert`) on views of the full weights, each
+    kept layer with its type's rotary positions and attention window; hidden states for the losses are the
+    embedding output and each kept layer's output (before the final norm, as transformers' hidden_states); the
+    head pools (token 0 or the mean), then final norm -> dense -> activation -> norm, dropout, the classifier.
+    Dropout where transformers' ModernBERT has it: embeddings, attention probabilities and output, GeGLU's
+    neurons, the pooled head output."""
+
+    @property
+    def encoder_layers(self) -> nn.ModuleList:
+        return self.net.model.layers
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,  # none in ModernBERT: taken for the shared signature
+        sub: Subnetwork | None = None,
+        head_mask: torch.Tensor | None = None,
+    ) -> DynaOutput:
+        """Run sub-network `sub` (default: the full model); `head_mask` (L, H) scales attention probabilities."""
+        from edgebert.modernbert import dropped, pooled
+
+        sub = sub or full_network(self.arch)
+        model, dropout = self.net.model, self.dropout
+
+        def rate(value: float) -> float:
+            return value if self.training else 0.0
+
+        embedding = dropout.hidden if dropout.embedding is None else dropout.embedding
+        x = dropped(model.embeddings(input_ids), rate(embedding))
+        inputs, sizes = model.layer_inputs(attention_mask), axis_sizes(self.arch, sub)
+        hidden_states = [x]
+        for index in sub.layers:
+            layer = model.layers[index]
+            weights = sub_weights(layer, layer_layout(self.arch, index), sizes)
+            layer_mask = None if head_mask is None else head_mask[index, : sub.heads]
+            rates = (rate(dropout.attention), rate(dropout.hidden))
+            x = layer(x, *inputs[layer.attention_type], weights, layer_mask, rates)
+            hidden_states.append(x)
+        head = self.net.head(pooled(model.final_norm(x), attention_mask, self.net.config.classifier_pooling))
+        return DynaOutput(self.net.classifier(dropped(head, rate(dropout.classifier))), hidden_states)
+
+
+DYNA_CLASSES: dict[str, type[DynaBert]] = {"bert": DynaBert, "modernbert": DynaModernBert}  # by `Family.layers`
+
+
+def sub_weights(layer: nn.Module, layout: tuple[Parameter, ...], sizes: dict[Dim, int]) -> dict[str, torch.Tensor]:
+    """One layer's tensors (`layout`: `edgebert.layout.layer_layout`) as a sub-network of axis lengths `sizes` uses
+    them, by name within the layer: views of the full tensors, so the sub-network's gradients flow into them."""
     full = dict(layer.named_parameters())
-    return {parameter.name: kept(full[parameter.name], parameter, sizes) for parameter in LAYER}
+    return {parameter.name: kept(full[parameter.name], parameter, sizes) for parameter in layout}
 
 
 def save_checkpoint(

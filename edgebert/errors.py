@@ -22,10 +22,16 @@ EXTRA_FOR_MODULE = {
     "litert_torch": "tflite",
     "ai_edge_quantizer": "tflite",
     "ai_edge_litert": "litert",
+    "executorch": "executorch",
     "matplotlib": "plot",
 }
 # Extras that install others (pyproject.toml's `edgebert[slice,ort]` lines), so one hint can cover a whole command.
-EXTRA_INCLUDES = {"onnx": ("slice", "ort"), "tflite": ("slice", "litert"), "dev": ("slice", "onnx", "tflite", "plot")}
+EXTRA_INCLUDES = {
+    "onnx": ("slice", "ort"),
+    "tflite": ("slice", "litert"),
+    "executorch": ("slice",),
+    "dev": ("slice", "onnx", "tflite", "executorch", "plot"),
+}
 
 
 class EdgebertError(Exception):

@@ -31,10 +31,11 @@ from typing import Any
 
 from edgebert.bench import RESULT_VERSION, ThreadChoice
 from edgebert.errors import EdgebertError
+from edgebert.layout import FAMILIES
 from edgebert.manifests import SliceManifest, read_json
 from edgebert.profiles import BUDGET_PERCENTILE, Profile
 from edgebert.runtimes import RUNTIMES, SPIN_CONFIG_KEY
-from edgebert.subnet import Architecture, Subnetwork, layer_flops
+from edgebert.subnet import FFN_MATRICES, Architecture, Subnetwork, layer_flops
 
 FIT_MIN_POINTS = 3
 # Spec estimate: share of the fp32 peak a runtime reaches on BERT-sized GEMMs, by precision (int8 kernels
@@ -64,15 +65,17 @@ class Shape:
     layers: int
     batch: int
     seq_len: int
+    ffn_matrices: int = 2  # D x F matrices of each FFN (`subnet.FFN_MATRICES`: GeGLU's 3)
 
     @classmethod
     def of(cls, arch: Architecture, sub: Subnetwork, batch: int, seq_len: int) -> Shape:
         inner = sub.heads * arch.head_size
-        return cls(arch.hidden_size, sub.heads, inner, sub.ffn_neurons, len(sub.layers), batch, seq_len)
+        layers = len(sub.layers)
+        return cls(arch.hidden_size, sub.heads, inner, sub.ffn_neurons, layers, batch, seq_len, arch.ffn_matrices)
 
     def features(self) -> list[float]:
         """[1, projection GFLOPs, attention GFLOPs, layers]: the model's four terms."""
-        projections, attention = layer_flops(self.hidden, self.inner, self.ffn, self.seq_len)
+        projections, attention = layer_flops(self.hidden, self.inner, self.ffn, self.seq_len, self.ffn_matrices)
         scale = self.batch * self.layers / 1e9
         return [1.0, projections * scale, attention * scale, float(self.layers)]
 
@@ -150,6 +153,7 @@ def measurements_from_result(result: dict[str, Any], source: str = "result") -> 
             len(manifest.layers_kept),
             result["inputs"]["batch_size"],
             result["inputs"]["seq_len"],
+            FFN_MATRICES[FAMILIES[manifest.source.model_type].layers],
         )
         if version >= 3:
             choice = ThreadChoice.model_validate(result["threads"])

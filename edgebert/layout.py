@@ -36,10 +36,14 @@ class Family:
     # `classifier.dense` -> activation -> `classifier.out_proj` on token 0, dropout before each, read as
     # the pooler then the classifier (its own unused pooler, if saved, gives way)
     head: Literal["pooler", "dense"]
-    head_activation: Literal["tanh", "gelu"]
+    head_activation: Literal["tanh", "gelu", "relu"]
     positions_after_padding: bool  # positions numbered from pad_token_id + 1 over the non-pad tokens (RoBERTa)
     wordpiece: bool  # its tokenizer is WordPiece (a vocab.txt, ids by line): what MediaPipe and pruning need
     default_pad_token_id: int
+    # False: no token-type embedding and no token_type_ids input (DistilBERT); its type_vocab_size is 0
+    token_types: bool = True
+    attention_output_dropout: bool = True  # dropout on the attention's output dense (DistilBERT has none)
+    layers: Literal["bert", "modernbert"] = "bert"  # its tensor tables (`Architecture.layers`)
 
 
 _BERT = Family(
@@ -71,6 +75,25 @@ FAMILIES = {
         replace(
             _BERT, model_type="electra", class_stem="Electra", prefix="electra.", head="dense", head_activation="gelu"
         ),
+        replace(  # its own names (`edgebert.parameter_names`) and config keys (`edgebert.configs`); head on token 0:
+            _BERT,  # pre_classifier -> ReLU -> dropout -> classifier, read as the pooler then the classifier
+            model_type="distilbert",
+            class_stem="DistilBert",
+            prefix="distilbert.",
+            head_activation="relu",
+            token_types=False,
+            attention_output_dropout=False,
+        ),
+        replace(  # its own tables (MODERNBERT_*), names (`edgebert.parameter_names`) and model (`edgebert.modernbert`);
+            _BERT,  # its head: pooling (token 0 or mean), dense -> GELU -> norm, then the classifier
+            model_type="modernbert",
+            class_stem="ModernBert",
+            prefix="model.",
+            head_activation="gelu",
+            wordpiece=False,  # byte-level BPE
+            token_types=False,
+            layers="modernbert",
+        ),
     )
 }
 
@@ -82,10 +105,16 @@ class Cut(NamedTuple):
 
 @dataclass(frozen=True)
 class Parameter:
-    """One tensor: its canonical name (within its layer, for a layer's) and what each of its axes counts."""
+    """One tensor: its canonical name (within its layer, for a layer's) and what each of its axes counts.
+
+    A fused tensor (ModernBERT's QKV, GeGLU's input and gate) stacks `blocks` such tensors along its cut axis:
+    width keeps the same prefix of each. `group`: the config flag group a bias belongs to (`Architecture.unbiased`).
+    """
 
     name: str
     axes: tuple[Dim, ...]
+    blocks: int = 1
+    group: str | None = None
 
     @property
     def cut(self) -> Cut | None:
@@ -93,7 +122,16 @@ class Parameter:
         return next((Cut(axis, dim) for axis, dim in enumerate(self.axes) if dim in UNITS), None)
 
     def shape(self, sizes: dict[Dim, int]) -> tuple[int, ...]:
-        return tuple(sizes[dim] for dim in self.axes)
+        return tuple(sizes[dim] * (self.blocks if dim in UNITS else 1) for dim in self.axes)
+
+    def reordered(self, order: Any) -> Any:
+        """The indices along the cut axis that put the units in `order` (a tensor of indices along one block):
+        the same order in each block of a fused tensor."""
+        if self.blocks == 1:
+            return order
+        import torch
+
+        return torch.cat([order + block * len(order) for block in range(self.blocks)])
 
 
 def _linear(name: str, out: Dim, into: Dim) -> tuple[Parameter, Parameter]:
@@ -127,12 +165,63 @@ LAYER = (
 )
 POOLER = _linear("pooler.dense", "hidden", "hidden")
 CLASSIFIER = _linear("classifier", "labels", "hidden")
-LAYER_PARAMETERS = {parameter.name: parameter for parameter in LAYER}
+
+
+def _modern_linear(name: str, out: Dim, into: Dim, group: str, blocks: int = 1) -> tuple[Parameter, Parameter]:
+    return Parameter(f"{name}.weight", (out, into), blocks), Parameter(f"{name}.bias", (out,), blocks, group)
+
+
+def _modern_norm(name: str) -> tuple[Parameter, Parameter]:
+    return Parameter(f"{name}.weight", ("hidden",)), Parameter(f"{name}.bias", ("hidden",), group="norm")
+
+
+# ModernBERT, in its own names (encoder.layer.N. for its layers.N.): no positions table (rotary), a norm before
+# attention (none in layer 0) and before the FFN; Wqkv stacks Q, K and V (each cut per head), GeGLU's Wi stacks the
+# input and gate halves (each cut per neuron). Biases exist as config.json's flags say (none by default).
+MODERNBERT_EMBEDDINGS = (
+    Parameter("embeddings.tok_embeddings.weight", ("vocab", "hidden")),
+    *_modern_norm("embeddings.norm"),
+)
+MODERNBERT_ATTENTION_NORM = _modern_norm("attn_norm")
+MODERNBERT_LAYER = (
+    *MODERNBERT_ATTENTION_NORM,
+    *_modern_linear("attn.Wqkv", "heads", "hidden", "attention", blocks=3),
+    *_modern_linear("attn.Wo", "hidden", "heads", "attention"),
+    *_modern_norm("mlp_norm"),
+    *_modern_linear("mlp.Wi", "neurons", "hidden", "ffn", blocks=2),
+    *_modern_linear("mlp.Wo", "hidden", "neurons", "ffn"),
+)
+MODERNBERT_FINAL_NORM = _modern_norm("final_norm")
+MODERNBERT_HEAD = (*_modern_linear("head.dense", "hidden", "hidden", "head"), *_modern_norm("head.norm"))
+
+
+def _present(arch: Architecture, parameters: tuple[Parameter, ...]) -> tuple[Parameter, ...]:
+    """The tensors `arch` has: a bias only where its group has biases."""
+    return tuple(p for p in parameters if p.group is None or arch.bias(p.group))
 
 
 def embedding_layout(arch: Architecture) -> tuple[Parameter, ...]:
-    """The tensors before the first layer: the embeddings, and their projection when they are narrower."""
-    return EMBEDDINGS + (PROJECTION if arch.projects_embeddings else ())
+    """The tensors before the first layer: the embeddings (token types' only where there are some), and their
+    projection when they are narrower."""
+    if arch.layers == "modernbert":
+        return _present(arch, MODERNBERT_EMBEDDINGS)
+    embeddings = tuple(p for p in EMBEDDINGS if arch.type_vocab_size or "token_types" not in p.axes)
+    return embeddings + (PROJECTION if arch.projects_embeddings else ())
+
+
+def layer_layout(arch: Architecture, index: int) -> tuple[Parameter, ...]:
+    """The tensors of layer `index` (its index in the full model: ModernBERT's layer 0 has no attention norm)."""
+    if arch.layers == "bert":
+        return LAYER
+    return _present(arch, MODERNBERT_LAYER[len(MODERNBERT_ATTENTION_NORM) :] if index == 0 else MODERNBERT_LAYER)
+
+
+def head_layout(arch: Architecture) -> tuple[Parameter, ...]:
+    """The tensors after the last layer: the pooler (ModernBERT: its final norm, then its head) and classifier."""
+    classifier = CLASSIFIER if arch.num_labels else ()
+    if arch.layers == "modernbert":
+        return _present(arch, (*MODERNBERT_FINAL_NORM, *(MODERNBERT_HEAD if arch.has_pooler else ()))) + classifier
+    return (*(POOLER if arch.has_pooler else ()), *classifier)
 
 
 def layer_name(index: int, name: str) -> str:
@@ -155,6 +244,12 @@ def axis_sizes(arch: Architecture, sub: Subnetwork) -> dict[Dim, int]:
 
 
 def kept(tensor: Any, parameter: Parameter, sizes: dict[Dim, int]) -> Any:
-    """What a sub-network of axis lengths `sizes` keeps of a full tensor: a prefix along its cut axis (a view)."""
+    """What a sub-network of axis lengths `sizes` keeps of a full tensor: a prefix along its cut axis (a view), of
+    each block of a fused tensor (then a new tensor, through which gradients still flow)."""
     cut = parameter.cut
-    return tensor if cut is None else tensor.narrow(cut.axis, 0, sizes[cut.unit])
+    if cut is None:
+        return tensor
+    if parameter.blocks == 1:
+        return tensor.narrow(cut.axis, 0, sizes[cut.unit])
+    blocked = tensor.unflatten(cut.axis, (parameter.blocks, -1))  # (..., blocks, full, ...)
+    return blocked.narrow(cut.axis + 1, 0, sizes[cut.unit]).flatten(cut.axis, cut.axis + 1)

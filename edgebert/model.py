@@ -6,9 +6,10 @@ shape is visible. Parameter names are the standard BERT ones, so a sliced state 
 like any other. The other families (`edgebert.layout.FAMILIES`) differ only in data: RoBERTa
 and XLM-R in their positions (numbered from padding_idx + 1 over the non-pad tokens, as
 transformers does, so left padding shifts nothing) and single token type; ELECTRA in its
-embeddings (narrower, then projected to the hidden size); their classification heads
-(dense -> tanh, or GELU for ELECTRA, -> out_proj on token 0) are the pooler followed by the
-classifier, and are stored that way.
+embeddings (narrower, then projected to the hidden size); DistilBERT in its names and in
+having no token types; their classification heads (dense -> tanh, or GELU for ELECTRA, ReLU
+for DistilBERT, -> out_proj on token 0) are the pooler followed by the classifier, and are
+stored that way.
 
 Shapes: B batch, S sequence, D hidden, H kept heads, A head size, F kept FFN neurons.
 """
@@ -38,7 +39,8 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,
 }
-HEAD_ACTIVATIONS = {"tanh": torch.tanh, "gelu": F.gelu}  # the pooler's (`edgebert.layout.Family.head_activation`)
+# the pooler's (`edgebert.layout.Family.head_activation`)
+HEAD_ACTIVATIONS = {"tanh": torch.tanh, "gelu": F.gelu, "relu": F.relu}
 
 
 class EdgeBertConfig(PreTrainedConfig):
@@ -82,7 +84,8 @@ class EdgeBertEmbeddings(nn.Module):
         # RoBERTa (position_offset = pad + 1) numbers the non-pad tokens; BERT numbers every index from 0.
         self.position_pad = config.pad_token_id if config.position_offset else None
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, width, self.position_pad)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        # none where the family has no token types (DistilBERT: type_vocab_size 0)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
         self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
@@ -91,7 +94,9 @@ class EdgeBertEmbeddings(nn.Module):
         else:  # transformers' create_position_ids_from_input_ids: pad tokens get pad, the others pad + 1, pad + 2, ...
             real = input_ids.ne(self.position_pad).int()  # (B, S)
             positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.position_pad  # (B, S)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, S, E)
+        x = self.word_embeddings(input_ids)  # (B, S, E)
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings(token_type_ids)
         return self.LayerNorm(x + self.position_embeddings(positions))
 
 

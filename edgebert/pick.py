@@ -60,7 +60,7 @@ from edgebert.latency_model import (
 from edgebert.manifests import VocabularyRecord
 from edgebert.memory_model import MemoryModel, calibrate_memory
 from edgebert.notes import Note, NoteText, warning
-from edgebert.precisions import PRECISIONS, estimated_size_bytes
+from edgebert.precisions import EMBEDDINGS, EMBEDDINGS_PRECISION, PRECISIONS, estimated_size_bytes
 from edgebert.profiles import (
     BUDGET_PERCENTILE,
     MEMORY_SCOPE_LABELS,
@@ -155,6 +155,7 @@ class Candidate(BaseModel):
     latency_by_threads: dict[int, float]  # each count's latency (measured, else its own count's model)
     accuracy: float | None = None
     vocabulary: int | None = None  # a pruned variant's kept tokens (`--vocab-from`); None: the model's vocabulary
+    embeddings: str | None = None  # the word-embedding storage (`--embeddings`, int8 rows); None: the precision's
     unknown_rate: float | None = None  # a pruned variant's: the share of the accuracy file's tokens it makes [UNK]
     fits_memory: bool = True
     fits_latency: bool = True
@@ -166,9 +167,14 @@ class Candidate(BaseModel):
         return self.fits_memory and self.fits_latency
 
     @property
+    def precision_label(self) -> str:
+        """'int8', or 'int8/int4-emb' with `--embeddings int4`."""
+        return self.precision + (f"/{self.embeddings}-emb" if self.embeddings else "")
+
+    @property
     def name(self) -> str:
         pruned = f" vocabulary {self.vocabulary:,}" if self.vocabulary is not None else ""
-        return f"width {self.width:g} depth {self.depth:g} {self.precision}{pruned}"
+        return f"width {self.width:g} depth {self.depth:g} {self.precision_label}{pruned}"
 
     @property
     def config(self) -> tuple[float, float, str, int | None]:
@@ -322,8 +328,10 @@ def measure_locally(
     configs: list[tuple[float, float, str]],
     work_dir: Path,
     progress: Callable[[str], None],
+    embeddings: str | None = None,
 ) -> list[Measurement]:
-    """Export each config (with its parity gate) and bench it in a fresh, torch-free process."""
+    """Export each config (with its parity gate; int8 with `embeddings`) and bench it in a fresh, torch-free
+    process."""
     import yaml
 
     from edgebert.export import export_model
@@ -335,7 +343,10 @@ def measure_locally(
     for index, (width, depth, precision) in enumerate(configs, start=1):
         progress(f"measuring {index}/{len(configs)}: width {width:g} depth {depth:g} {precision}")
         artifact = work_dir / artifact_name(subnet_name(Path(model).name, width, depth), precision, fmt)
-        export_model(model, fmt, precision, width=width, depth=depth, seq_len=profile.seq_len, out=artifact)
+        stored = embeddings if precision == EMBEDDINGS_PRECISION else None
+        export_model(
+            model, fmt, precision, width=width, depth=depth, seq_len=profile.seq_len, out=artifact, embeddings=stored
+        )
         command = [sys.executable, "-m", "edgebert", "bench", str(artifact), "--profile", str(profile_file)]
         command += ["--runs", str(MEASURE_RUNS), "--warmup", str(MEASURE_WARMUP), "--min-time", "0", "--json"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -388,19 +399,23 @@ def pick(
     columns: Columns = GLUE_COLUMNS,
     vocab_from: Sequence[Path] = (),
     vocab_min_count: int = 1,
+    embeddings: str | None = None,
 ) -> PickReport:
     """Rank every candidate on `profile` and choose one; see the module docstring for the rules.
 
     The stages: measurements (calibration files, `--measure`), the models fitted to them, accuracy
     from the eval cache (measured for pruned variants), candidates with their costs, budgets and
     frontier, the choice, and the export, after which the written artifact is checked against the
-    budgets again. `vocab_from`, `vocab_min_count`: pruned variants, as `slice_model` takes them.
+    budgets again. `vocab_from`, `vocab_min_count`: pruned variants, as `slice_model` takes them. `embeddings`:
+    the int8 candidates store their word embeddings so (`export --embeddings`): sized, measured and exported so.
     """
     from edgebert.demo import UNTRAINED_NOTE
     from edgebert.slicing import not_dynabert_note, open_checkpoint
     from edgebert.vocab import choose_vocabulary, vocabulary_sources
 
     configs = list(dict.fromkeys(candidates or TRAINED_GRID))  # a pair given twice is one candidate
+    if embeddings is not None and embeddings not in EMBEDDINGS:
+        raise EdgebertError(f"unknown --embeddings {embeddings!r}: choose one of {', '.join(EMBEDDINGS)}")
     texts = vocabulary_sources(vocab_from, vocab_min_count)  # an empty or unreadable file fails before the load
     if measure and not profile.is_local:
         raise EdgebertError(
@@ -424,7 +439,7 @@ def pick(
     precisions = RUNTIME_PRECISIONS[profile.runtime]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OffGridWarning)  # one line for them all (below), not one per candidate
-        measured = measure_here(checkpoint, profile, configs, precisions, progress) if measure else {}
+        measured = measure_here(checkpoint, profile, configs, precisions, progress, embeddings) if measure else {}
         measurements += [m for by_count in measured.values() for m in by_count.values()]
         latency_models = calibrate_threads(profile, measurements, precisions)
         memory_model = calibrate_memory(profile.runtime, measurements)
@@ -440,7 +455,11 @@ def pick(
             shape, cost = _shape_and_cost(arch, profile, width, depth)
             for precision in precisions:  # a bench result is of the unpruned artifact: the pruned one's is not known
                 by_count = measured.get((width, depth, precision), {}) if kept is None else {}
-                row = _candidate(profile, latency_models, memory_model, shape, cost, precision, by_count, limits)
+                stored = embeddings if precision == EMBEDDINGS_PRECISION else None
+                words = arch.vocab_size * arch.embedding_width
+                row = _candidate(
+                    profile, latency_models, memory_model, shape, cost, precision, by_count, limits, (words, stored)
+                )
                 row.accuracy = (scores if kept is None else pruned).get((width, depth))
                 row.vocabulary, row.unknown_rate = kept, None if kept is None else unknown_rate
                 rows.append(row)
@@ -527,12 +546,13 @@ def measure_here(
     configs: list[tuple[float, float]],
     precisions: Sequence[str],
     progress: Callable[[str], None],
+    embeddings: str | None = None,
 ) -> dict[tuple[float, float, str], dict[int, Measurement]]:
     """`--measure`: export and bench a spread of the candidates on this machine, by (width, depth, precision),
     then by thread count."""
     chosen = [(w, d, p) for p in precisions for w, d in spread(configs, checkpoint.arch, MEASURE_PER_PRECISION)]
     with tempfile.TemporaryDirectory(prefix="edgebert-pick-") as work_dir:
-        local = measure_locally(checkpoint.path, profile, chosen, Path(work_dir), progress)
+        local = measure_locally(checkpoint.path, profile, chosen, Path(work_dir), progress, embeddings)
     measured: dict[tuple[float, float, str], dict[int, Measurement]] = {}
     for m in local:
         measured.setdefault((m.width, m.depth, m.precision), {})[threads_of(m, profile)] = m
@@ -639,11 +659,14 @@ def _candidate(
     precision: str,
     measured: dict[int, Measurement],
     limits: ResolvedBudgets,
+    embeddings: tuple[int, str | None] = (0, None),
 ) -> Candidate:
     """One candidate's costs: its own measurements (`measured`, by thread count) where it has them, else the models';
-    its latency at the faster thread count."""
+    its latency at the faster thread count. `embeddings`: the word-embedding table's weights and their storage (None:
+    the precision's); the latency model is the precision's."""
     measurement = next(iter(measured.values()), None)
-    size = measurement.size_bytes if measurement else estimated_size_bytes(cost["parameters"], precision)
+    words, stored = embeddings
+    size = measurement.size_bytes if measurement else estimated_size_bytes(cost["parameters"], precision, words, stored)
     with_memory = next((m for m in measured.values() if m.footprint_bytes is not None), None)
     if with_memory is not None:
         footprint, footprint_source = with_memory.footprint_bytes, "measured"
@@ -676,6 +699,7 @@ def _candidate(
         latency_source=latency_source,
         threads=threads,
         latency_by_threads={count: latency for count, (latency, _) in latencies.items()},
+        embeddings=stored,
     )
     row.set_footprint(footprint, footprint_source, limits)
     return row
@@ -807,7 +831,14 @@ def export_choice(
             sliced = slice_checkpoint(checkpoint, choice.width, choice.depth, vocabulary=vocabulary)
             write_slice(checkpoint, sliced, source, sentence_transformers_files(checkpoint.path), vocabulary)
         sidecar = export_model(
-            source, choice.format, choice.precision, seq_len=profile.seq_len, out=out, force=force, **cut
+            source,
+            choice.format,
+            choice.precision,
+            seq_len=profile.seq_len,
+            out=out,
+            force=force,
+            embeddings=choice.embeddings,
+            **cut,
         )
     choice.size_bytes, choice.size_source = sidecar["size_bytes"], "exported"
     return ExportedChoice.model_validate(sidecar)  # the fields it records, of all the sidecar holds

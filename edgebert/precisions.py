@@ -14,6 +14,22 @@ Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
-def estimated_size_bytes(parameters: int, precision: str) -> int:
-    """An artifact's size before it is exported: parameters x bytes per weight."""
-    return parameters * BYTES_PER_WEIGHT[precision]
+# `export --embeddings`: the word-embedding table stored smaller than the precision's own weights, int8 only (each
+# exporter's `embeddings` says which it writes and in which blocks; measured in `edgebert/export/onnx.py`).
+EMBEDDINGS = ("int4",)
+Embeddings = Literal[EMBEDDINGS]  # type: ignore[valid-type]
+EMBEDDINGS_PRECISION = "int8"  # the one precision `--embeddings` applies to
+# Bytes per word-embedding weight, before it is exported: 4 bits, plus per block of 64 an fp16 scale and a 4-bit
+# zero point (ONNX's layout; TFLite's blocks of 32 cost a little more).
+BYTES_PER_EMBEDDING_WEIGHT = {"int4": 0.5 + 2.5 / 64}
+
+
+def estimated_size_bytes(
+    parameters: int, precision: str, word_embeddings: int = 0, embeddings: str | None = None
+) -> int:
+    """An artifact's size before it is exported: parameters x bytes per weight, the `word_embeddings` table's
+    weights at their `--embeddings` storage when one is given."""
+    if embeddings is None:
+        return parameters * BYTES_PER_WEIGHT[precision]
+    others = (parameters - word_embeddings) * BYTES_PER_WEIGHT[precision]
+    return others + round(word_embeddings * BYTES_PER_EMBEDDING_WEIGHT[embeddings])

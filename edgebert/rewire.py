@@ -3,7 +3,8 @@
 Importance is the official DynaBERT one (Hou et al., 2020, after Michel et al., 2019), measured
 on a dev set in eval mode with the task loss, batch size 8, in file order:
 - head: |d loss / d m| for a mask m of ones multiplying the attention probabilities;
-- FFN neuron j: |sum_in(W1 * dW1)[j] + b1[j] * db1[j]| + |sum_out(W2 * dW2)[:, j]|.
+- FFN neuron j: |sum_in(W1 * dW1)[j] + b1[j] * db1[j]| + |sum_out(W2 * dW2)[:, j]|; with GeGLU (ModernBERT) the
+  first sum runs over both of the neuron's rows of the fused input-and-gate matrix (`edgebert.layout` says which).
 The official code never zeroes gradients between batches, so each batch adds the absolute value
 of the *running sum* of gradients ("official", the default: it reproduces the released order);
 "per-batch" zeroes them, the textbook estimate. The permutation leaves the full model's outputs
@@ -33,9 +34,8 @@ from edgebert.data import (
     read_any,
 )
 from edgebert.errors import EdgebertError
-from edgebert.layout import LAYER, layer_name
+from edgebert.layout import Parameter, layer_layout, layer_name
 from edgebert.manifests import REWIRE_MANIFEST, FileRef, RewireManifest
-from edgebert.parameter_names import model_state
 from edgebert.slicing import MODEL_DIR_FILES, open_checkpoint
 
 # `--force` replaces only a directory `rewire` wrote: a stock checkpoint and its manifest.
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgebert.dynabert import DynaBert
+    from edgebert.subnet import Architecture
 
 IMPORTANCE_BATCH_SIZE = 8
 PARITY_TOLERANCE = 1e-5  # max abs diff of the full model's logits before and after rewiring
@@ -73,7 +74,6 @@ def importance(
     head_mask = torch.ones(arch.num_layers, arch.num_heads, requires_grad=True)
     heads = torch.zeros(arch.num_layers, arch.num_heads)
     neurons = torch.zeros(arch.num_layers, arch.intermediate_size)
-    layers = model.net.bert.encoder.layer
     for inputs, targets in batches:
         if accumulation == "per-batch":
             model.zero_grad(set_to_none=True)
@@ -81,12 +81,27 @@ def importance(
         task_loss(model(**inputs, head_mask=head_mask).logits, targets).backward()
         with torch.no_grad():
             heads += head_mask.grad.abs()
-            for index, layer in enumerate(layers):
-                w1, b1, w2 = layer.intermediate.dense.weight, layer.intermediate.dense.bias, layer.output.dense.weight
-                neurons[index] += ((w1 * w1.grad).sum(dim=1) + b1 * b1.grad).abs()  # W1: (F, D)
-                neurons[index] += (w2 * w2.grad).sum(dim=0).abs()  # W2: (D, F)
+            for index, layer in enumerate(model.encoder_layers):
+                for score in neuron_scores(dict(layer.named_parameters()), layer_layout(arch, index)):
+                    neurons[index] += score.abs()
     model.zero_grad(set_to_none=True)
     return heads, neurons
+
+
+def neuron_scores(weights: dict[str, torch.Tensor], layout: tuple[Parameter, ...]) -> list[torch.Tensor]:
+    """Per linear layer whose tensors width cuts per FFN neuron (BERT's W1 with b1, and W2), the (F,) sum of tensor x
+    gradient over all but the neuron's axis, over every block of a fused tensor (GeGLU's input and gate rows)."""
+    scores: dict[str, torch.Tensor] = {}
+    for parameter in layout:
+        if (cut := parameter.cut) is None or cut.unit != "neurons":
+            continue
+        tensor = weights[parameter.name]
+        product = (tensor * tensor.grad).movedim(cut.axis, 0)  # (blocks * F, ...)
+        score = product.sum(dim=1) if product.dim() > 1 else product
+        score = score.unflatten(0, (parameter.blocks, -1)).sum(dim=0) if parameter.blocks > 1 else score
+        linear = parameter.name.rpartition(".")[0]  # its weight and bias add up before the absolute value
+        scores[linear] = scores[linear] + score if linear in scores else score
+    return list(scores.values())
 
 
 def descending_order(scores: torch.Tensor) -> torch.Tensor:
@@ -97,20 +112,22 @@ def descending_order(scores: torch.Tensor) -> torch.Tensor:
 
 
 def permute_state(
-    state: dict[str, torch.Tensor], head_size: int, head_order: torch.Tensor, neuron_order: torch.Tensor
+    state: dict[str, torch.Tensor], arch: Architecture, head_order: torch.Tensor, neuron_order: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Reorder every tensor width cuts along its cut axis (`edgebert.layout`): blocks of `head_size` per head,
-    single rows or columns per FFN neuron (Q/K/V rows and attention-output columns, FFN rows and columns)."""
+    """Reorder every tensor width cuts along its cut axis (`edgebert.layout`): `head_size` rows or columns per head,
+    one per FFN neuron (Q/K/V rows and attention-output columns, FFN rows and columns), in each block of a fused
+    tensor (ModernBERT's QKV, GeGLU's input and gate)."""
     import torch
 
     permuted = dict(state)
+    size = arch.head_size
     for layer, (heads, neurons) in enumerate(zip(head_order, neuron_order, strict=True)):
-        rows = torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads.tolist()])
+        rows = torch.cat([torch.arange(h * size, (h + 1) * size) for h in heads.tolist()])
         order = {"heads": rows, "neurons": neurons}
-        for parameter in LAYER:
+        for parameter in layer_layout(arch, layer):
             if (cut := parameter.cut) is not None:
                 key = layer_name(layer, parameter.name)
-                permuted[key] = state[key].index_select(cut.axis, order[cut.unit])
+                permuted[key] = state[key].index_select(cut.axis, parameter.reordered(order[cut.unit]))
     return {name: tensor.contiguous() for name, tensor in permuted.items()}
 
 
@@ -164,8 +181,7 @@ def rewire_checkpoint(
     heads, neurons = importance(model, batches, accumulation)
     head_order, neuron_order = descending_order(heads), descending_order(neurons)
     rewired = DynaBert.from_checkpoint(checkpoint, Dropout())
-    state = permute_state(checkpoint.state, checkpoint.arch.head_size, head_order, neuron_order)
-    rewired.net.load_state_dict(model_state(state))
+    rewired.load_canonical_state(permute_state(checkpoint.state, checkpoint.arch, head_order, neuron_order))
     rewired.eval()
     diff = _max_logit_diff(model, rewired, batches)
     # fp32 sums in another order after the permutation; in fp64 only a wrong permutation shows.

@@ -39,6 +39,8 @@ SPIN_CONFIG_KEY = "session.intra_op.allow_spinning"
 SHORT_REASON = 300  # characters of a runtime's own error message quoted in ours
 # LiteRT's C++ logger announces its default delegate on every interpreter: noise on every bench and export.
 LITERT_NOISE = re.compile(r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
+# ExecuTorch's runtime logs its CPU probing and thread-pool resets on stderr when a program loads.
+EXECUTORCH_NOISE = re.compile(r"\[(cpuinfo_utils|threadpool)\.cpp:\d+\] ")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Session:
 
     runtime: Runtime
     version: str
-    handle: Any  # onnxruntime.InferenceSession or a LiteRT SignatureRunner
+    handle: Any  # onnxruntime.InferenceSession, a LiteRT SignatureRunner or a PteMethod
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     details: dict[str, Any] = field(default_factory=dict)  # the settings in force, for results
@@ -234,6 +236,62 @@ class LiteRT(Runtime):
         return getattr(ai_edge_litert, "__version__", None) or dist_version("ai-edge-litert") or "unknown"
 
 
+@dataclass(frozen=True)
+class PteMethod:
+    """An ExecuTorch session's handle: the bound `forward` and its inputs' order (the bindings take a list)."""
+
+    method: Any  # executorch's ExecuTorchMethod
+    input_names: list[str]
+
+
+class ExecuTorch(Runtime):
+    """ExecuTorch's Python runtime (`executorch.runtime`, XNNPACK delegate built in).
+
+    Its bindings link libtorch, so running a `.pte` from Python needs torch; they take torch tensors only,
+    converted once per feed in `bind`. The `.pte` keeps no tensor names: edgebert's exporter stores the
+    signature (names, dtypes, dynamic axes) as a constant method, `SIGNATURE_METHOD`, read back here.
+    """
+
+    name, format, suffix, module = "executorch", "executorch", ".pte", "executorch.runtime"
+    SIGNATURE_METHOD = "edgebert_signature"
+
+    def load(self) -> Any:
+        import warnings
+
+        with warnings.catch_warnings():  # its bindings warn "experimental API" on every import
+            warnings.simplefilter("ignore")
+            return super().load()
+
+    def open(self, module: Any, artifact: Path, options: SessionOptions) -> Session:
+        import json
+
+        from executorch.extension.pybindings import portable_lib
+
+        with native_stderr_without(EXECUTORCH_NOISE):
+            portable_lib._unsafe_reset_threadpool(options.threads)  # one pool per process: the last session's
+            with runtime_rejects(artifact, self.name):
+                program = module.Runtime.get().load_program(artifact)
+                method = program.load_method("forward")
+        if self.SIGNATURE_METHOD not in program.method_names:
+            raise EdgebertError(f"{artifact}: a .pte without edgebert's signature: export it with `edgebert export`")
+        signature = json.loads(program.load_method(self.SIGNATURE_METHOD).execute([])[0])
+        inputs, outputs = ([TensorSpec(**spec) for spec in signature[side]] for side in ("inputs", "outputs"))
+        handle = PteMethod(method._method, [spec.name for spec in inputs])
+        details = {"threads": portable_lib._threadpool_get_thread_count()}
+        return Session(self, self.version(module), handle, inputs, outputs, details)
+
+    def bind(self, handle: Any, feeds: dict[str, Any]) -> Callable[[], Any]:
+        import torch
+
+        return functools.partial(handle.method.call, [torch.from_numpy(feeds[name]) for name in handle.input_names])
+
+    def outputs(self, handle: Any, feeds: dict[str, Any], outputs: list[TensorSpec]) -> list[Any]:
+        return [output.numpy() for output in self.bind(handle, feeds)()]
+
+    def version(self, module: Any) -> str:
+        return dist_version("executorch") or "unknown"
+
+
 @contextmanager
 def native_stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
     """Drop a native library's known chatter from file descriptor 2, below Python's `sys.stderr`; pass the rest on."""
@@ -258,7 +316,7 @@ def native_stderr_without(noise: re.Pattern[str]) -> Iterator[None]:
                 sys.stderr.flush()
 
 
-RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (OnnxRuntime(), LiteRT())}
+RUNTIMES: dict[str, Runtime] = {runtime.name: runtime for runtime in (OnnxRuntime(), LiteRT(), ExecuTorch())}
 RUNTIME_FOR_FORMAT = {runtime.format: name for name, runtime in RUNTIMES.items()}
 FORMAT_FOR_RUNTIME = {name: runtime.format for name, runtime in RUNTIMES.items()}
 FORMATS = tuple(RUNTIME_FOR_FORMAT)  # the formats `export` writes (`export.EXPORTERS`), each with its runtime

@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebert.errors import EdgebertError
-from edgebert.layout import CLASSIFIER, LAYER, LAYER_KEY, POOLER, axis_sizes, embedding_layout, layer_name
+from edgebert.layout import LAYER_KEY, axis_sizes, embedding_layout, head_layout, layer_layout, layer_name
 from edgebert.subnet import Architecture, full_network
 
 
 def expected_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     """Every parameter a full (unsliced) model of `arch` has, with its shape (`edgebert.layout`'s tables, in order)."""
     sizes = axis_sizes(arch, full_network(arch))
-    heads = (*(POOLER if arch.has_pooler else ()), *(CLASSIFIER if arch.num_labels else ()))
     shapes = {parameter.name: parameter.shape(sizes) for parameter in embedding_layout(arch)}
     for index in range(arch.num_layers):
-        shapes |= {layer_name(index, parameter.name): parameter.shape(sizes) for parameter in LAYER}
-    return shapes | {parameter.name: parameter.shape(sizes) for parameter in heads}
+        shapes |= {layer_name(index, parameter.name): parameter.shape(sizes) for parameter in layer_layout(arch, index)}
+    return shapes | {parameter.name: parameter.shape(sizes) for parameter in head_layout(arch)}
 
 
 def check_weights(shapes: dict[str, tuple[int, ...]], arch: Architecture, weights_file: Path) -> None:

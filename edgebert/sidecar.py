@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgebert.errors import EdgebertError
 from edgebert.manifests import SliceManifest, read_json, validation_line
-from edgebert.precisions import Precision
+from edgebert.precisions import EMBEDDINGS_PRECISION, Embeddings, Precision
 from edgebert.reading import file_sha256
-from edgebert.runtimes import FORMATS, RUNTIME_FOR_FORMAT, TensorSpec, ort_opt_level
+from edgebert.runtimes import FORMATS, RUNTIME_FOR_FORMAT, TensorSpec, ort_opt_level, runtime_for_format
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 2: `embeddings` (export --embeddings); 3: `quantization_choice`; older sidecars are still read
 # Which side of its bound each parity metric must lie on: the one statement of the gate's direction.
 GATE_RELATIONS = {"max_abs_diff": "<=", "cosine": ">="}
 Format = Literal[FORMATS]  # type: ignore[valid-type]  # the runtime registry's formats
@@ -108,8 +108,33 @@ class ParityRecord(_Record):
     inputs: CheckedInputs
 
 
+class SchemeTrial(_Record):
+    """One scheme export tried: the gate's verdict (None: not verified) and, if it was raced, its median time."""
+
+    scheme: str
+    passed: bool | None
+    failure: str | None = None  # the gate's summary, when it failed
+    race_ms: float | None = Field(default=None, ge=0)  # batch 1, on the export machine
+
+
+class SchemeChoiceRecord(_Record):
+    """How export chose `quantization`: the exporter's order, what it tried, and why (export.choose_scheme)."""
+
+    order: list[str] = Field(min_length=1)
+    tried: list[SchemeTrial] = Field(min_length=1)
+    reason: str
+
+
+class EmbeddingsRecord(_Record):
+    """`export --embeddings`: the word-embedding table's storage, smaller than the precision's own."""
+
+    storage: Embeddings
+    block_size: int = Field(ge=1)  # weights per scale (and zero point) along a table row
+    bytes_saved: int  # against the same artifact with the precision's own table
+
+
 class Sidecar(_Record):
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2, 3]
     edgebert_version: str
     format: Format
     precision: Precision
@@ -130,6 +155,8 @@ class Sidecar(_Record):
     export_seconds: float = Field(ge=0)
     manifest: dict[str, Any]  # the slice manifest (edgebert.manifests)
     parity: ParityRecord | None  # None: exported with --no-verify
+    embeddings: EmbeddingsRecord | None = None  # None: the precision's own table (version 2)
+    quantization_choice: SchemeChoiceRecord | None = None  # version 3; None in older sidecars
 
     @field_validator("manifest")
     @classmethod
@@ -154,6 +181,14 @@ class Sidecar(_Record):
             raise ValueError(f"seq_len {self.seq_len} exceeds max_seq_len {self.max_seq_len}")
         if set(self.output_meaning) != {spec.name for spec in self.outputs}:
             raise ValueError("output_meaning must name every output")
+        if self.embeddings is not None and (self.schema_version < 2 or self.precision != EMBEDDINGS_PRECISION):
+            raise ValueError(f"embeddings needs schema_version 2 and precision {EMBEDDINGS_PRECISION}")
+        choice = self.quantization_choice
+        if choice is not None and self.schema_version < 3:
+            raise ValueError("quantization_choice needs schema_version 3")
+        passed = {t.scheme for t in choice.tried if t.passed is not False} if choice else set()
+        if choice and self.quantization not in passed:
+            raise ValueError(f"quantization {self.quantization!r} is not a scheme quantization_choice passed")
         return self
 
 
@@ -198,7 +233,7 @@ def read_sidecar(artifact: Path) -> Sidecar | None:
 
 def check_describes(sidecar: Sidecar, artifact: Path, path: Path) -> None:
     """Refuse a sidecar written for another file (e.g. an interrupted `--force` replaced only the artifact)."""
-    if artifact.suffix != f".{sidecar.format}":
+    if artifact.suffix != runtime_for_format(sidecar.format).suffix:
         raise EdgebertError(f"{path} describes a {sidecar.format} artifact, not {artifact.name}")
     size = artifact.stat().st_size
     if size != sidecar.size_bytes or file_sha256(artifact) != sidecar.sha256:

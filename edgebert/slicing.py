@@ -16,12 +16,12 @@ from edgebert.checkpoint import Checkpoint, checkpoint_config_file, load_checkpo
 from edgebert.configs import require_reading_modules, stock_config
 from edgebert.demo import DEMO_NAME, UNTRAINED_NOTE, demo_checkpoint_dir
 from edgebert.errors import EdgebertError
-from edgebert.layout import ENCODER_PREFIX, LAYER_PARAMETERS, axis_sizes, kept, layer_name
+from edgebert.layout import ENCODER_PREFIX, FAMILIES, axis_sizes, kept, layer_layout, layer_name
 from edgebert.manifests import SLICE_MANIFEST as MANIFEST_FILE
 from edgebert.manifests import SliceManifest, not_dynabert_text, read_json
 from edgebert.model_files import TOKENIZER_FILES, copy_model_files, copy_tokenizer_files
 from edgebert.notes import Note, warning
-from edgebert.parameter_names import canonical_state, model_state, stock_state
+from edgebert.parameter_names import canonical_state, stock_state
 from edgebert.st_modules import ST_MODULES_FILE, sentence_transformers_files
 from edgebert.subnet import Architecture, Subnetwork, check_fractions, costs, subnet_name, subnetwork
 from edgebert.tokenizer import tokenizer_class
@@ -73,34 +73,54 @@ def slice_state(state: dict[str, torch.Tensor], arch: Architecture, sub: Subnetw
     sliced = {name: t for name, t in state.items() if not name.startswith(ENCODER_PREFIX)}
     for new_index, old_index in enumerate(sub.layers):
         prefix = layer_name(old_index, "")
+        layout = {parameter.name: parameter for parameter in layer_layout(arch, old_index)}
         for name, tensor in state.items():
             if not name.startswith(prefix):
                 continue
             local = name[len(prefix) :]
-            parameter = LAYER_PARAMETERS.get(local)
+            parameter = layout.get(local)
             sliced[layer_name(new_index, local)] = tensor if parameter is None else kept(tensor, parameter, sizes)
     return {name: t.contiguous().clone() for name, t in sliced.items()}
 
 
 def sliced_config(checkpoint: Checkpoint, sub: Subnetwork) -> dict[str, Any]:
-    return {
+    config = {
         **checkpoint.model_config,
         "num_hidden_layers": len(sub.layers),
         "num_attention_heads": sub.heads,
         "intermediate_size": sub.ffn_neurons,
     }
+    for key in ("layer_types", "layer_sources"):  # ModernBERT's: a kept layer keeps its attention and its origin
+        if key in config:
+            config[key] = [config[key][index] for index in sub.layers]
+    return config
+
+
+def edge_names(model_type: str) -> str:
+    """Whose parameter names edgebert's own class for `model_type` uses (`edgebert.parameter_names`)."""
+    return model_type if FAMILIES[model_type].layers == "modernbert" else "bert"
+
+
+def edge_classes(model_type: str) -> tuple[type, type, type]:
+    """edgebert's own (config, encoder, classifier) classes for slices of `model_type`."""
+    if FAMILIES[model_type].layers == "modernbert":
+        from edgebert.modernbert import (
+            EdgeModernBertConfig,
+            EdgeModernBertForSequenceClassification,
+            EdgeModernBertModel,
+        )
+
+        return EdgeModernBertConfig, EdgeModernBertModel, EdgeModernBertForSequenceClassification
+    from edgebert.model import EdgeBertConfig, EdgeBertForSequenceClassification, EdgeBertModel
+
+    return EdgeBertConfig, EdgeBertModel, EdgeBertForSequenceClassification
 
 
 def build_model(edge_config: EdgeBertConfig, state: dict[str, torch.Tensor], classifier: bool) -> torch.nn.Module:
     """An eval-mode edgebert model holding exactly `state` (canonical names)."""
-    from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
-
-    if classifier:
-        model = EdgeBertForSequenceClassification(edge_config)
-        state = model_state(state)
-    else:
-        model = EdgeBertModel(edge_config)
-    model.load_state_dict(state, strict=True)
+    _, encoder, classifier_class = edge_classes(edge_config.source_model_type)
+    model = classifier_class(edge_config) if classifier else encoder(edge_config)
+    model.load_state_dict(stock_state(state, edge_names(edge_config.source_model_type), classifier), strict=True)
     return model.eval()
 
 
@@ -169,9 +189,8 @@ def slice_checkpoint(
     if vocabulary is not None:
         state = prune_state(state, vocabulary)
         settings |= vocabulary.config_changes(settings)
-    from edgebert.model import EdgeBertConfig
-
-    model = build_model(EdgeBertConfig(**settings), state, classifier=bool(checkpoint.arch.num_labels))
+    config_class = edge_classes(checkpoint.model_type)[0]
+    model = build_model(config_class(**settings), state, classifier=bool(checkpoint.arch.num_labels))
     return SlicedModel(model, make_manifest(checkpoint, sub, trained, vocabulary))
 
 
@@ -179,15 +198,13 @@ def load_slice(path: Path) -> SlicedModel:
     """A directory written by `slice_model`, back in memory with its manifest (validated before anything is built)."""
     from safetensors.torch import load_file
 
-    from edgebert.model import EdgeBertConfig
-
-    _, raw_config, manifest, weights_file = read_slice(path)
+    config, raw_config, manifest, weights_file = read_slice(path)
     try:
         state = load_file(str(weights_file))
     except Exception as exc:  # safetensors raises its own untyped errors for damaged data
         raise EdgebertError(f"{weights_file} is corrupt or truncated: {str(exc).splitlines()[0]}") from exc
     refuse_non_finite(state, weights_file)
-    config = EdgeBertConfig.from_dict(raw_config)
+    config = edge_classes(config.source_model_type)[0].from_dict(raw_config)
     state = canonical_state(state, config.source_model_type)
     try:
         model = build_model(config, state, classifier=manifest.task == "sequence-classification")
@@ -306,6 +323,9 @@ def stock_class_config(
         return None
     labels = dict(config.id2label) if arch.num_labels else None
     changes = {"num_hidden_layers": config.num_hidden_layers}
+    if arch.layers == "modernbert":  # the kept layers' types; the stock class has no norm before layer 0's attention
+        assert config.layer_sources[0] == 0, "the depth rule keeps layer 0 first"
+        changes["layer_types"] = list(config.layer_types)
     changes |= vocabulary.config_changes(checkpoint.config) if vocabulary is not None else {}
     return stock_config(checkpoint.config, checkpoint.model_type, labels, **changes)
 
@@ -322,8 +342,8 @@ def save_model(model: torch.nn.Module, directory: Path, stock: dict[str, Any] | 
         else:
             (directory / "config.json").write_text(_json(stock))
     if stock is not None:  # a base model's names are unprefixed, a classifier's under its family's prefix
-        state = canonical_state(state, "bert")
-        state = stock_state(state, stock["model_type"]) if "classifier.weight" in state else state
+        state = canonical_state(state, edge_names(stock["model_type"]))
+        state = stock_state(state, stock["model_type"], classifier="classifier.weight" in state)
     write_safetensors(state, directory / "model.safetensors")
 
 

@@ -12,6 +12,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 from edgebert.errors import EdgebertError
 
@@ -19,6 +20,8 @@ TRAINED_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 TRAINED_DEPTHS = (0.5, 0.75, 1.0)
 TRAINED_GRID = tuple((w, d) for d in reversed(TRAINED_DEPTHS) for w in reversed(TRAINED_WIDTHS))
 FLOPS_SEQ_LEN = 128
+# D x F matrices of a layer's FFN, by `Architecture.layers`: input and output; GeGLU's input, gate and output
+FFN_MATRICES = {"bert": 2, "modernbert": 3}
 
 
 class OffGridWarning(UserWarning):
@@ -40,10 +43,23 @@ class Architecture:
     has_pooler: bool
     num_labels: int | None  # None: a bare encoder without a classifier
     embedding_size: int | None = None  # ELECTRA's may be narrower, projected to the hidden size; None: hidden
+    # "bert": post-norm layers, learned positions; "modernbert": pre-norm layers (none before layer 0's attention,
+    # one after the last layer and one in the head), rotary positions, fused QKV, GeGLU FFN (`edgebert.layout`)
+    layers: Literal["bert", "modernbert"] = "bert"
+    unbiased: frozenset[str] = frozenset()  # groups without biases ("attention", "ffn", "norm", "head"): ModernBERT's
 
     @property
     def embedding_width(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    @property
+    def ffn_matrices(self) -> int:
+        """D x F matrices per layer's FFN: input (and gate) and output."""
+        return FFN_MATRICES[self.layers]
+
+    def bias(self, group: str) -> int:
+        """1 when the tensors of `group` have biases, else 0."""
+        return int(group not in self.unbiased)
 
     @property
     def projects_embeddings(self) -> bool:
@@ -126,45 +142,53 @@ def full_network(arch: Architecture) -> Subnetwork:
 
 def embedding_parameters(arch: Architecture) -> int:
     """Word, position and token-type embeddings, their LayerNorm and projection (ELECTRA's, to a larger hidden
-    size): what no width or depth cuts (a pruned vocabulary does)."""
+    size): what no width or depth cuts (a pruned vocabulary does). ModernBERT's positions are rotary: no table."""
     e = arch.embedding_width
     projection = e * arch.hidden_size + arch.hidden_size if arch.projects_embeddings else 0
-    return (arch.vocab_size + arch.max_positions + arch.type_vocab_size) * e + 2 * e + projection
+    positions = 0 if arch.layers == "modernbert" else arch.max_positions
+    return (arch.vocab_size + positions + arch.type_vocab_size) * e + (1 + arch.bias("norm")) * e + projection
 
 
 def parameter_count(arch: Architecture, sub: Subnetwork) -> int:
-    """Parameters of the dense sliced model: embeddings, kept layers, pooler and classifier."""
+    """Parameters of the dense sliced model: embeddings, kept layers, pooler (ModernBERT: final norm and head) and
+    classifier."""
     d, qkv, f = arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons
+    attention, ffn, norm = arch.bias("attention"), arch.bias("ffn"), (1 + arch.bias("norm")) * d
     layer = (
-        3 * (d * qkv + qkv)  # query, key, value
+        3 * (d * qkv + attention * qkv)  # query, key, value
         + qkv * d
-        + d  # attention output dense
-        + d * f
-        + f  # intermediate dense
+        + attention * d  # attention output dense
+        + (arch.ffn_matrices - 1) * (d * f + ffn * f)  # intermediate dense (GeGLU: and its gate)
         + f * d
-        + d  # output dense
-        + 4 * d  # two LayerNorms
+        + ffn * d  # output dense
+        + 2 * norm  # two LayerNorms
     )
+    layers = len(sub.layers) * layer
     pooler = d * d + d if arch.has_pooler else 0
+    if arch.layers == "modernbert":  # no norm before layer 0's attention; a final norm; the head's dense and norm
+        layers += norm - norm * (0 in sub.layers)
+        pooler = d * d + arch.bias("head") * d + norm if arch.has_pooler else 0
     classifier = d * arch.num_labels + arch.num_labels if arch.num_labels else 0
-    return embedding_parameters(arch) + len(sub.layers) * layer + pooler + classifier
+    return embedding_parameters(arch) + layers + pooler + classifier
 
 
-def layer_flops(hidden: int, inner: int, ffn: int, seq_len: int) -> tuple[int, int]:
+def layer_flops(hidden: int, inner: int, ffn: int, seq_len: int, ffn_matrices: int = 2) -> tuple[int, int]:
     """Multiply-adds x 2 of one encoder layer for one sequence: (weight projections, attention).
 
     Split because they scale differently (linearly vs quadratically in seq_len) and run in
     different kernels (GEMMs with weights vs activation-activation matmuls); the latency model fits both.
+    `ffn_matrices`: D x F matrices of the FFN (GeGLU's 3). A local-attention layer (ModernBERT's) counts as a global
+    one: edgebert's models and exports compute every layer's scores in full and mask those outside the window.
     """
     d, s = hidden, seq_len
-    projections = s * (3 * d * inner + inner * d + 2 * d * ffn)
+    projections = s * (3 * d * inner + inner * d + ffn_matrices * d * ffn)
     attention = 2 * s * s * inner  # scores (Q K^T) and context (P V)
     return 2 * projections, 2 * attention
 
 
 def encoder_flops(arch: Architecture, sub: Subnetwork, seq_len: int = FLOPS_SEQ_LEN) -> int:
     """Multiply-adds x 2 of the encoder layers for one sequence (embeddings and heads excluded)."""
-    per_layer = layer_flops(arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons, seq_len)
+    per_layer = layer_flops(arch.hidden_size, sub.heads * arch.head_size, sub.ffn_neurons, seq_len, arch.ffn_matrices)
     return len(sub.layers) * sum(per_layer)
 
 

@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 TOKEN_ID_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
 ENCODE_CHUNK = 10_000  # texts tokenized at once: bounds the encodings held in memory
 NOT_WORDPIECE = (
-    "vocabulary pruning remaps WordPiece (BERT, ELECTRA) tokenizers only: a BPE tokenizer (RoBERTa's byte-level one) "
-    "keys each merge by the ids of the two tokens it joins, so dropped tokens sharing the unknown token's id would "
+    "vocabulary pruning remaps WordPiece (BERT, ELECTRA) tokenizers only: a BPE tokenizer (RoBERTa's and ModernBERT's "
+    "byte-level ones) keys each merge by the ids of the two tokens it joins, so dropped tokens sharing the unknown "
+    "token's id would "
     "make different merges collide and split text differently, and a SentencePiece one (XLM-R's) numbers its pieces "
     "by their place in its list"
 )

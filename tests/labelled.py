@@ -18,10 +18,12 @@ MAX_POSITIONS = 128
 
 
 # How a kind's stock tokenizer splits these words: WordPiece over VOCAB (BERT, ELECTRA: vocab.txt), or, for kinds
-# named here, SentencePiece's Unigram over the same words as pieces (XLM-R: tokenizer.json, padding id 1).
+# named here, SentencePiece's Unigram over the same words as pieces (XLM-R: tokenizer.json, padding id 1), or
+# byte-level BPE over their characters (ModernBERT: tokenizer.json, [CLS] A [SEP] B [SEP], VOCAB's special ids).
 UNIGRAM_KINDS = ("xlm-roberta",)
+BPE_KINDS = ("modernbert",)
 TOKENIZED_KINDS = [kind for kind in KINDS if kind != "roberta"]  # RoBERTa's byte-level BPE: no tiny one here
-WORDPIECE_KINDS = [kind for kind in TOKENIZED_KINDS if kind not in UNIGRAM_KINDS]
+WORDPIECE_KINDS = [kind for kind in TOKENIZED_KINDS if kind not in (*UNIGRAM_KINDS, *BPE_KINDS)]
 PIECES = ["<s>", "<pad>", "</s>", "<unk>", *(f"\u2581{word}" for word in WORDS), "<mask>"]
 
 
@@ -45,6 +47,9 @@ def build_classifier(
     if kind in UNIGRAM_KINDS:
         model.save_pretrained(directory)
         write_unigram_tokenizer(directory)
+    elif kind in BPE_KINDS:
+        model.save_pretrained(directory)
+        write_bpe_tokenizer(directory)
     else:
         save_model(model, directory, VOCAB, json.dumps({"do_lower_case": True}))
     if num_labels == 2:  # shift the bias so that half the sentences fall on each side of the boundary
@@ -73,6 +78,33 @@ def write_unigram_tokenizer(directory: Path) -> None:
     tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "XLMRobertaTokenizer"}))
+
+
+def write_bpe_tokenizer(directory: Path) -> None:
+    """ModernBERT's kind of tokenizer (byte-level BPE, [CLS] A [SEP] B [SEP]) over the characters of `WORDS`, ids
+    after VOCAB's special tokens, as tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    specials = VOCAB[: VOCAB.index(WORDS[0])]
+    characters = sorted({"\u0120", *"".join(WORDS)})  # byte-level's space (Ġ) and the words' characters
+    vocab = {token: i for i, token in enumerate([*specials, *characters])}
+    tokenizer = Tokenizer(models.BPE(vocab, [], unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tokenizer.add_special_tokens(specials)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    names = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_input_names": ["input_ids", "attention_mask"],
+        **names,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def stock_tokenizer(directory: Path):

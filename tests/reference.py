@@ -9,6 +9,8 @@ import copy
 import math
 
 import torch
+import transformers
+import transformers.masking_utils
 
 from edgebert.subnet import Architecture
 
@@ -45,18 +47,19 @@ def masked_subnetwork(full_model: torch.nn.Module, width: float, depth: float) -
     """A copy of a transformers BERT/RoBERTa whose forward is the (width, depth) sub-network."""
     model = copy.deepcopy(full_model).eval()
     config = model.config
+    if config.model_type == "modernbert":
+        return masked_modernbert(model, width, depth)
     head_size = config.hidden_size // config.num_attention_heads
     heads, neurons, layers = official_rule(
-        config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, width, depth
+        config.num_hidden_layers, config.num_attention_heads, ffn_size(config), width, depth
     )
-    encoder = model.base_model.encoder
+    encoder = stack(model)
     encoder.layer = torch.nn.ModuleList(encoder.layer[i] for i in layers)
 
-    def drop_heads(module, args, output):
-        context, weights = output
+    def drop_heads(context):
         context = context.clone()
         context[..., heads * head_size :] = 0  # heads past k contribute nothing to the output dense
-        return context, weights
+        return context
 
     def drop_neurons(module, args, output):
         output = output.clone()
@@ -64,9 +67,97 @@ def masked_subnetwork(full_model: torch.nn.Module, width: float, depth: float) -
         return output
 
     for layer in encoder.layer:
-        layer.attention.self.register_forward_hook(drop_heads)
-        layer.intermediate.register_forward_hook(drop_neurons)
+        on_context(layer, drop_heads)
+        activation(layer).register_forward_hook(drop_neurons)
     return model
+
+
+def masked_modernbert(model: torch.nn.Module, width: float, depth: float) -> torch.nn.Module:
+    """A stock ModernBERT (changed in place) whose forward is the (width, depth) sub-network: the dropped heads'
+    and neurons' output columns (attn.Wo's, mlp.Wo's) zeroed, so they contribute nothing, and only the kept layers
+    run; each transformers layer carries its own type (global or local attention, rotary base) from its index."""
+    config = model.config
+    head_size = config.hidden_size // config.num_attention_heads
+    heads, neurons, layers = official_rule(
+        config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, width, depth
+    )
+    base = model.base_model
+    with torch.no_grad():
+        for index in layers:
+            base.layers[index].attn.Wo.weight[:, heads * head_size :] = 0
+            base.layers[index].mlp.Wo.weight[:, neurons:] = 0
+    base.layers = torch.nn.ModuleList(base.layers[index] for index in layers)
+    return model
+
+
+def ffn_size(config) -> int:
+    """FFN neurons per layer in a stock config (DistilBERT calls them hidden_dim)."""
+    return config.hidden_dim if config.model_type == "distilbert" else config.intermediate_size
+
+
+def stack(model: torch.nn.Module) -> torch.nn.Module:
+    """The stock model's module holding its `layer` list (DistilBERT's is `transformer`)."""
+    base = model.base_model
+    return base.transformer if hasattr(base, "transformer") else base.encoder
+
+
+def layer_list(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """(module, attribute) of a stock model's list of layers: `stack`'s `layer`, or ModernBERT's own `layers`."""
+    base = model.base_model
+    return (base, "layers") if hasattr(base, "layers") else (stack(model), "layer")
+
+
+def on_context(layer: torch.nn.Module, change) -> torch.utils.hooks.RemovableHandle:
+    """Hook `change` onto a stock layer's attention context (B, S, heads x head size), before its output dense:
+    BERT's self-attention returns it; DistilBERT's and ModernBERT's apply their output dense (`out_lin`, `attn.Wo`)
+    themselves."""
+    if hasattr(layer, "attn"):
+        return layer.attn.Wo.register_forward_pre_hook(lambda module, args: (change(args[0]),))
+    if hasattr(layer.attention, "out_lin"):
+        return layer.attention.out_lin.register_forward_pre_hook(lambda module, args: (change(args[0]),))
+    return layer.attention.self.register_forward_hook(lambda module, args, output: (change(output[0]), *output[1:]))
+
+
+def on_ffn_input(layer: torch.nn.Module, change) -> torch.utils.hooks.RemovableHandle:
+    """Hook `change` onto a stock layer's FFN input dense's output (B, S, F) (BERT's intermediate.dense,
+    DistilBERT's ffn.lin1); ModernBERT's GeGLU Wi makes (B, S, 2F), inputs then gates: `change` applies to each."""
+    if hasattr(layer, "mlp"):
+        return layer.mlp.Wi.register_forward_hook(
+            lambda module, args, out: torch.cat([change(half) for half in out.chunk(2, dim=-1)], dim=-1)
+        )
+    dense = layer.ffn.lin1 if hasattr(layer, "ffn") else layer.intermediate.dense
+    return dense.register_forward_hook(lambda module, args, out: change(out))
+
+
+def on_neurons(layer: torch.nn.Module, change) -> torch.utils.hooks.RemovableHandle:
+    """Hook `change` onto a stock layer's FFN neurons (B, S, F) as its output dense reads them: after the
+    activation (BERT's intermediate), or GeGLU's act(input) * gate (ModernBERT's mlp.Wo input)."""
+    if hasattr(layer, "mlp"):
+        return layer.mlp.Wo.register_forward_pre_hook(lambda module, args: (change(args[0]),))
+    return activation(layer).register_forward_hook(lambda module, args, out: change(out))
+
+
+def activation(layer: torch.nn.Module) -> torch.nn.Module:
+    """The module whose output is a stock layer's FFN neurons after the activation (BERT's intermediate)."""
+    return layer.ffn.activation if hasattr(layer, "ffn") else layer.intermediate
+
+
+def masked_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' eager attention with the masked keys' scores replaced rather than added to: the same outputs
+    (a query that sees no key, padding in a local ModernBERT layer, attends uniformly to every key either way),
+    but no gradient through a masked score, where eager's added dtype minimum absorbs the scores in the forward
+    yet passes their gradients back. Registered as "masked_eager" (`transformers.AttentionInterface`)."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        blocked = ~attention_mask if attention_mask.dtype == torch.bool else attention_mask < 0
+        scores = scores.masked_fill(blocked, -10000.0)
+    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+transformers.AttentionInterface.register("masked_eager", masked_eager_attention)
+transformers.AttentionMaskInterface.register("masked_eager", transformers.masking_utils.eager_mask)
 
 
 class SharedSubnetworks:
@@ -76,23 +167,23 @@ class SharedSubnetworks:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self.encoder = model.base_model.encoder
-        self.layers = list(self.encoder.layer)
+        self.holder, self.attribute = layer_list(model)
+        self.layers = list(getattr(self.holder, self.attribute))
 
     def __call__(self, inputs: dict, width: float, depth: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
         config = self.model.config
         head_size = config.hidden_size // config.num_attention_heads
         heads, neurons, kept = official_rule(
-            config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, width, depth
+            config.num_hidden_layers, config.num_attention_heads, ffn_size(config), width, depth
         )
         states: list[torch.Tensor] = []
 
-        def drop_heads(module, args, output):
-            context = output[0].clone()
+        def drop_heads(context):
+            context = context.clone()
             context[..., heads * head_size :] = 0
-            return (context, *output[1:])
+            return context
 
-        def drop_neurons(module, args, output):
+        def drop_neurons(output):
             output = output.clone()
             output[..., neurons:] = 0
             return output
@@ -106,15 +197,15 @@ class SharedSubnetworks:
         for index in kept:
             layer = self.layers[index]
             handles += [
-                layer.attention.self.register_forward_hook(drop_heads),
-                layer.intermediate.register_forward_hook(drop_neurons),
+                on_context(layer, drop_heads),
+                on_neurons(layer, drop_neurons),
                 layer.register_forward_hook(record),
             ]
-        self.encoder.layer = torch.nn.ModuleList(self.layers[i] for i in kept)
+        setattr(self.holder, self.attribute, torch.nn.ModuleList(self.layers[i] for i in kept))
         try:
             logits = self.model(**inputs).logits
         finally:
-            self.encoder.layer = torch.nn.ModuleList(self.layers)
+            setattr(self.holder, self.attribute, torch.nn.ModuleList(self.layers))
             for handle in handles:
                 handle.remove()
         return logits, states
@@ -122,11 +213,11 @@ class SharedSubnetworks:
 
 def scaled_importance(model: torch.nn.Module, batches: list[tuple[dict, torch.Tensor]]):
     """Per-batch d loss / d scale for a scale on each head's context and on each FFN neuron's
-    pre-activation (alpha) and output (beta), by autograd on those scales: for a neuron,
-    d/d alpha = sum(W1 * dW1) + b1 * db1 and d/d beta = sum(W2 * dW2). Returns lists per batch of
+    pre-activation (alpha; GeGLU: its input and its gate) and output (beta), by autograd on those scales: for a
+    neuron, d/d alpha = sum(W1 * dW1) + b1 * db1 and d/d beta = sum(W2 * dW2). Returns lists per batch of
     (heads (L, H), alpha (L, F), beta (L, F))."""
     config = model.config
-    layers, heads, ffn = config.num_hidden_layers, config.num_attention_heads, config.intermediate_size
+    layers, heads, ffn = config.num_hidden_layers, config.num_attention_heads, ffn_size(config)
     head_size = config.hidden_size // heads
     model.eval()
     results = []
@@ -135,18 +226,16 @@ def scaled_importance(model: torch.nn.Module, batches: list[tuple[dict, torch.Te
         alpha = torch.ones(layers, ffn, requires_grad=True)
         beta = torch.ones(layers, ffn, requires_grad=True)
         handles = []
-        for i, layer in enumerate(model.base_model.encoder.layer):
+        for i, layer in enumerate(getattr(*layer_list(model))):
 
-            def scale_heads(module, args, output, i=i, m=m):
-                context = output[0]
+            def scale_heads(context, i=i, m=m):
                 shape = context.shape
-                scaled = (context.view(*shape[:-1], heads, head_size) * m[i][:, None]).view(shape)
-                return (scaled, *output[1:])
+                return (context.view(*shape[:-1], heads, head_size) * m[i][:, None]).view(shape)
 
             handles += [
-                layer.attention.self.register_forward_hook(scale_heads),
-                layer.intermediate.dense.register_forward_hook(lambda mod, a, out, i=i, alpha=alpha: out * alpha[i]),
-                layer.intermediate.register_forward_hook(lambda mod, a, out, i=i, beta=beta: out * beta[i]),
+                on_context(layer, scale_heads),
+                on_ffn_input(layer, lambda out, i=i, alpha=alpha: out * alpha[i]),
+                on_neurons(layer, lambda out, i=i, beta=beta: out * beta[i]),
             ]
         try:
             logits = model(**inputs).logits

@@ -167,7 +167,7 @@ def test_bad_artifacts_give_one_line_errors(artifacts, tmp_path, run_cli):
     with pytest.raises(EdgebertError, match="litert cannot load it"):
         bench_artifact(garbage_tflite, profile, **QUICK)
     (tmp_path / "weights.bin").write_text("x")
-    with pytest.raises(EdgebertError, match="unknown artifact type '.bin': expected .onnx or .tflite"):
+    with pytest.raises(EdgebertError, match="unknown artifact type '.bin': expected .onnx or .tflite or .pte"):
         bench_artifact(tmp_path / "weights.bin", profile)
     missing = run_cli("bench", tmp_path / "missing.onnx")
     assert missing.code == 1 and missing.stderr.strip() == f"error: {tmp_path / 'missing.onnx'}: no such file"

@@ -23,7 +23,7 @@ from edgebert.errors import EdgebertError
 from edgebert.export import export_model
 from edgebert.sidecar import read_sidecar
 from tests.labelled import VOCAB, tokenizer_for
-from tests.models import KIND_NAMES
+from tests.models import KIND_NAMES, own_key
 
 TEXTS = ["w1 w2 w3 w4 w5", "W7 w8", "w9 unknownword w10 w11", "w12"]  # mixed case and an out-of-vocabulary word
 
@@ -157,7 +157,11 @@ def test_bundle_config_keeps_the_source_model_type(tiny_models, tmp_path, name):
     source = json.loads((tiny_models[name] / "config.json").read_text())
     config = transformers.AutoConfig.from_pretrained(bundle)
     assert config.model_type == source["model_type"] and config.architectures == source["architectures"]
-    assert config.hidden_size == source["hidden_size"]
+    kind = name.rsplit("-", 1)[0]
+    assert config.hidden_size == source[own_key(kind, "hidden_size")]
+    written = json.loads((bundle / "config.json").read_text())  # under the keys its own config class reads
+    assert all(own_key(kind, key) in written for key in ("hidden_size", "num_hidden_layers", "intermediate_size"))
+    assert written[own_key(kind, "num_hidden_layers")] == 6  # depth 0.5
     assert getattr(config, "embedding_size", None) == source.get("embedding_size")  # ELECTRA's projection's input
     if name.endswith("-cls"):
         assert config.id2label == {int(k): v for k, v in source["id2label"].items()} and len(config.id2label) == 3

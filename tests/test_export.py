@@ -12,20 +12,29 @@ import onnx
 import pytest
 import torch
 
+import edgebert.export as export_module
 from edgebert.errors import EdgebertError
 from edgebert.export import EXPORTERS, export_model
 from edgebert.export.base import ParityGateError, load_source, verify_artifact
 from edgebert.export.onnx import OnnxExporter
 from edgebert.export.tflite import TfliteExporter
-from edgebert.precisions import PRECISIONS
 from edgebert.runtimes import SessionOptions, artifact_name, open_session
-from edgebert.sidecar import gate_holds, sidecar_path
+from edgebert.sidecar import SCHEMA_VERSION, Sidecar, gate_holds, sidecar_path
 from edgebert.slicing import slice_model
 from tests.artifacts import DOCUMENTED_GATES, nan_classifier_bias
 from tests.models import KINDS, TINY, padded_batch, stock_config
 
 FIXED_SEQ = 16  # the length fixed-shape formats are exported at (the tiny models have 40 positions)
 EXPORTED = ["roberta-bare", *(f"{kind}-cls" for kind in KINDS)]
+# ExecuTorch's lowering takes about a minute even for a tiny model: one slice per precision (encoder, classifier).
+ONE_SLICE = {"executorch": {"fp32": "roberta-bare", "int8": "bert-cls"}}
+EXPORT_CASES = [
+    pytest.param(fmt, name, precision, id=f"{fmt}-{name}-{precision}")
+    for fmt, exporter in EXPORTERS.items()
+    for name in EXPORTED
+    for precision in exporter.precisions
+    if ONE_SLICE.get(fmt, {}).get(precision, name) == name
+]
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +73,7 @@ def tflite_converted_once(monkeypatch, fp32_tflite_cache):
     monkeypatch.setattr(TfliteExporter, "to_fp32", staticmethod(once))
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", EXPORTED)
-@pytest.mark.parametrize("fmt", list(EXPORTERS))
+@pytest.mark.parametrize(("fmt", "name", "precision"), EXPORT_CASES)
 def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflite_converted_once, fmt, name, precision):
     """Every registered exporter x precision: gate passed, and a sidecar that describes the artifact as its runtime
     reads it (opened with the sidecar's own settings, as `bench` opens it)."""
@@ -76,7 +83,8 @@ def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflit
     sidecar = export_model(tiny_slices[name], fmt, precision, seq_len=fixed, out=artifact)
     assert_gate(sidecar, precision)
     assert artifact.is_file() and sidecar["size_bytes"] == artifact.stat().st_size
-    assert sidecar["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest() and sidecar["schema_version"] == 1
+    assert sidecar["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert sidecar["schema_version"] == SCHEMA_VERSION
     assert sidecar["max_seq_len"] == TINY["max_position_embeddings"]  # RoBERTa's 2 offset positions excluded
     classifier = name.endswith("-cls")
     if classifier:
@@ -84,7 +92,9 @@ def test_every_format_and_precision_passes_its_gate(tiny_slices, tmp_path, tflit
     on_disk = json.loads(sidecar_path(artifact).read_text())
     assert on_disk["parity"] == sidecar["parity"] and on_disk["manifest"]["width"] == 0.5
     input_names = {spec["name"] for spec in on_disk["inputs"]}
-    segments = stock_config(name.rsplit("-", 1)[0])["type_vocab_size"] > 1
+    kind = name.rsplit("-", 1)[0]
+    # MediaPipe runs BERT models of three inputs: DistilBERT's TFLite takes segment ids it ignores
+    segments = stock_config(kind)["type_vocab_size"] > 1 or (fmt == "tflite" and kind == "distilbert")
     expected = {"input_ids", "attention_mask"} | ({"token_type_ids"} if segments else set())
     assert input_names == expected
     meanings = list(on_disk["output_meaning"].values())
@@ -122,7 +132,7 @@ def ignoring_the_mask(session):
 def assert_padding_is_verified(exporter, slice_dir, session, seq_len) -> None:
     """The gate runs padded rows: the same artifact fed an all-ones mask (padding read as tokens) fails it."""
     with pytest.raises(ParityGateError, match="max_abs_diff"):
-        source = load_source(slice_dir, None, None, exporter.sentence_embedding)
+        source = load_source(slice_dir, None, None, exporter.sentence_embedding, exporter.segment_ids)
         verify_artifact(exporter, source, ignoring_the_mask(session), "fp32", seq_len)
 
 
@@ -158,13 +168,15 @@ def test_minilm_int8_onnx_keeps_real_embeddings(minilm_dir, tmp_path):
 
     fp32 = export_model(minilm_dir, "onnx", "fp32", out=tmp_path / "fp32.onnx")
     # MiniLM's outlier features defeat per-tensor activation scales in the FFN down-projections: the
-    # fastest scheme ("dynamic") fails the gate, and "mixed", blockwise in those, passes.
+    # fastest schemes ("dynamic7", "dynamic") fail the gate, and "mixed", blockwise in those, passes.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         int8 = export_model(minilm_dir, "onnx", "int8", out=tmp_path / "int8.onnx")
     retries = [str(w.message) for w in caught if "parity gate failed" in str(w.message)]
-    assert len(retries) == 1 and "retrying with mixed" in retries[0], retries
-    assert int8["quantization"] == "mixed" and int8["parity"]["gate"]["passed"]
+    assert [retry.rsplit(": ", 1)[-1] for retry in retries] == ["retrying with dynamic", "retrying with mixed"]
+    choice = int8["quantization_choice"]  # "mixed" passes, so does "blockwise": the faster of the two here ships
+    assert [t["passed"] for t in choice["tried"]] == [False, False, True, True] and choice["tried"][2]["race_ms"]
+    assert int8["quantization"] in ("mixed", "blockwise") and int8["parity"]["gate"]["passed"]
     assert int8["size_bytes"] <= 0.3 * fp32["size_bytes"]
     tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
     sentences = ["A Raspberry Pi runs this model.", "The weather is lovely today.", "Sliced BERT, exact logits."]
@@ -199,24 +211,46 @@ def test_mixed_int8_is_blockwise_exactly_in_the_ffn_down_projections(tiny_models
     assert not [node for node in graph.node if node.op_type == "MatMul" and node.input[1] in weights]
 
 
-INT8_ORDER = ["dynamic", "mixed", "blockwise"]  # ONNX int8 schemes, fastest first (edgebert.export.onnx)
+INT8_ORDER = ["dynamic7", "dynamic", "mixed", "blockwise"]  # ONNX int8 schemes, fastest first (edgebert.export.onnx)
+
+
+def fixed_race(monkeypatch, times: dict[str, float]) -> list[list[str]]:
+    """`export`'s race with made-up times per scheme (known by its folder), recording who raced whom."""
+    races = []
+
+    def race(sessions, source, seq_len):
+        names = [session.details["scheme"] for session in sessions]
+        races.append(names)
+        return [times[name] for name in names]
+
+    real_open = export_module.open_exported
+
+    def open_exported(path, format, options):
+        session = real_open(path, format, options)
+        session.details["scheme"] = path.parent.name.rsplit("-", 1)[0]  # choose_scheme's folder: <scheme>-XXXX
+        return session
+
+    monkeypatch.setattr(export_module, "race", race)
+    monkeypatch.setattr(export_module, "open_exported", open_exported)
+    return races
 
 
 @pytest.mark.parametrize("failing", range(len(INT8_ORDER) + 1))
 def test_int8_ships_the_fastest_scheme_that_passes_its_gate(tiny_models, tmp_path, monkeypatch, failing):
     """The scheme order without the real MiniLM (whose outliers fail "dynamic"): the `failing` fastest schemes are
     made to fail the gate; the export tries them fastest first, warns at each retry and ships the first that
-    passes, or nothing when none does."""
+    passes (here faster than the next, which is tried and raced), or nothing when none does."""
     tried = []
     real_convert = OnnxExporter.convert
 
-    def convert(self, source, path, precision, scheme, seq_len, work_dir):
-        real_convert(self, source, path, precision, scheme, seq_len, work_dir)
+    def convert(self, source, path, precision, scheme, seq_len, work_dir, embeddings):
+        real_convert(self, source, path, precision, scheme, seq_len, work_dir, embeddings)
         tried.append(scheme)
         if scheme in INT8_ORDER[:failing]:
             nan_classifier_bias(path)
 
     monkeypatch.setattr(OnnxExporter, "convert", convert)
+    fixed_race(monkeypatch, {scheme: rank for rank, scheme in enumerate(INT8_ORDER)})  # the order is right here
     out = tmp_path / "out" / "m.onnx"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -227,9 +261,54 @@ def test_int8_ships_the_fastest_scheme_that_passes_its_gate(tiny_models, tmp_pat
             assert list((tmp_path / "out").iterdir()) == []
         else:
             assert sidecar["quantization"] == INT8_ORDER[failing] and sidecar["parity"]["gate"]["passed"]
-    assert tried == INT8_ORDER[: failing + 1]
+    assert tried == INT8_ORDER[: failing + 2]
     retries = [str(w.message) for w in caught if "parity gate failed" in str(w.message)]
-    assert [retry.rsplit(": ", 1)[-1] for retry in retries] == [f"retrying with {s}" for s in tried[1:]]
+    assert [retry.rsplit(": ", 1)[-1] for retry in retries] == [f"retrying with {s}" for s in tried[1 : failing + 1]]
+
+
+def shipped_scheme(path) -> str:
+    """Which ONNX int8 scheme a file was made by, read from its graph (edgebert.export.onnx's INT8_SCHEMES)."""
+    graph = onnx.load(str(path)).graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    integer = [node for node in graph.node if node.op_type == "MatMulInteger"]
+    if not integer:
+        return "blockwise"
+    if any(node.op_type == "MatMulNBits" for node in graph.node):
+        return "mixed"
+    return "dynamic7" if weights[integer[0].input[1]].data_type == onnx.TensorProto.INT8 else "dynamic"
+
+
+D7, DYN, MIX, BLOCK = INT8_ORDER
+
+
+@pytest.mark.parametrize(
+    ("times", "shipped", "races"),
+    [
+        ({D7: 1.0, DYN: 2.0}, D7, [[D7, DYN]]),  # the first to pass is faster than the next: the race stops
+        ({D7: 3.0, DYN: 2.0, MIX: 1.0, BLOCK: 5.0}, MIX, [[D7, DYN], [DYN, MIX], [MIX, BLOCK]]),
+        ({D7: 3.0, DYN: 2.0, MIX: 4.0}, DYN, [[D7, DYN], [DYN, MIX]]),
+        ({D7: 4.0, DYN: 3.0, MIX: 2.0, BLOCK: 1.0}, BLOCK, [[D7, DYN], [DYN, MIX], [MIX, BLOCK]]),
+        ({D7: 2.0, DYN: 1.95}, D7, [[D7, DYN]]),  # 2.5 % faster is within the noise margin: the earlier ships
+    ],
+)
+def test_int8_never_ships_a_scheme_slower_than_the_next_that_passes(
+    tiny_models, tmp_path, monkeypatch, times, shipped, races
+):
+    """Every scheme passes on the tiny model; the race times are made up. The shipped scheme is the winner of each
+    race against the next passing scheme, its file is that scheme's, and the sidecar says what was tried and why."""
+    raced = fixed_race(monkeypatch, times)
+    out = tmp_path / "m.onnx"
+    sidecar = export_model(tiny_models["bert-cls"], "onnx", "int8", width=0.25, depth=0.5, out=out)
+    assert raced == races and sidecar["quantization"] == shipped == shipped_scheme(out)
+    choice = sidecar["quantization_choice"]
+    assert choice["order"] == INT8_ORDER and all(trial["passed"] for trial in choice["tried"])
+    assert {t["scheme"]: t["race_ms"] for t in choice["tried"]} == {s: times[s] for s in sum(races, [])}
+    assert f"{shipped} ships (a later scheme must be 5% faster" in choice["reason"]
+    on_disk = json.loads(sidecar_path(out).read_text())
+    assert on_disk["schema_version"] == 3 and on_disk["quantization_choice"] == choice
+    for edit, error in [({"schema_version": 2}, "needs schema_version 3"), ({"quantization": "x"}, "not a scheme")]:
+        with pytest.raises(ValueError, match=error):
+            Sidecar.model_validate(on_disk | edit)
 
 
 def exact_integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -259,12 +338,13 @@ def exact_integer_matmuls(model: onnx.ModelProto) -> onnx.ModelProto:
     return exact
 
 
-def test_int8_matmuls_compute_the_same_integers_on_every_cpu(tiny_models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("scheme", ["dynamic7", "dynamic"])  # the schemes with MatMulInteger
+def test_int8_matmuls_compute_the_same_integers_on_every_cpu(tiny_models, tmp_path, monkeypatch, scheme):
     """An int8 artifact's integer MatMuls give exact sums, so the gate's verdict holds on any CPU. Old code: int8
     weights, which ORT's x86 kernel without VNNI (AVX2) multiplies by u8 activations in int16 pairs that saturate
     once two adjacent |weights| sum to more than 32767 / 255 (~128): the tiny BERT's gate cosine fell from 0.9997
     to 0.983 on an AVX2-only CPU. The weight check fails on the old code on every CPU; the sums, where it ran."""
-    monkeypatch.setattr("edgebert.export.onnx.INT8_SCHEMES", ["dynamic"])
+    monkeypatch.setattr("edgebert.export.onnx.INT8_SCHEMES", [scheme])
     export_model(tiny_models["bert-cls"], "onnx", "int8", width=0.25, depth=0.5, out=tmp_path / "m.onnx")
     model = onnx.load(str(tmp_path / "m.onnx"))
     weights = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
@@ -286,8 +366,8 @@ def test_broken_artifact_is_refused_and_nothing_is_left(tiny_slices, tmp_path, m
     """Corrupt a weight after conversion: the gate must catch it and leave no artifact behind."""
     real_convert = OnnxExporter.convert
 
-    def convert_then_corrupt(self, source, path, precision, scheme, seq_len, work_dir):
-        real_convert(self, source, path, precision, scheme, seq_len, work_dir)
+    def convert_then_corrupt(self, source, path, precision, scheme, seq_len, work_dir, embeddings):
+        real_convert(self, source, path, precision, scheme, seq_len, work_dir, embeddings)
         model = onnx.load(str(path))
         biggest = max(model.graph.initializer, key=lambda t: len(t.raw_data))
         values = onnx.numpy_helper.to_array(biggest).copy()
@@ -324,6 +404,7 @@ def test_export_cli(tiny_slices, tmp_path, run_cli):
         (["--format", "tflite"], "--seq-len 128 exceeds the model's 40 positions", 1),  # TFLite's default length
         (["--seq-len", "41"], "--seq-len 41 exceeds the model's 40 positions", 1),  # ONNX verifies it too
         (["--width", "0.5"], "already a slice", 1),
+        (["--format", "executorch", "--precision", "fp16"], "executorch writes fp32 and int8, not fp16", 1),
     ],
 )
 def test_export_cli_bad_options(tiny_slices, tmp_path, run_cli, args, message, code):

@@ -25,7 +25,7 @@ from edgebert.export.base import (
 )
 from edgebert.export.onnx import OnnxExporter
 from edgebert.runtimes import SessionOptions, open_session
-from edgebert.sidecar import gate_holds, gate_relation, read_sidecar, sidecar_path
+from edgebert.sidecar import SCHEMA_VERSION, gate_holds, gate_relation, read_sidecar, sidecar_path
 from edgebert.slicing import slice_model
 from tests.artifacts import DOCUMENTED_GATES, nan_classifier_bias
 from tests.models import TINY
@@ -113,8 +113,8 @@ def test_an_artifact_that_outputs_nan_is_refused_and_nothing_written(bert_slice,
 
     real_convert = OnnxExporter.convert
 
-    def convert_then_poison(self, source, path, precision, scheme, seq_len, work_dir):
-        real_convert(self, source, path, precision, scheme, seq_len, work_dir)
+    def convert_then_poison(self, source, path, precision, scheme, seq_len, work_dir, embeddings):
+        real_convert(self, source, path, precision, scheme, seq_len, work_dir, embeddings)
         nan_classifier_bias(path)
         kept = tmp_path / "poisoned.onnx"
         shutil.copy(path, kept)
@@ -220,7 +220,8 @@ def test_onnx_seq_len_is_verified_and_bounded_by_positions(bert_slice, tmp_path,
 def test_sidecar_describes_its_artifact(exported):
     artifact = exported["int8"]
     on_disk = json.loads(sidecar_path(artifact).read_text())
-    assert on_disk["schema_version"] == 1 and on_disk["precision"] == "int8"
+    assert on_disk["schema_version"] == SCHEMA_VERSION and on_disk["precision"] == "int8"
+    assert on_disk["embeddings"] is None  # int8's own table unless --embeddings asks
     assert on_disk["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
     assert on_disk["size_bytes"] == artifact.stat().st_size and on_disk["max_seq_len"] == POSITIONS
     sidecar = read_sidecar(artifact)
@@ -277,7 +278,7 @@ def _nested(depth: int):
         ("parity.cosine", float("nan"), "parity.cosine"),
         ("manifest", _nested(100), "manifest: edgebert_version: missing"),
         ("manifest.width", 1.5, "manifest: width"),
-        ("schema_version", 2, "schema_version"),
+        ("schema_version", SCHEMA_VERSION + 1, "schema_version"),
     ],
 )
 def test_wrong_shaped_sidecars_are_one_line_naming_file_and_field(exported, tmp_path, run_cli, field, value, expected):

@@ -164,6 +164,27 @@ def test_a_real_bench_result_gives_the_slices_shape(result):
     assert measurements_from_result(old)[0].footprint_bytes == max(0, top - memory["rss_before_load_bytes"])
 
 
+def test_a_gated_ffn_counts_its_three_matrices():
+    """ModernBERT's GeGLU FFN multiplies by input, gate and output matrices: the projection term counts three D x F
+    products."""
+    from edgebert.subnet import Architecture, subnetwork
+
+    arch = Architecture(12, 12, 48, 4, 96, 120, 40, 0, True, 3, layers="modernbert")
+    s = Shape.of(arch, subnetwork(arch, 0.5, 0.75), 2, 64)
+    assert (s.inner, s.ffn, s.layers, s.ffn_matrices) == (24, 48, 9, 3)
+    projections = 2 * s.seq_len * (4 * s.hidden * s.inner + 3 * s.hidden * s.ffn) * s.batch * s.layers / 1e9
+    assert s.features()[1] == pytest.approx(projections, rel=1e-12)
+
+
+def test_a_modernbert_bench_result_counts_three_ffn_matrices(result):
+    """A bench result's shape takes the FFN's matrices from its source's model type."""
+    from dataclasses import replace
+
+    manifest = {**result["manifest"], "source": {**result["manifest"]["source"], "model_type": "modernbert"}}
+    read = measurements_from_result({**result, "manifest": manifest})[0].shape
+    assert read == replace(measurements_from_result(result)[0].shape, ffn_matrices=3)
+
+
 def test_calibration_files_are_checked(result, tmp_path):
     from edgebert.bench import append_result
 

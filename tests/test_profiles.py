@@ -67,7 +67,7 @@ def test_local_threads_auto_means_usable_cores():
         ("bad-types.yaml", ["threads: expected a whole number", "runs: input should be a valid integer", "clock_ghz"]),
         ("unknown-keys.yaml", ["warmup: unknown key (did you mean warmup_runs?", "hardware.ram: unknown key"]),
         ("negative-threads.yaml", ["threads: expected a whole number of threads from 1 to 256, or 'auto' (got -2)"]),
-        ("unknown-runtime.yaml", ["runtime: input should be 'onnxruntime' or 'litert' (got 'tensorrt')"]),
+        ("unknown-runtime.yaml", ["runtime: input should be 'onnxruntime', 'litert' or 'executorch' (got 'tensorrt')"]),
         ("not-yaml.yaml", ["not valid YAML at line 3"]),
         ("empty.yaml", ["empty file, expected a mapping"]),
     ],

@@ -118,6 +118,42 @@ def test_rewired_model_keeps_outputs_and_applies_the_order(labelled_classifier, 
         assert ordered == sorted(ordered, reverse=True)
 
 
+def test_fused_tensors_move_in_every_block(classifiers, dev_file, tmp_path, run_cli):
+    """ModernBERT's Wqkv (Q, K and V heads stacked) and GeGLU's Wi (inputs and gates stacked) move per head and per
+    neuron in each block; stock transformers loads the result and its logits are unchanged."""
+    source = classifiers("modernbert")
+    result = run_cli("rewire", source, "--data", dev_file, "--out", tmp_path / "rewired", "--json")
+    assert result.code == 0, result.stderr
+    manifest = json.loads((tmp_path / "rewired" / REWIRE_MANIFEST).read_text())
+    before = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
+    after = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "rewired").eval()
+    assert type(after).__name__ == "ModernBertForSequenceClassification"
+    data = read_dataset(dev_file)
+    inputs = stock_tokenizer(source)(data.first, data.second, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert (before(**inputs).logits - after(**inputs).logits).abs().max() <= 1e-5
+
+    config = before.config
+    size, inner, ffn = config.hidden_size // config.num_attention_heads, config.hidden_size, config.intermediate_size
+    for index in (0, 4):  # layer 0 has no attention norm
+        old, new = before.model.layers[index], after.model.layers[index]
+        heads, neurons = manifest["head_order"][index], manifest["neuron_order"][index]
+        assert heads != sorted(heads) and neurons != sorted(neurons)
+        for block in range(3):  # Q, K, V
+            for position, head in enumerate(heads):
+                start, was = block * inner + position * size, block * inner + head * size
+                assert torch.equal(new.attn.Wqkv.weight[start : start + size], old.attn.Wqkv.weight[was : was + size])
+        assert torch.equal(
+            new.attn.Wo.weight, old.attn.Wo.weight[:, [h * size + i for h in heads for i in range(size)]]
+        )
+        for block in range(2):  # GeGLU's inputs, then its gates
+            assert torch.equal(
+                new.mlp.Wi.weight[block * ffn : (block + 1) * ffn],
+                old.mlp.Wi.weight[block * ffn + torch.tensor(neurons)],
+            )
+        assert torch.equal(new.mlp.Wo.weight, old.mlp.Wo.weight[:, neurons])
+
+
 def test_unlabelled_text_uses_the_models_predictions(labelled_classifier, tmp_path):
     text = tmp_path / "sentences.txt"
     text.write_text("\n".join(f"{a} {b}" for a, b in sentences(12, seed=3)) + "\n")
@@ -142,8 +178,8 @@ def test_a_wrong_permutation_is_caught(labelled_classifier, dev_file, monkeypatc
 
     real = rewire.permute_state
 
-    def broken(state, head_size, head_order, neuron_order):
-        permuted = real(state, head_size, head_order, neuron_order)
+    def broken(state, arch, head_order, neuron_order):
+        permuted = real(state, arch, head_order, neuron_order)
         key = "encoder.layer.0.attention.self.key.weight"
         permuted[key] = state[key]  # keys left in the old head order
         return permuted

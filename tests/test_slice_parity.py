@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import transformers
 
 from edgebert.checkpoint import load_checkpoint
 from edgebert.export import EXPORTERS
+from edgebert.runtimes import runtime_for_format
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import parameter_count, subnetwork
 from tests.models import EVERY_GRID_POINT, KIND_NAMES, padded_batch
@@ -61,9 +63,14 @@ def check_point(checkpoint, full, width: float, depth: float, batch) -> None:
     heads, neurons, layers = official_rule(arch.num_layers, arch.num_heads, arch.intermediate_size, width, depth)
     assert sliced.manifest["layers_kept"] == layers
     assert sliced.manifest["heads_kept"] == heads and sliced.manifest["ffn_neurons_kept"] == neurons
-    query = sliced.model.base_model.encoder.layer[0].attention.self.query.weight
+    base = sliced.model.base_model
+    if arch.layers == "modernbert":  # fused Q, K, V
+        query = base.layers[0].attn.Wqkv.weight[: heads * arch.head_size]
+        assert base.layers[0].attn.Wqkv.weight.shape[0] == 3 * heads * arch.head_size
+    else:
+        query = base.encoder.layer[0].attention.self.query.weight
     assert query.shape == (heads * arch.head_size, arch.hidden_size)
-    assert len(sliced.model.base_model.encoder.layer) == len(layers)
+    assert len(base.layers if arch.layers == "modernbert" else base.encoder.layer) == len(layers)
     count = sum(p.numel() for p in sliced.model.parameters())
     assert count == parameter_count(arch, subnetwork(arch, width, depth))
     assert_outputs_match(sliced.model, masked_subnetwork(full, width, depth), batch)
@@ -123,6 +130,12 @@ def run_artifact(artifact: Path, feeds: dict) -> np.ndarray:
         runner = interpreter.Interpreter(model_path=str(artifact)).get_signature_runner()
         inputs = {name: feeds[name].astype(d["dtype"]) for name, d in runner.get_input_details().items()}
         return next(iter(runner(**inputs).values()))
+    if artifact.suffix == ".pte":  # no tensor names in a .pte: the exporter's signature method lists the inputs
+        runtime = pytest.importorskip("executorch.runtime")
+        program = runtime.Runtime.get().load_program(artifact)
+        specs = json.loads(program.load_method("edgebert_signature").execute([])[0])["inputs"]
+        inputs = [torch.from_numpy(feeds[spec["name"]].astype(spec["dtype"])) for spec in specs]
+        return program.load_method("forward").execute(inputs)[0].numpy()
     raise AssertionError(f"no runner for {artifact.suffix} artifacts here: add one for the new exporter")
 
 
@@ -132,7 +145,7 @@ def test_roberta_artifact_left_padding_matches_transformers(tiny_models, tmp_pat
     from edgebert.export import export_model
 
     seq_len, width, depth = 12, 0.25, 0.5  # the smallest slice: the conversion takes seconds per layer
-    artifact = tmp_path / f"roberta.{fmt}"
+    artifact = tmp_path / f"roberta{runtime_for_format(fmt).suffix}"
     export_model(tiny_models["roberta-cls"], fmt, "fp32", width=width, depth=depth, seq_len=seq_len, out=artifact)
     batch = padded_batch("roberta", seq_len)
     left = {name: batch[name][3:] for name in ("input_ids", "attention_mask")}  # the left-padded row

@@ -40,15 +40,23 @@ def encoder_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exports(labelled_classifier, encoder_dir, tiny_models, tmp_path_factory) -> dict:
+def distilbert_dir(tmp_path_factory):
+    """tests.labelled's classifier as a DistilBERT (WordPiece, no token types), with the same vocabulary and labels."""
+    return build_classifier(tmp_path_factory.mktemp("distilbert") / "distilbert", kind="distilbert")
+
+
+@pytest.fixture(scope="module")
+def exports(labelled_classifier, encoder_dir, distilbert_dir, tiny_models, tmp_path_factory) -> dict:
     """{kind: (tflite path, sidecar)}: the labelled classifier's every precision added into one bundle folder, a
-    bare encoder's bundle (fp32 only), a RoBERTa encoder as one file (`--out x.tflite`). Never modified."""
+    bare encoder's bundle (fp32 only), a DistilBERT classifier's (fp32), a RoBERTa encoder as one file
+    (`--out x.tflite`). Never modified."""
     root, cache = tmp_path_factory.mktemp("mediapipe"), tmp_path_factory.mktemp("fp32-conversions")
     jobs = {
         "cls": (labelled_classifier, "fp32", "classifier-tflite"),
         "cls-fp16": (labelled_classifier, "fp16", "classifier-tflite"),
         "cls-int8": (labelled_classifier, "int8", "classifier-tflite"),
         "enc": (encoder_dir, "fp32", "encoder-tflite"),
+        "distilbert": (distilbert_dir, "fp32", "distilbert-tflite"),
     }
     convert, converted = TfliteExporter.to_fp32, {}
 
@@ -127,7 +135,7 @@ def read_metadata(path) -> tuple[bytes, list[str], list[str], dict[int, str]]:
     return buffer, inputs, outputs, entries
 
 
-@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "enc"])
+@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "enc", "distilbert"])
 def test_metadata_names_the_inputs_tokenizer_and_labels_mediapipe_reads(exports, labelled_classifier, kind):
     path, sidecar = exports[kind]
     buffer, inputs, outputs, _ = read_metadata(path)
@@ -146,18 +154,19 @@ def test_metadata_names_the_inputs_tokenizer_and_labels_mediapipe_reads(exports,
     meaning = [sidecar["output_meaning"][name] for name in outputs]
     assert [_string(t, 0) for t in heads] == meaning
     labelled = [[_file(f) for f in _children(t, 6)] for t in heads]
-    assert labelled == ([[("labels.txt", 2)]] if kind.startswith("cls") else [[]] * len(heads))  # TENSOR_AXIS_LABELS
+    classifier = kind != "enc"
+    assert labelled == ([[("labels.txt", 2)]] if classifier else [[]] * len(heads))  # TENSOR_AXIS_LABELS
 
     with zipfile.ZipFile(path) as archive:  # associated files: stored (MediaPipe maps them in place)
         assert all(info.compress_type == zipfile.ZIP_STORED for info in archive.infolist())
         assert archive.read("vocab.txt") == (labelled_classifier / "vocab.txt").read_bytes()
         names = sorted(archive.namelist())
-        if kind.startswith("cls"):
+        if classifier:
             assert archive.read("labels.txt").decode().splitlines() == ["neg", "pos"]  # the config's id2label
-    assert names == (["labels.txt", "vocab.txt"] if kind.startswith("cls") else ["vocab.txt"])
+    assert names == (["labels.txt", "vocab.txt"] if classifier else ["vocab.txt"])
 
 
-@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "enc", "roberta"])
+@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "enc", "roberta", "distilbert"])
 def test_litert_runs_the_file_as_its_sidecar_describes(exports, kind):
     path, sidecar = exports[kind]
     assert sidecar["parity"]["gate"]["passed"]  # the gate ran on the file with its metadata
@@ -197,6 +206,27 @@ def test_the_sentence_embedding_is_transformers_mean_pooling(exports, encoder_di
         np.testing.assert_allclose(embedding, mean_pooled(encoder_dir, sentence), atol=1e-4)
 
 
+def test_distilbert_takes_the_segment_ids_mediapipe_feeds_and_ignores_them(exports, distilbert_dir):
+    """MediaPipe runs BERT models of exactly three inputs: DistilBERT's file takes segment ids too, and its logits
+    are transformers' own DistilBertForSequenceClassification's on the ids alone."""
+    import torch
+    import transformers
+
+    path, sidecar = exports["distilbert"]
+    assert {spec["name"] for spec in sidecar["inputs"]} == {"input_ids", "attention_mask", "token_type_ids"}
+    stock = transformers.DistilBertForSequenceClassification.from_pretrained(distilbert_dir).eval()
+    for sentence in TEXTS:
+        encoded = tokenizer_for(VOCAB)(sentence.lower(), padding="max_length", max_length=FIXED, return_tensors="pt")
+        with torch.no_grad():
+            expected = stock(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
+        (logits,) = litert_outputs(path, sidecar, sentence)
+        np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4)
+        encoded["token_type_ids"][:] = 1  # ignored
+        session = open_session(path, SessionOptions.recorded(1, sidecar["runtime"], sidecar["signature_key"]))
+        (ignored,) = session.run({name: encoded[name].numpy().astype(np.int32) for name in encoded})
+        np.testing.assert_array_equal(ignored, logits)
+
+
 def test_roberta_export_has_no_tokenizer_metadata(exports):
     buffer, _, _, entries = read_metadata(exports["roberta"][0])
     assert buffer == b"" and "TFLITE_METADATA" not in entries
@@ -234,7 +264,7 @@ def litert_outputs(path, sidecar, text: str) -> list[np.ndarray]:
     return session.run({name: encoded[name].astype(np.int32) for name in encoded})
 
 
-@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8"])
+@pytest.mark.parametrize("kind", ["cls", "cls-fp16", "cls-int8", "distilbert"])
 def test_mediapipe_text_classifier_runs_the_export(exports, kind):
     text = pytest.importorskip("mediapipe.tasks.python.text")
     from mediapipe.tasks.python.core.base_options import BaseOptions

@@ -67,8 +67,8 @@ def bundles(models) -> dict:
     with tflite_converted_once(root / "fp32-conversions"):
         return {
             (fmt, precision): export_model(models["pruned"], fmt, precision, seq_len=FIXED, out=root / f"pruned-{fmt}")
-            for fmt in EXPORTERS
-            for precision in PRECISIONS
+            for fmt, exporter in EXPORTERS.items()
+            for precision in exporter.precisions
         }
 
 
@@ -88,8 +88,9 @@ def plain_logits(models: dict, texts: list[str], **padding) -> np.ndarray:
 # --- export -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("fmt", list(EXPORTERS))
+@pytest.mark.parametrize(
+    ("fmt", "precision"), [(fmt, precision) for fmt, exporter in EXPORTERS.items() for precision in exporter.precisions]
+)
 def test_every_format_and_precision_of_a_pruned_slice_passes_its_gate(models, bundles, fmt, precision):
     sidecar = bundles[fmt, precision]
     assert_gate(sidecar, precision)

@@ -439,7 +439,7 @@ def test_min_count_needs_a_source_and_a_positive_count(run_cli, wordpiece_bert, 
     assert zero.code == 2 and "--vocab-min-count" in zero.stderr and len(zero.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta"])
+@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta", "modernbert"])
 def test_a_tokenizer_not_wordpiece_is_refused_with_the_reason(run_cli, tiny_models, work, source_texts, kind):
     result = slice_with(run_cli, tiny_models[f"{kind}-cls"], work, "--vocab-from", source_texts)
     assert_refused(result, work, "merge by the ids of the two tokens it joins")

@@ -105,6 +105,8 @@ def print_result(result: dict[str, Any], appended_to: Path | None = None) -> Non
     )
     summary = Table(title=title, show_header=False, title_justify="left")
     precision = result["artifact"]["precision"] or "precision unknown"
+    if result["artifact"].get("embeddings"):  # results before the field have none
+        precision += f" ({result['artifact']['embeddings']} word embeddings)"
     summary.add_row("artifact", f"{megabytes(result['artifact']['size_bytes'])}, {precision}")
     summary.add_row("runtime", runtime)
     summary.add_row(

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgebert.cli.options import FormatOpt, JsonOpt, ModelArg, PrecisionOpt, check_depth, check_width, default_is
+from edgebert.cli.options import (
+    EmbeddingsOpt,
+    FormatOpt,
+    JsonOpt,
+    ModelArg,
+    PrecisionOpt,
+    check_depth,
+    check_width,
+    default_is,
+)
 from edgebert.cli.output import console, megabytes, print_notes, show
 from edgebert.cli.progress import Progress
 from edgebert.manifests import manifest_warnings
@@ -19,6 +28,7 @@ def export_command(
     model: ModelArg = None,
     format: FormatOpt = "onnx",
     precision: PrecisionOpt = "fp32",
+    embeddings: EmbeddingsOpt = None,
     width: Annotated[
         float | None, typer.Option(help="Slice a full checkpoint at this width first.", callback=check_width)
     ] = None,
@@ -37,8 +47,8 @@ def export_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="A bundle folder (config, tokenizer, labels; onnx/<file> or <file>.tflite) "
-            f"{default_is('<model>-w<W>-d<D>-<format>')}, or one file when it ends in .onnx or .tflite."
+            help="A bundle folder (config, tokenizer, labels; onnx/<file>, <file>.tflite or <file>.pte) "
+            f"{default_is('<model>-w<W>-d<D>-<format>')}, or one file when it ends in .onnx, .tflite or .pte."
         ),
     ] = None,
     force: Annotated[
@@ -62,6 +72,7 @@ def export_command(
             out=out,
             force=force,
             verify=not no_verify,
+            embeddings=embeddings,
         )
     show(sidecar, json, print_sidecar)
 
@@ -75,7 +86,16 @@ def print_sidecar(sidecar: dict[str, Any]) -> None:
     table = Table(title=f"Wrote {written}", show_header=False, title_justify="left")
     table.add_row("sub-network", f"width {manifest['width']:g} x depth {manifest['depth']:g}")
     table.add_row("format / precision", f"{sidecar['format']} {sidecar['precision']}")
+    if len(sidecar["quantization_choice"]["order"]) > 1:  # the gate chose among schemes: which and why
+        table.add_row("scheme", f"{sidecar['quantization']} ({sidecar['quantization_choice']['reason']})")
     table.add_row("size", megabytes(sidecar["size_bytes"]))
+    if sidecar["embeddings"] is not None:
+        embeddings = sidecar["embeddings"]
+        table.add_row(
+            "word embeddings",
+            f"{embeddings['storage']}, blocks of {embeddings['block_size']}: {megabytes(embeddings['bytes_saved'])} "
+            f"smaller than with {sidecar['precision']}'s",
+        )
     table.add_row("runtime", f"{sidecar['runtime']['name']} {sidecar['runtime']['version']}")
     for kind in ("inputs", "outputs"):
         table.add_row(kind, ", ".join(describe_tensor(t, sidecar["output_meaning"]) for t in sidecar[kind]))

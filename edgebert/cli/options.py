@@ -16,7 +16,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from edgebert.data import Columns, parse_label_column, parse_text_columns
 from edgebert.errors import EdgebertError, OptionError
 from edgebert.manifests import shown
-from edgebert.precisions import PRECISIONS
+from edgebert.precisions import EMBEDDINGS, EMBEDDINGS_PRECISION, PRECISIONS
 from edgebert.profiles import check_profile_name, shipped_names
 from edgebert.runtimes import FORMATS
 from edgebert.subnet import check_fractions
@@ -145,6 +145,14 @@ ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP, callback=checked(che
 ProfileArg = Annotated[str, typer.Argument(help=PROFILE_HELP)]
 FormatOpt = Annotated[str, typer.Option("--format", help=f"{either(FORMATS)}.", callback=choice_of(FORMATS))]
 PrecisionOpt = Annotated[str, typer.Option(help=f"{either(PRECISIONS)}.", callback=choice_of(PRECISIONS))]
+EmbeddingsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=f"Store the word-embedding table in {either(EMBEDDINGS)} (blockwise; --precision {EMBEDDINGS_PRECISION} "
+        f"only, through the same gate) {default_is('as the precision')}.",
+        callback=choice_of(EMBEDDINGS),
+    ),
+]
 TextColumnOpt = Annotated[
     str | None,
     typer.Option(

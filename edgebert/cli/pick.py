@@ -19,6 +19,7 @@ from rich.table import Table
 from edgebert import __version__
 from edgebert.atomic import refuse_existing, staged_outputs
 from edgebert.cli.options import (
+    EmbeddingsOpt,
     JsonOpt,
     ModelArg,
     ProfileOpt,
@@ -115,6 +116,7 @@ def pick_command(
     label_column: Annotated[str | None, typer.Option(help="Only eval results read through this target column.")] = None,
     vocab_from: VocabFromOpt = None,
     vocab_min_count: VocabMinCountOpt = 1,
+    embeddings: EmbeddingsOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Write a latency-memory Pareto plot (PNG).")] = None,
     export: Annotated[Path | None, typer.Option(help="Export the chosen artifact into this directory.")] = None,
     force: Annotated[
@@ -160,6 +162,7 @@ def pick_command(
             columns=columns,
             vocab_from=vocab_from or (),
             vocab_min_count=vocab_min_count,
+            embeddings=embeddings,
         )
         if plot is not None:
             with staged_outputs(plot, **plot_output) as (staged,):
@@ -196,7 +199,7 @@ def print_report(report: PickReport, plot: Path | None = None) -> None:
             "[bold green]>[/]" if report.is_choice(row) else "",
             f"{row.width:g}",
             f"{row.depth:g}",
-            row.precision,
+            row.precision_label,
             f"{row.encoder_flops_seq128 / 1e9:.1f}",
             f"{row.size_bytes / 1e6:.1f}{'' if row.size_source == 'exported' else '*'}",
             f"{row.memory_bytes / 1e6:.1f} {SOURCE_MARKS[row.memory_source]}",

@@ -16,6 +16,7 @@ import numpy as np
 from edgebert.demo import demo_checkpoint_dir
 from edgebert.errors import EdgebertError
 from edgebert.inputs import random_tokens, role_arrays
+from edgebert.layout import FAMILIES
 from edgebert.runtimes import LITERT_NOISE, Session, native_stderr_without
 from edgebert.sidecar import gate_holds, gate_relation
 from edgebert.slicing import MANIFEST_FILE, default_output_dir, load_slice, open_checkpoint, slice_checkpoint
@@ -65,15 +66,28 @@ class Exporter(Protocol):
     name: str
     fixed_batch_size: int | None  # the batch every artifact of this format is fixed to; None: dynamic
     sentence_embedding: bool  # encoders get a mean-pooled `sentence_embedding` as their first output
+    segment_ids: bool  # a WordPiece model without token types takes token_type_ids anyway, ignored (`load_source`)
     required_modules: tuple[str, ...]  # checked before any slow work, for the `pip install` hint
+    precisions: tuple[str, ...]  # the precisions (`edgebert.precisions.PRECISIONS`) the format writes
+    embeddings: dict[str, int]  # each `export --embeddings` storage the format writes, and its block size
 
     def schemes(self, precision: str) -> list[str]:
         """How to reach `precision`, preferred (fastest) first; the next is tried when the gate fails."""
         ...
 
     def convert(
-        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int | None, work_dir: Path
-    ) -> None: ...
+        self,
+        source: ExportSource,
+        path: Path,
+        precision: str,
+        scheme: str,
+        seq_len: int | None,
+        work_dir: Path,
+        embeddings: str | None,
+    ) -> int | None:
+        """Write the artifact; with `embeddings` (one of `embeddings`, int8 only), the word-embedding table in that
+        storage, returning the bytes it saved against the same artifact without it (None without)."""
+        ...
 
     def verify_batches(self, source: ExportSource, seq_len: int | None) -> list[dict[str, np.ndarray]]:
         """Padded batches the gate runs, of shapes not used at conversion (and at `seq_len` when one is given)."""
@@ -241,12 +255,18 @@ def tokenizer_source(model: str | Path | None) -> Path:
 
 
 def load_source(
-    model: str | Path | None, width: float | None, depth: float | None, sentence_embedding: bool = False
+    model: str | Path | None,
+    width: float | None,
+    depth: float | None,
+    sentence_embedding: bool = False,
+    segment_ids: bool = False,
 ) -> ExportSource:
     """A slice directory as written by `edgebert slice`, or any checkpoint sliced in memory.
 
     `sentence_embedding`: an encoder's first output is its masked mean-pooled sentence embedding
-    (what sentence-transformers' MiniLM computes), ahead of the hidden states.
+    (what sentence-transformers' MiniLM computes), ahead of the hidden states. `segment_ids`: a WordPiece model
+    without token types (DistilBERT) takes token_type_ids all the same and ignores them, as MediaPipe runs only
+    BERT models of exactly three inputs.
     """
     path = Path(model) if model is not None else None
     if path is not None and (path / MANIFEST_FILE).is_file():
@@ -265,7 +285,9 @@ def load_source(
     else:
         outputs = ["sentence_embedding"] if sentence_embedding else []
         outputs += ["last_hidden_state"] + (["pooler_output"] if config.add_pooling_layer else [])
-    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size > 1 else [])
+    family = FAMILIES[config.source_model_type]
+    ignored = segment_ids and family.wordpiece and not family.token_types
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size > 1 or ignored else [])
     max_seq_len = config.max_seq_len
     return ExportSource(
         sliced_model,

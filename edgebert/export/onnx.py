@@ -10,6 +10,7 @@ import numpy as np
 
 from edgebert.errors import require
 from edgebert.export.base import VERIFY_SEED, ExportSource, quiet_tools, sample_inputs
+from edgebert.precisions import PRECISIONS
 
 if TYPE_CHECKING:
     import onnx
@@ -30,8 +31,17 @@ VERIFY_SHAPE = (8, 37)
 # it by < 0.004, and leaving any single MatMul in fp32 by < 0.005. "blockwise": MatMulNBits, 8-bit
 # weights and activations quantized per block of 128 everywhere (cosine 0.997 on MiniLM), 1.5x fp32:
 # the last resort. benchmarks/int8_onnx.py measures all three side by side.
-INT8_SCHEMES = ["dynamic", "mixed", "blockwise"]
-INT8_QUANTIZERS = ("mixed", "dynamic", "blockwise")
+# "dynamic7", tried first: "dynamic" with int8 weights cut to 7 bits (ORT's `reduce_range`, -64..64), which keeps
+# every u8 x s8 pair sum below int16's limit (255 x 64 x 2 = 32640), so AVX2's vpmaddubsw cannot saturate and the
+# gate's verdict holds on every CPU, as with uint8 weights; AVX-512 VNNI runs u8 x s8 natively. On an AMD EPYC with
+# avx512_vnni, 1 thread, seq 128 (issue 23): demo BERT-base 90.8 ms against 184.0 ("dynamic"), 180.9 ("mixed") and
+# 176.6 ("blockwise"); (0.25, 1) 26.1 against 49.6, 48.8 and 52.9; MiniLM 15.0 against 26.2, 26.2, 28.5. The bit it
+# drops costs accuracy where outliers are (MiniLM's gate cosine 0.985 -> 0.930, the demo's stays 0.9997), so it is
+# a scheme the gate decides per model, not a replacement for "dynamic".
+# Measured speeds differ between CPUs (blockwise beat "dynamic" on the VNNI EPYC above), so the gate does not trust
+# this order alone: `export_model` times the first scheme that passes against the next one that passes (SCHEME_RACE).
+INT8_SCHEMES = ["dynamic7", "dynamic", "mixed", "blockwise"]
+INT8_QUANTIZERS = ("mixed", "dynamic", "blockwise", "dynamic7")
 # The dynamic MatMuls' weights are uint8 (per output channel, with zero points), not int8, so that every CPU
 # computes the integers the graph means and the gate's verdict holds wherever the artifact runs. With int8
 # weights, ORT's x86 kernel for CPUs without VNNI (AVX2; AVX-512 without VNNI) multiplies the u8 activations by
@@ -49,19 +59,41 @@ INT8_WEIGHTS = "QUInt8"  # an onnxruntime.quantization.QuantType
 # sidecar carries it for `bench` and users.
 INT8_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 BLOCK_SIZE = 128
+# `export --embeddings int4`: after the int8 MatMuls, the word-embedding lookup (the Gather of input_ids) becomes
+# ORT's GatherBlockQuantized: ORT's own asymmetric 4-bit quantizer (uint4, a zero point per block) along each row,
+# fp16 scales (fp32 ones added 0.73 MB to MiniLM's table and < 0.0005 to the cosine), the row cast back to fp32.
+# The gate's cosine on all-MiniLM-L6-v2 at (0.25, 0.5) "dynamic" / (1, 1) "mixed" (blocks of 32, 64, 128): int8
+# table 0.9980 / 0.9928; asymmetric 0.9958, 0.9947, 0.9916 / 0.9908, 0.9908, 0.9893 (fails: "blockwise" 0.9944);
+# symmetric (int4, no zero point) 0.9944, 0.9922, 0.9859 / 0.9901, 0.9894, 0.9848, and least-squares clipping did
+# not help it. Blocks of 64 keep MiniLM on "mixed" at 60 % of the (0.25, 0.5) file (13.55 -> 8.15 MB); 32 would
+# be 63 %. Positions and token types stay 8-bit (0.2 MB of MiniLM's tables). The cost is time: ORT 1.32's
+# GatherBlockQuantized kernel took 4.3 us a token (the 8-bit Gather and DequantizeLinear 0.16), the (0.25, 0.5)
+# slice 15-18 % slower at batch 1; the same lookup written as standard ops (Gather of packed bytes, Mod and BitShift
+# for the nibbles, Sub, Mul) measured 1.3 us a token, an option if that matters.
+INT4_EMBEDDINGS_BLOCK = 64
 
 
 class OnnxExporter:
     name, fixed_batch_size = "onnx", None
     sentence_embedding = False  # clients pool last_hidden_state themselves (transformers.js, Optimum)
+    segment_ids = False  # an input only the model's token types use, as Optimum's and transformers.js' exports
     required_modules = ("torch", "onnx", "onnxruntime")
+    precisions = PRECISIONS
+    embeddings = {"int4": INT4_EMBEDDINGS_BLOCK}
 
     def schemes(self, precision: str) -> list[str]:
         return INT8_SCHEMES if precision == "int8" else [precision]
 
     def convert(
-        self, source: ExportSource, path: Path, precision: str, scheme: str, seq_len: int | None, work_dir: Path
-    ) -> None:
+        self,
+        source: ExportSource,
+        path: Path,
+        precision: str,
+        scheme: str,
+        seq_len: int | None,
+        work_dir: Path,
+        embeddings: str | None,
+    ) -> int | None:
         """Trace to fp32 ONNX, then derive fp16 (weights and activations) or int8 (see INT8_SCHEMES).
 
         The TorchScript exporter (`dynamo=False`) is used on purpose: on torch 2.13 it exported
@@ -95,7 +127,13 @@ class OnnxExporter:
             self._to_fp16(fp32_path, path)
         elif precision == "int8":
             self._to_int8(fp32_path, path, work_dir, scheme)
+        saved = None
+        if embeddings is not None:  # the export refuses it for other precisions
+            before = path.stat().st_size
+            int4_word_embeddings(path, source.model.get_input_embeddings().weight.detach().numpy())
+            saved = before - path.stat().st_size
         self._add_metadata(path, source.manifest)
+        return saved
 
     @staticmethod
     def _to_fp16(fp32_path: Path, path: Path) -> None:
@@ -113,8 +151,8 @@ class OnnxExporter:
 
         Every scheme's embedding tables come from quantize_dynamic's Gather: ORT quantizes a Gather's data as
         an activation, uint8 with one scale per table. On all-MiniLM-L6-v2, quantizing its tables alone gives
-        a cosine of 0.9989 against fp32; ORT 1.32's blockwise GatherBlockQuantized takes 4 bits only, and
-        0.9956 at blocks of 32 would eat most of the margin "mixed" (0.993) has over the int8 gate (0.99).
+        a cosine of 0.9989 against fp32; 4 bits (ORT's GatherBlockQuantized) eat most of the margin "mixed" (0.993)
+        has over the int8 gate (0.99), so they are an option: `int4_word_embeddings`, after this.
         """
         quantization = require("onnxruntime.quantization", "ONNX int8 quantization")
         onnx = require("onnx", "ONNX int8 quantization")
@@ -139,8 +177,9 @@ class OnnxExporter:
             quantization.quantize_dynamic(  # MatMulNBits nodes are not MatMuls: only what is left is quantized
                 str(gathers_from),
                 str(path),
-                weight_type=quantization.QuantType[INT8_WEIGHTS],
+                weight_type=quantization.QuantType["QInt8" if scheme == "dynamic7" else INT8_WEIGHTS],
                 per_channel=True,
+                reduce_range=scheme == "dynamic7",
                 op_types_to_quantize=["Gather"] if scheme == "blockwise" else ["MatMul", "Gather"],
                 extra_options={"MatMulConstBOnly": True},
             )
@@ -164,7 +203,60 @@ class OnnxExporter:
         return None  # dynamic axes
 
     def runtime_options(self, precision: str, scheme: str) -> dict:
-        return {"disabled_optimizers": INT8_DISABLED_OPTIMIZERS} if scheme in ("dynamic", "mixed") else {}
+        return {"disabled_optimizers": INT8_DISABLED_OPTIMIZERS} if scheme in ("dynamic7", "dynamic", "mixed") else {}
+
+
+def int4_word_embeddings(path: Path, table: np.ndarray) -> None:
+    """Store the word-embedding table of the ONNX file at `path` in 4 bits (INT4_EMBEDDINGS_BLOCK): its lookup, the
+    Gather of input_ids (and the DequantizeLinear that int8 puts after it), becomes a GatherBlockQuantized of `table`
+    (the fp32 weights, not the 8-bit ones: quantizing twice would add both errors)."""
+    onnx = require("onnx", "ONNX embedding quantization")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantizer
+
+    model = onnx.load(str(path))
+    graph, nodes = model.graph, list(model.graph.node)
+    lookup = next(node for node in nodes if node.op_type == "Gather" and node.input[1] == "input_ids")
+    replaced = [lookup] + [
+        node for node in nodes if node.op_type == "DequantizeLinear" and node.input[0] == lookup.output[0]
+    ]
+    output = replaced[-1].output[0]
+    quantized, scales, zero_points = DefaultWeightOnlyQuantizer.quantize_ndarray(
+        table, 1, INT4_EMBEDDINGS_BLOCK, is_symmetric=False
+    )
+    name = "word_embeddings_int4"
+    tensors = [
+        helper.make_tensor(name, TensorProto.UINT4, table.shape, quantized.tobytes(), raw=True),
+        numpy_helper.from_array(scales.astype(np.float16), f"{name}_scales"),
+        helper.make_tensor(f"{name}_zero_points", TensorProto.UINT4, scales.shape, zero_points.tobytes(), raw=True),
+    ]
+    new_nodes = [
+        helper.make_node(
+            "GatherBlockQuantized",
+            [name, "input_ids", f"{name}_scales", f"{name}_zero_points"],
+            [f"{output}_fp16"],
+            name=f"{name}/GatherBlockQuantized",
+            domain="com.microsoft",
+            gather_axis=0,
+            quantize_axis=1,
+            block_size=INT4_EMBEDDINGS_BLOCK,
+        ),
+        helper.make_node("Cast", [f"{output}_fp16"], [output], name=f"{name}/Cast", to=TensorProto.FLOAT),
+    ]
+    at = nodes.index(lookup)  # the first replaced node: what precedes it is kept in order (topological)
+    gone = {id(node) for node in replaced}
+    graph.ClearField("node")
+    graph.node.extend(nodes[:at] + new_nodes + [node for node in nodes[at:] if id(node) not in gone])
+    used = {name for node in graph.node for name in node.input}
+    inputs = {name for node in replaced for name in node.input}
+    unused = [tensor for tensor in graph.initializer if tensor.name in inputs and tensor.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    graph.initializer.extend(tensors)
+    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    model.ir_version = max(model.ir_version, 10)  # 4-bit tensors; the opsets stay
+    onnx.save(model, str(path))
 
 
 def _not_ffn_down(model: onnx.ModelProto) -> list[str]:

@@ -138,7 +138,9 @@ PROFILE_HELP = f"A shipped profile ({either(shipped_names())}) or a YAML file."
 
 ModelArg = Annotated[
     Path | None,
-    typer.Argument(help="A (Dyna)BERT, RoBERTa, XLM-R or ELECTRA directory; omit it for the built-in demo model."),
+    typer.Argument(
+        help="A (Dyna)BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT or ModernBERT directory; omit it for the demo model."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ProfileOpt = Annotated[str, typer.Option(help=PROFILE_HELP, callback=checked(check_profile_name))]

@@ -20,7 +20,8 @@ from edgebert.train import TrainConfig
 from edgebert.train import train as run_training
 from edgebert.train.optim import ROBERTA_WARMUP
 
-ModelPath = Annotated[Path, typer.Argument(help="A fine-tuned BERT, RoBERTa, XLM-R or ELECTRA directory (teacher).")]
+TEACHER_HELP = "A fine-tuned BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT or ModernBERT directory (teacher)."
+ModelPath = Annotated[Path, typer.Argument(help=TEACHER_HELP)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an output edgebert wrote earlier.")]
 DEFAULTS = TrainConfig()  # every option's default is the library's
 

@@ -39,7 +39,7 @@ VERIFY_SHAPE = (8, 37)
 # drops costs accuracy where outliers are (MiniLM's gate cosine 0.985 -> 0.930, the demo's stays 0.9997), so it is
 # a scheme the gate decides per model, not a replacement for "dynamic".
 # Measured speeds differ between CPUs (blockwise beat "dynamic" on the VNNI EPYC above), so the gate does not trust
-# this order alone: `export_model` times the first scheme that passes against the next one that passes (SCHEME_RACE).
+# this order alone: `export_model` times the first scheme that passes against the next that passes (`choose_scheme`).
 INT8_SCHEMES = ["dynamic7", "dynamic", "mixed", "blockwise"]
 INT8_QUANTIZERS = ("mixed", "dynamic", "blockwise", "dynamic7")
 # The dynamic MatMuls' weights are uint8 (per output channel, with zero points), not int8, so that every CPU

@@ -238,19 +238,24 @@ def test_training_lowers_the_loss_and_subnetworks_approach_the_teacher(task, tmp
     assert {(r.width, r.depth) for r in cached} == set(TRAINED_GRID)
 
 
+def assert_slices_are_the_stock_subnetworks(out, stock, dev) -> None:
+    """Slices of the trained checkpoint `out` equal the stock model's own sub-networks (heads and neurons masked)."""
+    checkpoint = load_checkpoint(out)
+    data = collate(read_inputs(out, dev, dev, None, TrainConfig()).encoded_train, list(range(6)))
+    for width, depth in ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5)):
+        with torch.no_grad():
+            expected, _ = SharedSubnetworks(stock)(data, width, depth)
+            got = slice_checkpoint(checkpoint, width, depth).model(**data).logits
+        assert (got - expected).abs().max() <= 1e-5
+
+
 def test_output_is_a_stock_checkpoint_that_slices_exactly(task, tmp_path):
     out = tmp_path / "dynabert"
     train(task["teacher"], task["train"], task["dev"], out, TrainConfig(max_steps=2, **QUICK))
     assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
     stock = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
     assert type(stock) is transformers.BertForSequenceClassification
-    checkpoint = load_checkpoint(out)
-    data = collate(read_inputs(out, task["dev"], task["dev"], None, TrainConfig()).encoded_train, list(range(6)))
-    for width, depth in ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5)):
-        with torch.no_grad():
-            expected, _ = SharedSubnetworks(stock)(data, width, depth)
-            got = slice_checkpoint(checkpoint, width, depth).model(**data).logits
-        assert (got - expected).abs().max() <= 1e-5
+    assert_slices_are_the_stock_subnetworks(out, stock, task["dev"])
     for name in ("vocab.txt", "tokenizer_config.json", TRAIN_MANIFEST, "metrics.jsonl"):
         assert (out / name).is_file()
     assert not (out / "checkpoints").exists() and not RunFiles(out).home.exists()  # resume state: gone once done
@@ -267,13 +272,7 @@ def test_modernbert_trains_from_the_command_line(teachers, task, tmp_path, run_c
     stock = transformers.AutoModelForSequenceClassification.from_pretrained(out, attn_implementation="eager").eval()
     assert type(stock) is transformers.ModernBertForSequenceClassification
     assert training_manifest(out).rewiring is not None
-    checkpoint = load_checkpoint(out)
-    data = collate(read_inputs(out, task["dev"], task["dev"], None, TrainConfig()).encoded_train, list(range(6)))
-    for width, depth in ((1.0, 1.0), (0.5, 0.75), (0.25, 0.5)):
-        with torch.no_grad():
-            expected, _ = SharedSubnetworks(stock)(data, width, depth)
-            got = slice_checkpoint(checkpoint, width, depth).model(**data).logits
-        assert (got - expected).abs().max() <= 1e-5
+    assert_slices_are_the_stock_subnetworks(out, stock, task["dev"])
 
 
 def test_bare_encoder_fine_tunes_as_regression_then_distils(tmp_path):

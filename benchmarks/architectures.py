@@ -137,7 +137,9 @@ def encoder_weights_check(checkpoint) -> dict[str, Any]:
         for name, shape in safetensors_shapes(checkpoint.weights_file).items()
         if len(shape) == 2 and ENCODER_LAYER.search(name)
     )
-    projections, _ = layer_flops(arch.hidden_size, arch.num_heads * arch.head_size, arch.intermediate_size, 1)
+    projections, _ = layer_flops(
+        arch.hidden_size, arch.num_heads * arch.head_size, arch.intermediate_size, 1, arch.ffn_matrices
+    )
     counted = arch.num_layers * projections // 2
     return {"stock_encoder_weights": stock, "subnet_counts": counted, "ratio": counted / stock}
 

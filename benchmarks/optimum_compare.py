@@ -397,6 +397,21 @@ def summary(models: dict, settings: dict) -> list[dict]:
     return lines
 
 
+def per_row_table(title: str, columns: list[str], rows: list[dict], key: str) -> list[str]:
+    """Markdown lines: a blank line, `title`, and a table of each row's `key` values per column ("–" when absent)."""
+    lines = [
+        "",
+        title,
+        "",
+        "| width | depth | threads | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for row in rows:
+        cells = [f"{row[key][c]:.2f}" if c in row[key] else "–" for c in columns]
+        lines.append(f"| {row['width']:g} | {row['depth']:g} | {row['threads']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     settings, env = report["settings"], report["environment"]
     lines = [
@@ -434,26 +449,11 @@ def markdown(report: dict) -> str:
             "",
             f"{result['note']} edgebert int8 schemes (sidecar): {schemes}. PyTorch attention: "
             f"{', '.join(sorted(set(result['measured']['attention'].values())))}. Load average (1 min) {loads}.",
-            "",
-            "**Latency, ms per sentence**",
-            "",
-            "| width | depth | threads | " + " | ".join(CONTENDERS) + " |",
-            "|---|---|---|" + "---|" * len(CONTENDERS),
         ]
-        for row in result["rows"]:
-            cells = [f"{row['ms_per_sentence'][c]:.2f}" if c in row["ms_per_sentence"] else "–" for c in CONTENDERS]
-            lines.append(f"| {row['width']:g} | {row['depth']:g} | {row['threads']} | " + " | ".join(cells) + " |")
+        lines += per_row_table("**Latency, ms per sentence**", CONTENDERS, result["rows"], "ms_per_sentence")
         pairs = [f"{a} / {b}" for a, b in RATIOS]
-        lines += [
-            "",
-            "**Ratios (contender / edgebert time; above 1: edgebert faster)**",
-            "",
-            "| width | depth | threads | " + " | ".join(pairs) + " |",
-            "|---|---|---|" + "---|" * len(pairs),
-        ]
-        for row in result["rows"]:
-            cells = [f"{row['ratios'][p]:.2f}" if p in row["ratios"] else "–" for p in pairs]
-            lines.append(f"| {row['width']:g} | {row['depth']:g} | {row['threads']} | " + " | ".join(cells) + " |")
+        title = "**Ratios (contender / edgebert time; above 1: edgebert faster)**"
+        lines += per_row_table(title, pairs, result["rows"], "ratios")
         what = "logits" if result["classifier"] else "mean-pooled last_hidden_state"
         lines += [
             "",

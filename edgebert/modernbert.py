@@ -21,37 +21,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
 from edgebert.configs import EDGE_MODEL_TYPES
-from edgebert.model import ACTIVATIONS, MASK_VALUE
+from edgebert.model import ACTIVATIONS, MASK_VALUE, EdgeBertConfig
 
 MODEL_TYPE = EDGE_MODEL_TYPES["modernbert"]
 GLOBAL, LOCAL = "full_attention", "sliding_attention"  # transformers' layer types
 
 
-class EdgeModernBertConfig(PreTrainedConfig):
-    """A ModernBERT config whose head size is explicit and whose layers each name their type and origin."""
+class EdgeModernBertConfig(EdgeBertConfig):
+    """edgebert's config (explicit head size) with ModernBERT's defaults, and layers that each name their type and
+    origin."""
 
     model_type = MODEL_TYPE
 
     vocab_size: int = 50368
-    hidden_size: int = 768
     num_hidden_layers: int = 22
-    num_attention_heads: int = 12
-    attention_head_size: int = 64
     intermediate_size: int = 1152
-    hidden_act: str = "gelu"
     max_position_embeddings: int = 8192
     type_vocab_size: int = 0  # none: the inputs are ids and mask only
     layer_norm_eps: float = 1e-5
     pad_token_id: int | None = 50283
-    initializer_range: float = 0.02
-    position_offset: int = 0  # positions are 0..S-1 (rotary)
     add_pooling_layer: bool = False  # the classifier's head (dense -> activation -> norm)
     source_model_type: str = "modernbert"
-    embedding_size: int | None = None
     layer_types: list[str] | None = None  # per kept layer: GLOBAL or LOCAL
     layer_sources: list[int] | None = None  # per kept layer: its index in the source (layer 0 has no attention norm)
     rotary_bases: dict[str, float] | None = None  # rotary theta by layer type
@@ -62,14 +56,6 @@ class EdgeModernBertConfig(PreTrainedConfig):
     classifier_bias: bool = False
     classifier_pooling: str = "cls"  # "cls" (token 0) or "mean" (of the real tokens)
     classifier_activation: str = "gelu"
-
-    @property
-    def max_seq_len(self) -> int:
-        return self.max_position_embeddings
-
-    @property
-    def embedding_width(self) -> int:
-        return self.hidden_size
 
 
 def _norm(config: EdgeModernBertConfig) -> nn.LayerNorm:

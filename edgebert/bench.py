@@ -13,8 +13,11 @@ A result says where it ran: `host` is the machine measured (hostname, CPU, archi
 `device_is_this_host` (false, and a warning, when the profile describes another device:
 `profiles.other_device`). Unless `threads` forces one count, the artifact is timed at the
 profile's thread count and at one (`Profile.thread_counts`), one session alive at a time, and the
-result reports the faster by `profiles.faster_threads`; `threads` (`ThreadChoice`) holds every
-count's numbers. `result_version` 3 is that layout; version 2 (no `threads` block: one count,
+result reports the faster by `profiles.faster_threads`; then as many single-thread sessions as the
+profile's count, all at once (`ParallelRun`: the other way to serve independent requests on those
+cores), unless the runtime holds the GIL. `threads` (`ThreadChoice`) holds every count's numbers, the
+parallel sessions' and which way serves more sequences per second. `result_version` 4 is that
+layout; version 3 (no parallel sessions), version 2 (no `threads` block: one count,
 `settings.threads`) and version 1 (no `result_version`: the profile's block held `hardware`,
 `environment` the CPU) are still read by `pick --calibration`, which uses only the fields they share
 (`latency_model.measurements_from_result`).
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,12 +49,14 @@ from edgebert.process import peak_rss_bytes, pinned, reset_peak_rss, rss_bytes, 
 from edgebert.profiles import (
     BUDGET_PERCENTILE,
     MAX_RUNS,
+    MAX_THREADS,
     THREADS_MIN_GAIN,
     Hardware,
     Profile,
     Runs,
     RunSettings,
     Threads,
+    cheapest_unless_beaten,
     detect_hardware,
     faster_threads,
     other_device,
@@ -58,6 +64,7 @@ from edgebert.profiles import (
 from edgebert.runtimes import (
     SPIN_CONFIG_KEY,
     SUFFIXES,
+    Runtime,
     SessionOptions,
     open_session,
     runtime_for_artifact,
@@ -74,7 +81,7 @@ BUSY_CV = 0.10
 # Which memory figure a profile's memory budget limits (Profile.memory_budget_scope).
 MEMORY_CHECKED = {"model": "model_footprint_bytes", "process": "peak_rss_bytes"}
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
-RESULT_VERSION = 3  # the layout of a result (see the module docstring); results without the field are version 1
+RESULT_VERSION = 4  # the layout of a result (see the module docstring); results without the field are version 1
 
 
 def bench_artifact(
@@ -96,9 +103,9 @@ def bench_artifact(
 
     `artifact` is a file, or a bundle folder: its file of `precision` (needed when it holds several).
 
-    `threads` times that count alone; by default the profile's and one are timed and the faster is reported
-    (the module docstring). Returns a JSON-ready dict: latencies in ms, throughput, memory in bytes, the thread
-    counts compared, environment and warnings.
+    `threads` times that count alone; by default the profile's and one are timed and the faster is reported, then
+    that many single-thread sessions at once (the module docstring). Returns a JSON-ready dict: latencies in ms,
+    throughput, memory in bytes, the thread counts compared, environment and warnings.
     `session_config` adds onnxruntime session config entries (the profile's `spin_wait` sets spinning).
     With `text_file`, every line runs at its real length (padded to the batch's longest row, or to
     the model's fixed length), the batches cycling over the runs.
@@ -129,16 +136,22 @@ def bench_artifact(
 
     counts = (settings.threads,) if threads is not None else profile.thread_counts
     options = [session_options(sidecar, count, profile, session_config) for count in counts]
+    untimed = parallel_not_measured(runtime, counts)
     with pinned(profile.cpu_affinity):
         load_before = os.getloadavg()
         runtime.load()  # the runtime's own import is part of the baseline, not of the model
         peak_since_load = reset_peak_rss()
         baseline = rss_bytes()
         runs = [time_session(artifact, sidecar, option, plan, text, settings) for option in options]
+        parallel = None
+        if len(counts) > 1 and untimed is None:
+            single = session_options(sidecar, 1, profile, session_config)
+            parallel = time_parallel(artifact, sidecar, single, plan, text, settings, counts[0], baseline)
         load_after = os.getloadavg()
 
     first = runs[0]
-    choice = ThreadChoice.of([run.record() for run in runs], forced=threads is not None, memory_from=first.threads)
+    records = [run.record() for run in runs]
+    choice = ThreadChoice.of(records, threads is not None, first.threads, parallel, untimed)
     chosen = next(run for run in runs if run.threads == choice.chosen)
     record = choice.run(choice.chosen)
     latency = record.latency_ms
@@ -204,11 +217,52 @@ class ThreadRun(BaseModel):
     throughput: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
 
 
+class ParallelRun(BaseModel):
+    """A result's `threads.parallel`: `sessions` single-thread sessions of the artifact, each its own, run at once (a
+    Python thread each: the runtime's call releases the GIL), as a server of independent requests would run them.
+
+    The window opens when all start together and closes when the first has made the runs asked for (and `min_time_s`
+    has passed); the others finish the call they are in, so each runs under the others' load throughout. Latencies
+    are per request under that load, pooled over the sessions; `throughput` is every call in the window over its wall
+    time; memory is of all the sessions together, above the runtime's baseline.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sessions: int = Field(ge=2, le=MAX_THREADS)
+    runs_per_session: list[Runs]
+    runs: int = Field(gt=0)  # every session's, summed
+    wall_ms: float = Field(gt=0, allow_inf_nan=False)
+    load_ms: float = Field(ge=0, allow_inf_nan=False)  # opening them all, one after another
+    latency_ms: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    throughput: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+    model_footprint_bytes: int = Field(ge=0)
+    footprint_from: str
+    peak_rss_bytes: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelRun:
+        rate = self.throughput.get("inferences_per_s", -1.0)
+        if (
+            len(self.runs_per_session) != self.sessions
+            or sum(self.runs_per_session) != self.runs
+            or abs(rate * self.wall_ms / 1e3 - self.runs) > 1e-6 * self.runs
+        ):
+            raise ValueError(
+                f"threads.parallel: {self.sessions} sessions must each have runs, summing to runs ({self.runs}), and "
+                f"inferences_per_s must be runs over wall_ms ({self.runs_per_session}, {rate} /s, {self.wall_ms} ms)"
+            )
+        return self
+
+
 class ThreadChoice(BaseModel):
-    """A result's `threads` (version 3): each count timed in a session of its own, and the one the result reports.
+    """A result's `threads` (version 4): each count timed in a session of its own, the one the result reports, and
+    the profile's count of single-thread sessions at once.
 
     `chosen` is `profiles.faster_threads` of the compared counts' `statistic`; with `forced` (`--threads`) one
     count was timed and nothing compared. `memory_from`: the count whose session the memory figures are of.
+    `for_throughput`: on the profile's cores, "threads" (one session with them all) or "sessions" (as many
+    single-thread sessions), by `serving_choice`; None without `parallel`, and then `not_measured` says why.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -219,23 +273,29 @@ class ThreadChoice(BaseModel):
     min_gain: float = THREADS_MIN_GAIN
     forced: bool
     memory_from: Threads
-    not_measured: str | None  # what a throughput question needs that was not timed; None with one count
+    parallel: ParallelRun | None
+    for_throughput: Literal["threads", "sessions"] | None
+    not_measured: str | None  # what a throughput question needs that was not timed, and why
 
     @classmethod
-    def of(cls, compared: list[ThreadRun], forced: bool, memory_from: int) -> ThreadChoice:
-        """The choice among `compared` by `profiles.faster_threads`, and what was left untimed."""
-        counts = [run.threads for run in compared]
-        most = max(counts)
-        untimed = (
-            f"{most} single-thread sessions in parallel, the other way to serve independent requests (bench times "
-            "one session at a time)"
-        )
+    def of(
+        cls,
+        compared: list[ThreadRun],
+        forced: bool,
+        memory_from: int,
+        parallel: ParallelRun | None = None,
+        not_measured: str | None = None,
+    ) -> ThreadChoice:
+        """The choice among `compared` by `profiles.faster_threads`, and for throughput by `serving_choice`."""
+        most = max(compared, key=lambda run: run.threads)
         return cls(
             compared=compared,
             chosen=faster_threads({run.threads: run.latency_ms[BUDGET_PERCENTILE] for run in compared}),
             forced=forced,
             memory_from=memory_from,
-            not_measured=untimed if most > 1 else None,
+            parallel=parallel,
+            for_throughput=serving_choice(most, parallel) if parallel is not None else None,
+            not_measured=not_measured,
         )
 
     @model_validator(mode="after")
@@ -246,10 +306,46 @@ class ThreadChoice(BaseModel):
                 f"threads: chosen {self.chosen} and memory_from {self.memory_from} must be among the "
                 f"compared counts {counts}, each once"
             )
+        if self.parallel is None:
+            if self.for_throughput is not None:
+                raise ValueError("threads: for_throughput without parallel sessions to compare")
+            return self
+        most = max(counts)
+        if self.forced or len(counts) < 2 or self.parallel.sessions != most:
+            raise ValueError(
+                f"threads: {self.parallel.sessions} parallel sessions need the profile's count ({most}) compared "
+                "with one, not forced"
+            )
+        if self.for_throughput != serving_choice(self.run(most), self.parallel):
+            raise ValueError(f"threads: for_throughput {self.for_throughput!r} is not what the numbers give")
         return self
 
     def run(self, threads: int) -> ThreadRun:
         return next(run for run in self.compared if run.threads == threads)
+
+
+def serving_choice(one_session: ThreadRun, parallel: ParallelRun) -> Literal["threads", "sessions"]:
+    """On the same cores, one session with them all unless as many single-thread sessions cut the time per sequence
+    by THREADS_MIN_GAIN (`profiles.cheapest_unless_beaten`): each session holds its own copy of the model."""
+    ways: list[tuple[Literal["threads", "sessions"], float]] = [
+        ("threads", 1 / one_session.throughput["sequences_per_s"]),
+        ("sessions", 1 / parallel.throughput["sequences_per_s"]),
+    ]
+    return cheapest_unless_beaten(ways)
+
+
+def parallel_not_measured(runtime: Runtime, counts: Sequence[int]) -> str | None:
+    """Why the profile's count of single-thread sessions at once is not timed; None when it is (or one count is)."""
+    if max(counts) == 1:
+        return None
+    if len(counts) == 1:
+        return f"{counts[0]} single-thread sessions at once (--threads times one count alone)"
+    if runtime.holds_gil:
+        return (
+            f"{max(counts)} single-thread sessions at once: {runtime.name}'s Python call holds the GIL, so they "
+            "would run one at a time"
+        )
+    return None
 
 
 @dataclass
@@ -274,7 +370,7 @@ class SessionRun:
             load_ms=self.load_ns / 1e6,
             first_inference_ms=self.first_ns / 1e6,
             latency_ms=latency_stats(self.samples),
-            throughput=throughput(self.inputs.batches, self.samples),
+            throughput=throughput(self.inputs.batches, [len(self.samples)], sum(self.samples) / 1e9),
         )
 
 
@@ -313,6 +409,92 @@ def time_session(
         rss_bytes(),
         peak_rss_bytes(),
     )
+
+
+def time_parallel(
+    artifact: Path,
+    sidecar: Sidecar | None,
+    options: SessionOptions,
+    plan: InputPlan,
+    text: TextInput | None,
+    settings: RunSettings,
+    sessions: int,
+    baseline: int,
+) -> ParallelRun:
+    """Open `sessions` sessions of `options` (one thread each) side by side, warm each up, then time them all at once
+    (`time_concurrently`); they share one set of input batches. `baseline`: the process's RSS before any model."""
+    peak_since_load = reset_peak_rss()
+    start = time.perf_counter_ns()
+    opened = [open_session(artifact, options) for _ in range(sessions)]
+    load_ns = time.perf_counter_ns() - start
+    rss_loaded = rss_bytes()
+    inputs = model_inputs(opened[0].inputs, sidecar, plan, text, artifact)
+    calls = [[session.bind(batch.feeds) for batch in inputs.batches] for session in opened]
+    with inference_failures(artifact, guessed=sidecar is None):
+        for bound in calls:
+            for i in range(1 + settings.warmup_runs):  # the first inference, then the warm-up
+                bound[i % len(bound)]()
+        samples, wall_ns = time_concurrently(calls, settings.runs, settings.min_time_s)
+    footprint, footprint_from = model_footprint(baseline, rss_loaded, rss_bytes(), peak_rss_bytes(), peak_since_load)
+    counts = [len(mine) for mine in samples]
+    return ParallelRun(
+        sessions=sessions,
+        runs_per_session=counts,
+        runs=sum(counts),
+        wall_ms=wall_ns / 1e6,
+        load_ms=load_ns / 1e6,
+        latency_ms=latency_stats([sample for mine in samples for sample in mine]),
+        throughput=throughput(inputs.batches, counts, wall_ns / 1e9),
+        model_footprint_bytes=footprint,
+        footprint_from=footprint_from,
+        peak_rss_bytes=peak_rss_bytes(),
+    )
+
+
+def time_concurrently(
+    sessions: Sequence[Sequence[Callable[[], Any]]], runs: int, min_time_s: float = 0.0
+) -> tuple[list[list[int]], int]:
+    """Nanoseconds per call of each session's `calls` (cycled as `time_runs` does), all sessions at once, a thread
+    each; and the window's wall time, from the first start to the last call's end.
+
+    The window closes when one session has made `runs` calls and `min_time_s` has passed (or MAX_RUNS calls); every
+    session makes at least one. A failing call stops them all and is raised here.
+    """
+    clock = time.perf_counter_ns
+    stop = threading.Event()
+    ready = threading.Barrier(len(sessions))
+    samples: list[list[int]] = [[] for _ in sessions]
+    starts, ends = [0] * len(sessions), [0] * len(sessions)
+    failures: list[BaseException] = []
+
+    def loop(index: int) -> None:
+        calls, mine = sessions[index], samples[index]
+        count = len(calls)
+        try:
+            ready.wait()
+            starts[index] = clock()
+            deadline = starts[index] + int(min_time_s * 1e9)
+            while not mine or not stop.is_set():
+                call = calls[len(mine) % count]
+                start = clock()
+                call()
+                end = clock()
+                mine.append(end - start)
+                if len(mine) >= MAX_RUNS or (len(mine) >= runs and end >= deadline):
+                    stop.set()
+            ends[index] = clock()
+        except BaseException as exc:  # re-raised in the caller's thread, where inference_failures reports it
+            failures.append(exc)
+            stop.set()
+
+    workers = [threading.Thread(target=loop, args=(index,), daemon=True) for index in range(len(sessions))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
+    return samples, max(ends) - min(starts)
 
 
 def host_block(host: Hardware) -> dict[str, Any]:
@@ -400,11 +582,12 @@ def time_runs(calls: Sequence[Callable[[], Any]], runs: int, min_time_s: float =
     return samples
 
 
-def throughput(batches: list[Batch], samples_ns: list[int]) -> dict[str, float]:
-    """Sequences and tokens per second over the timed runs; run i used batch i mod len(batches), as `time_runs`."""
-    seconds = sum(samples_ns) / 1e9
-    used = [batches[i % len(batches)] for i in range(len(samples_ns))]
+def throughput(batches: list[Batch], runs: Sequence[int], seconds: float) -> dict[str, float]:
+    """Inferences, sequences and tokens per second: `runs[k]` calls by session k in `seconds`, each session's call i
+    on batch i mod len(batches), as `time_runs`."""
+    used = [batches[i % len(batches)] for count in runs for i in range(count)]
     return {
+        "inferences_per_s": len(used) / seconds,
         "sequences_per_s": sum(batch.rows for batch in used) / seconds,
         "tokens_per_s": sum(batch.total_tokens for batch in used) / seconds,
         "real_tokens_per_s": sum(batch.real_tokens for batch in used) / seconds,
@@ -449,12 +632,12 @@ def memory_block(
     overall footprint the same way). It comes from the peak since load where the OS can reset the
     peak (Linux); elsewhere from the largest RSS sampled after load and after the runs, a lower bound.
     """
-    top = peak if peak_counts_from_load else max(loaded, after_runs)
+    footprint, footprint_from = model_footprint(baseline, loaded, after_runs, peak, peak_counts_from_load)
     return {
         "baseline_bytes": baseline,
         "baseline_of": baseline_of,
-        "model_footprint_bytes": max(0, top - baseline),
-        "footprint_from": "peak RSS since load" if peak_counts_from_load else "RSS sampled after load and runs",
+        "model_footprint_bytes": footprint,
+        "footprint_from": footprint_from,
         "rss_before_load_bytes": baseline,
         "rss_after_load_bytes": loaded,
         "rss_after_runs_bytes": after_runs,
@@ -463,6 +646,15 @@ def memory_block(
         "peak_rss_bytes": peak,
         "peak_counts_from_load": peak_counts_from_load,
     }
+
+
+def model_footprint(
+    baseline: int, loaded: int, after_runs: int, peak: int, peak_counts_from_load: bool
+) -> tuple[int, str]:
+    """What loading and running adds above `baseline`, and what it is read from (`memory_block`)."""
+    if peak_counts_from_load:
+        return max(0, peak - baseline), "peak RSS since load"
+    return max(0, max(loaded, after_runs) - baseline), "RSS sampled after load and runs"
 
 
 def budgets(profile: Profile, latency: dict[str, float], memory: dict[str, Any]) -> dict[str, Any]:

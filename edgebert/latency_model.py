@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebert.bench import RESULT_VERSION, ThreadChoice
+from edgebert.bench import RESULT_VERSION, ParallelRun, ThreadChoice
 from edgebert.errors import EdgebertError
 from edgebert.layout import FAMILIES
 from edgebert.manifests import SliceManifest, read_json
@@ -96,6 +96,8 @@ class Measurement:
     spin_wait: bool | None = None  # onnxruntime's intra-op spinning; None where it does not apply
     baseline_bytes: int | None = None  # process RSS with the runtime imported, before the model loads
     footprint_bytes: int | None = None  # what loading and running the model added to it
+    sequences_per_s: float | None = None  # this one session's throughput
+    parallel: ParallelRun | None = None  # its cores as that many single-thread sessions at once (bench's, version 4)
 
 
 def memory_from_result(memory: dict[str, Any]) -> tuple[int, int]:
@@ -135,7 +137,8 @@ def result_version(result: Any, source: str) -> int:
 
 def measurements_from_result(result: dict[str, Any], source: str = "result") -> list[Measurement]:
     """Read a bench result dict, one measurement per thread count it timed (`bench.ThreadChoice`; results before
-    version 3 timed one); it must come from an edgebert export (its manifest gives the shape)."""
+    version 3 timed one), the parallel sessions (version 4) on the profile's count's; it must come from an edgebert
+    export (its manifest gives the shape)."""
     version = result_version(result, source)
     if isinstance(result, dict) and (result.get("inputs") or {}).get("batches", 1) != 1:
         raise EdgebertError(
@@ -155,13 +158,17 @@ def measurements_from_result(result: dict[str, Any], source: str = "result") -> 
             result["inputs"]["seq_len"],
             FFN_MATRICES[FAMILIES[manifest.source.model_type].layers],
         )
+        parallel = None
         if version >= 3:
-            choice = ThreadChoice.model_validate(result["threads"])
-            latencies = {run.threads: run.latency_ms[BUDGET_PERCENTILE] for run in choice.compared}
-            memory_from = choice.memory_from
+            block = result["threads"]
+            if version == 3:  # before the parallel sessions
+                block = {**block, "parallel": None, "for_throughput": None}
+            choice = ThreadChoice.model_validate(block)
+            runs = {run.threads: (run.latency_ms[BUDGET_PERCENTILE], run.throughput) for run in choice.compared}
+            memory_from, parallel = choice.memory_from, choice.parallel
         else:
             memory_from = result["settings"]["threads"]
-            latencies = {memory_from: result["latency_ms"][BUDGET_PERCENTILE]}
+            runs = {memory_from: (result["latency_ms"][BUDGET_PERCENTILE], result["throughput"])}
         measurements = [
             Measurement(
                 width=manifest.width,
@@ -177,8 +184,10 @@ def measurements_from_result(result: dict[str, Any], source: str = "result") -> 
                 # memory is of one session's (the others reused what it freed): on its measurement alone
                 baseline_bytes=baseline if threads == memory_from else None,
                 footprint_bytes=footprint if threads == memory_from else None,
+                sequences_per_s=rates.get("sequences_per_s"),
+                parallel=parallel if parallel is not None and threads == parallel.sessions else None,
             )
-            for threads, latency in latencies.items()
+            for threads, (latency, rates) in runs.items()
         ]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         problem = f"missing {exc}" if isinstance(exc, KeyError) else "a field of the wrong type"
@@ -203,6 +212,7 @@ def _check_values(m: Measurement, source: str) -> None:
         name for name in ("width", "depth") if not (positive(getattr(m, name), False) and getattr(m, name) <= 1)
     ]
     problems += ["latency_ms"] * (not positive(m.latency_ms, False))
+    problems += ["sequences_per_s"] * (m.sequences_per_s is not None and not positive(m.sequences_per_s, False))
     problems += [name for name in ("size_bytes", "threads") if not positive(getattr(m, name), True)]
     problems += [
         name

@@ -68,6 +68,7 @@ from edgebert.profiles import (
     MemoryScope,
     Profile,
     budget_bytes,
+    cheapest_unless_beaten,
     checked_budget,
     faster_threads,
 )
@@ -221,6 +222,35 @@ class ExportedChoice(BaseModel):
     parity: dict[str, Any] | None
 
 
+class ServingWay(BaseModel):
+    """One measured way to serve independent requests on the profile's cores: `sessions` sessions at once, each of
+    `threads` threads, running batches of `batch`; what it gave."""
+
+    sessions: int
+    threads: int
+    batch: int
+    sequences_per_s: float
+    latency_ms: float  # BUDGET_PERCENTILE per call: of a whole batch; of each session's under the others' load
+
+    @property
+    def label(self) -> str:
+        """'2 single-thread sessions', 'one 2-thread session, batch 8'."""
+        way = f"{self.sessions} single-thread sessions" if self.sessions > 1 else f"one {self.threads}-thread session"
+        return way + (f", batch {self.batch}" if self.batch > 1 else "")
+
+
+class ThroughputAdvice(BaseModel):
+    """For throughput of independent requests on the profile's cores: one configuration's measured ways, cheapest
+    first (one session, larger batches, more sessions), and the one to run (`throughput_advice`)."""
+
+    width: float
+    depth: float
+    precision: str
+    of_choice: bool  # the choice's configuration; else the measured one nearest the choice's latency
+    ways: list[ServingWay]
+    best: ServingWay
+
+
 class PickReport(BaseModel):
     """What `pick` decided, under which settings and budgets, from which candidates, and in one sentence why."""
 
@@ -239,6 +269,7 @@ class PickReport(BaseModel):
     vocabulary: VocabularyRecord | None  # what `--vocab-from` keeps (its candidates' `vocabulary`); None: not given
     latency_model: LatencyFit
     memory_model: dict[str, Any]
+    throughput: ThroughputAdvice | None  # None: no configuration measured two ways on the profile's cores
     candidates: list[Candidate]
     choice: Candidate | None  # one of `candidates`
     fits: bool  # a choice, and it fits (with an export: the artifact written)
@@ -470,7 +501,8 @@ def pick(
         notes.append(tied_note(accuracy.metric, tied.pop()))
     loo = leave_one_out(profile, measurements) if len(measurements) > 1 else None
     cautions = [caution for caution in [leave_one_out_warning(loo), off_grid_warning(configs)] if caution]
-    notes += [note for note in [threads_note(profile, list(latency_models))] if note]
+    advice = throughput_advice(profile, measurements, choice)
+    notes += [note for note in [threads_note(profile, list(latency_models), advice)] if note]
     if checkpoint.is_demo:
         notes.append(UNTRAINED_NOTE)
     elif not checkpoint.trained_as_dynabert:
@@ -498,6 +530,7 @@ def pick(
             leave_one_out=loo,
         ),
         memory_model=memory_model.describe(),
+        throughput=advice,
         candidates=rows,
         choice=choice,
         fits=choice is not None and choice.fits,
@@ -508,9 +541,9 @@ def pick(
     )
 
 
-def threads_note(profile: Profile, counts: list[int]) -> Note | None:
-    """Which thread counts the latencies compare, the rule between them, and what a throughput question would need
-    that was not measured; None when the profile runs one thread."""
+def threads_note(profile: Profile, counts: list[int], advice: ThroughputAdvice | None = None) -> Note | None:
+    """Which thread counts the latencies compare, the rule between them, and for throughput what was measured and
+    which way serves the most (`advice`), or what was not measured; None when the profile runs one thread."""
     if profile.threads == 1:
         return None
     if len(counts) == 1:
@@ -520,11 +553,85 @@ def threads_note(profile: Profile, counts: list[int]) -> Note | None:
             "(`edgebert bench` times both; give its results with --calibration, or use --measure)"
         )
     most = max(counts)
-    return Note(
+    latency = (
         f"t: each row runs at the faster of {' and '.join(map(str, counts))} threads by its {BUDGET_PERCENTILE}, more "
-        f"threads only when they cut it by at least {THREADS_MIN_GAIN:.0%}; for throughput of independent requests, "
-        f"{most} single-thread sessions in parallel were not measured (bench times one session at a time), a batch of "
-        f"{most} is timed by `edgebert bench --batch {most}`"
+        f"threads only when they cut it by at least {THREADS_MIN_GAIN:.0%}; for throughput of independent requests on "
+        f"{most} cores, "
+    )
+    batch = f"a batch of {most} is timed by `edgebert bench --batch {most}` (give its result with --calibration)"
+    if advice is None:
+        runtime = RUNTIMES[profile.runtime]
+        why = (
+            f"{runtime.name}'s Python call holds the GIL"
+            if runtime.holds_gil
+            else "no bench result times them: they are from before result_version 4, or from --threads"
+        )
+        return Note(f"{latency}{most} single-thread sessions at once were not measured ({why}); {batch}")
+    config = f"width {advice.width:g} depth {advice.depth:g} {advice.precision}"
+    if not advice.of_choice:
+        config += ", the measured configuration nearest the choice"
+    ways = "; ".join(
+        f"{way.label} {way.sequences_per_s:.1f} seq/s ({BUDGET_PERCENTILE} {way.latency_ms:.1f} ms a call)"
+        for way in advice.ways
+    )
+    unbatched = all(way.batch == advice.ways[0].batch for way in advice.ways)
+    return Note(
+        f"{latency}measured ({config}): {ways}. Run {advice.best.label} (more sessions or a larger batch only for "
+        f"{THREADS_MIN_GAIN:.0%} less time per sequence)" + (f"; {batch}" if unbatched else "")
+    )
+
+
+def throughput_advice(
+    profile: Profile, measurements: list[Measurement], choice: Candidate | None
+) -> ThroughputAdvice | None:
+    """The ways each configuration was measured to serve independent requests on the profile's cores, at its length:
+    one session with them all (at each batch measured) and as many single-thread sessions at once (bench's parallel
+    sessions); for the choice's configuration, else the measured one nearest the choice's latency (without a choice,
+    the first). The way to run is the cheapest unless a costlier one cuts the time per sequence by THREADS_MIN_GAIN
+    (`profiles.cheapest_unless_beaten`). None when no configuration was measured two ways."""
+    if profile.threads == 1:
+        return None
+    found: dict[tuple[float, float, str], dict[tuple[int, int], ServingWay]] = {}
+    for m in measurements:
+        if (
+            m.runtime != profile.runtime
+            or threads_of(m, profile) != profile.threads
+            or m.shape.seq_len != profile.seq_len
+            or m.sequences_per_s is None
+        ):
+            continue
+        ways = found.setdefault((m.width, m.depth, m.precision), {})  # a later result of the same way replaces it
+        ways[(1, m.shape.batch)] = ServingWay(
+            sessions=1,
+            threads=profile.threads,
+            batch=m.shape.batch,
+            sequences_per_s=m.sequences_per_s,
+            latency_ms=m.latency_ms,
+        )
+        if m.parallel is not None:
+            ways[(m.parallel.sessions, m.shape.batch)] = ServingWay(
+                sessions=m.parallel.sessions,
+                threads=1,
+                batch=m.shape.batch,
+                sequences_per_s=m.parallel.throughput["sequences_per_s"],
+                latency_ms=m.parallel.latency_ms[BUDGET_PERCENTILE],
+            )
+    compared = {config: [ways[key] for key in sorted(ways)] for config, ways in found.items() if len(ways) > 1}
+    if not compared:
+        return None
+    configs = list(compared)
+    if choice is not None:  # its own, else the nearest in latency (one session, the smallest batch measured)
+        own = (choice.width, choice.depth, choice.precision)
+        configs.sort(key=lambda c: -1.0 if c == own else abs(math.log(compared[c][0].latency_ms / choice.latency_ms)))
+    chosen = configs[0]
+    ways = compared[chosen]
+    return ThroughputAdvice(
+        width=chosen[0],
+        depth=chosen[1],
+        precision=chosen[2],
+        of_choice=choice is not None and chosen == (choice.width, choice.depth, choice.precision),
+        ways=ways,
+        best=cheapest_unless_beaten([(way, 1 / way.sequences_per_s) for way in ways]),
     )
 
 

@@ -18,9 +18,10 @@ import math
 import os
 import platform
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -50,8 +51,9 @@ MEMORY_SCOPE_HOLDS: dict[MemoryScope, str] = {
 BUDGET_PERCENTILE = "p95"
 # More threads are chosen over fewer only when they cut BUDGET_PERCENTILE by at least this share: a core that buys
 # less is better left to the rest of the device (int8 at batch 1 measured 1.90 ms at 1 thread, 1.94 ms at 2), and
-# differences that small are within a run's noise.
+# differences that small are within a run's noise. Throughput's ways (sessions, a batch) are chosen by the same share.
 THREADS_MIN_GAIN = 0.05
+T = TypeVar("T")
 
 # Upper bounds of every count a benchmark runs with, from a profile or from bench's own arguments.
 MAX_THREADS = 256
@@ -275,11 +277,16 @@ class Profile(BaseModel):
 def faster_threads(latency_ms: dict[int, float]) -> int:
     """THE choice of a thread count from its latencies (BUDGET_PERCENTILE, measured or predicted): the fewest
     threads, unless more cut the latency by THREADS_MIN_GAIN. `bench` records it, `pick` ranks and ships it."""
-    counts = sorted(latency_ms)
-    chosen = counts[0]
-    for count in counts[1:]:
-        if latency_ms[count] <= latency_ms[chosen] * (1 - THREADS_MIN_GAIN):
-            chosen = count
+    return cheapest_unless_beaten(sorted(latency_ms.items()))
+
+
+def cheapest_unless_beaten(costs: Sequence[tuple[T, float]]) -> T:
+    """The first option of `costs` (cheapest first), unless a later one cuts its cost (time: ms, or s per sequence)
+    by at least THREADS_MIN_GAIN, then that one, and so on: what more cores or more memory must buy to be chosen."""
+    chosen, least = costs[0]
+    for option, cost in costs[1:]:
+        if cost <= least * (1 - THREADS_MIN_GAIN):
+            chosen, least = option, cost
     return chosen
 
 

@@ -128,6 +128,10 @@ class Runtime:
     format: ClassVar[str]  # edgebert's name for the artifact format (`export --format`)
     suffix: ClassVar[str]
     module: ClassVar[str]  # what to import; a missing one is a `pip install` hint (errors.EXTRA_FOR_MODULE)
+    # Its run call keeps the GIL, so sessions in Python threads run one at a time (bench's parallel sessions are then
+    # not timed). Checked by a Python thread counting while one call ran: onnxruntime 1.32 and ai-edge-litert 2.3
+    # let it count throughout (longest stall 40 and 28 ms, the scheduler's); executorch 1.5.1 stalled it 475 of 506 ms.
+    holds_gil: ClassVar[bool] = False
 
     def load(self) -> Any:
         return require(self.module, f"running a {self.suffix} artifact")
@@ -254,6 +258,7 @@ class ExecuTorch(Runtime):
 
     name, format, suffix, module = "executorch", "executorch", ".pte", "executorch.runtime"
     SIGNATURE_METHOD = "edgebert_signature"
+    holds_gil = True
 
     def load(self) -> Any:
         import warnings

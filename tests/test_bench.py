@@ -81,7 +81,7 @@ def test_bench_is_torch_free_and_reports_everything(torch_free_results):
         assert env["runtime_version"] and result["host"]["cpu"] and len(env["load_avg_before"]) == 3
         assert "tiny test model: random weights" in result["warnings"]
     assert onnx["profile"]["name"] == "local" and onnx["profile"]["device_hardware"]["detected"]
-    assert onnx["profile"]["device_is_this_host"] and onnx["result_version"] == 3
+    assert onnx["profile"]["device_is_this_host"] and onnx["result_version"] == 4
     assert onnx["environment"]["runtime"] == "onnxruntime" and onnx["inputs"]["seq_len"] == 128
     assert onnx["environment"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert tflite["environment"]["runtime"] == "litert" and tflite["environment"]["xnnpack"] is True

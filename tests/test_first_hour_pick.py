@@ -174,7 +174,7 @@ def test_bench_under_another_devices_profile_records_this_host(onnx_artifact, tm
     assert profile["device_is_this_host"] is (platform.machine() == "aarch64" and os.cpu_count() == 4)
     elsewhere = [w for w in report["warnings"] if "not on the device it describes" in w]
     assert len(elsewhere) == (0 if profile["device_is_this_host"] else 1)
-    assert report["result_version"] == 3
+    assert report["result_version"] == 4
 
     from edgebert.latency_model import load_calibration
 

@@ -154,17 +154,23 @@ def print_result(result: dict[str, Any], appended_to: Path | None = None) -> Non
 
 
 def print_threads(choice: dict[str, Any]) -> None:
-    """The thread counts timed (each in a session of its own), the one reported marked, and what was not timed."""
+    """The thread counts timed (each in a session of its own), the one reported marked, the single-thread sessions
+    run at once and the way that serves the most, or what was not timed."""
     if len(choice["compared"]) < 2:
         return
-    statistic = choice["statistic"]
-    table = Table(title="threads compared, one session at a time", box=box.SIMPLE_HEAD)
-    for column in ("", "threads", "p50 ms", f"{statistic} ms", "seq/s"):
+    statistic, parallel = choice["statistic"], choice["parallel"]
+    title = "threads compared: one session, then several at once"
+    if not parallel:
+        title = "threads compared, one session at a time"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for column in ("", "sessions x threads", "p50 ms", f"{statistic} ms", "seq/s"):
         table.add_column(column, justify="right")
-    for run in choice["compared"]:
+    runs = [(1, run) for run in choice["compared"]] + ([(parallel["sessions"], parallel)] if parallel else [])
+    for sessions, run in runs:
+        threads = run.get("threads", 1)
         table.add_row(
-            "[bold green]>[/]" if run["threads"] == choice["chosen"] else "",
-            str(run["threads"]),
+            "[bold green]>[/]" if sessions == 1 and threads == choice["chosen"] else "",
+            f"{sessions} x {threads}",
             f"{run['latency_ms']['p50']:.3f}",
             f"{run['latency_ms'][statistic]:.3f}",
             f"{run['throughput']['sequences_per_s']:.1f}",
@@ -174,7 +180,19 @@ def print_threads(choice: dict[str, Any]) -> None:
         f"> reported above: {choice['chosen']} thread(s), the fewest unless more cut {statistic} by at least "
         f"{choice['min_gain']:.0%}; memory is of the {choice['memory_from']}-thread session"
     )
-    console.print(f"not measured: {choice['not_measured']}")
+    if parallel:
+        most = parallel["sessions"]
+        sessions = choice["for_throughput"] == "sessions"
+        way = f"{most} single-thread sessions" if sessions else f"one {most}-thread session"
+        console.print(
+            f"{most} x 1: {most} single-thread sessions at once, {parallel['runs']} calls in "
+            f"{parallel['wall_ms'] / 1e3:.1f} s ({parallel['throughput']['inferences_per_s']:.1f} calls/s), latency "
+            f"per call under that load; all {most} together {megabytes(parallel['model_footprint_bytes'])} above "
+            f"the baseline. For throughput run {way} (sessions only for {choice['min_gain']:.0%} less time per "
+            "sequence)"
+        )
+    if choice["not_measured"]:
+        console.print(f"not measured: {choice['not_measured']}")
 
 
 def budget_rows(result: dict[str, Any]) -> list[tuple[str, str]]:

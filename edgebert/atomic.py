@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,7 @@ def staged_outputs(
         raise
     finally:
         if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            _remove_staging(scratch)
 
 
 def _make_staging_dir(parent: Path, name: str) -> Path:
@@ -161,7 +161,7 @@ def _make_staging_dir(parent: Path, name: str) -> Path:
     try:
         (scratch / STAGING_MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
     except BaseException:  # a full disk fails the marker's write: no staging directory is left behind
-        shutil.rmtree(scratch, ignore_errors=True)
+        _remove_staging(scratch)
         raise
     return scratch
 
@@ -373,9 +373,26 @@ def remove_stale_staging(parent: Path) -> list[Path]:
         unfinished = not marker and all(p.name == STAGING_MARKER for p in entry.iterdir())
         ours = unfinished or marker == [host, str(pid)]
         if ours and not _alive(pid):
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove_staging(entry)
             removed.append(entry)
     return removed
+
+
+def _remove_staging(scratch: Path) -> None:
+    """Delete a staging directory, its marker last: killed midway, it is left marked or empty, so still ours to sweep.
+
+    (A plain rmtree goes in directory order: killed after the marker went, it left files and no proof they are ours.)
+    """
+    with suppress(OSError):  # what cannot be removed stays, with the marker, for a later sweep
+        for entry in list(scratch.iterdir()):
+            if entry.name == STAGING_MARKER:
+                continue
+            if _real_dir(entry):
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        (scratch / STAGING_MARKER).unlink(missing_ok=True)
+        scratch.rmdir()
 
 
 def _alive(pid: int) -> bool:

@@ -19,9 +19,9 @@ BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1}
 EMBEDDINGS = ("int4",)
 Embeddings = Literal[EMBEDDINGS]  # type: ignore[valid-type]
 EMBEDDINGS_PRECISION = "int8"  # the one precision `--embeddings` applies to
-# Bytes per word-embedding weight, before it is exported: 4 bits, plus per block of 64 an fp16 scale and a 4-bit
-# zero point (ONNX's layout; TFLite's blocks of 32 cost a little more).
-BYTES_PER_EMBEDDING_WEIGHT = {"int4": 0.5 + 2.5 / 64}
+# Bytes per word-embedding weight, before it is exported: 4 bits, plus per block of 64 a byte scale code and a 4-bit
+# zero point (ONNX's layout; TFLite's fp16 scale per block of 32 costs a little more).
+BYTES_PER_EMBEDDING_WEIGHT = {"int4": 0.5 + 1.5 / 64}
 
 
 def estimated_size_bytes(

@@ -59,18 +59,17 @@ INT8_WEIGHTS = "QUInt8"  # an onnxruntime.quantization.QuantType
 # sidecar carries it for `bench` and users.
 INT8_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 BLOCK_SIZE = 128
-# `export --embeddings int4`: after the int8 MatMuls, the word-embedding lookup (the Gather of input_ids) becomes
-# ORT's GatherBlockQuantized: ORT's own asymmetric 4-bit quantizer (uint4, a zero point per block) along each row,
-# fp16 scales (fp32 ones added 0.73 MB to MiniLM's table and < 0.0005 to the cosine), the row cast back to fp32.
-# The gate's cosine on all-MiniLM-L6-v2 at (0.25, 0.5) "dynamic" / (1, 1) "mixed" (blocks of 32, 64, 128): int8
-# table 0.9980 / 0.9928; asymmetric 0.9958, 0.9947, 0.9916 / 0.9908, 0.9908, 0.9893 (fails: "blockwise" 0.9944);
-# symmetric (int4, no zero point) 0.9944, 0.9922, 0.9859 / 0.9901, 0.9894, 0.9848, and least-squares clipping did
-# not help it. Blocks of 64 keep MiniLM on "mixed" at 60 % of the (0.25, 0.5) file (13.55 -> 8.15 MB); 32 would
-# be 63 %. Positions and token types stay 8-bit (0.2 MB of MiniLM's tables). The cost is time: ORT 1.32's
-# GatherBlockQuantized kernel took 4.3 us a token (the 8-bit Gather and DequantizeLinear 0.16), the (0.25, 0.5)
-# slice 15-18 % slower at batch 1; the same lookup written as standard ops (Gather of packed bytes, Mod and BitShift
-# for the nibbles, Sub, Mul) measured 1.3 us a token, an option if that matters.
+# `export --embeddings int4`: after the int8 MatMuls, the word-embedding lookup (the Gather of input_ids) reads a
+# 4-bit table (`quantize_int4`, `int4_lookup`): asymmetric along each row in blocks of 64, as ORT's own quantizer
+# (uint4, a zero point per block), each block's scale a byte indexing a book of 256 (fp16 scales were 2.5 % of the
+# table). The gate's cosine on all-MiniLM-L6-v2 at (0.25, 0.5) "dynamic" / (1, 1) "mixed" (blocks of 32, 64, 128):
+# int8 table 0.9980 / 0.9928; asymmetric 0.9958, 0.9947, 0.9916 / 0.9908, 0.9908, 0.9893 (fails: "blockwise"
+# 0.9944); symmetric 0.9944, 0.9922, 0.9859 / 0.9901, 0.9894, 0.9848, and least-squares clipping did not help it.
+# Positions and token types stay 8-bit (0.2 MB of MiniLM's tables). The lookup is standard ONNX ops, which every
+# ONNX runtime runs: ORT 1.32's GatherBlockQuantized (com.microsoft) did it 4x slower, in fp16
+# (benchmarks/int4_embeddings.py: (0.25, 0.5) file 58.8 % of the int8 one, lookup 162 vs 674 us at 128 tokens).
 INT4_EMBEDDINGS_BLOCK = 64
+INT4_SCALE_CODES = 256  # a block's scale: a byte, an index into the table's book of scales
 
 
 class OnnxExporter:
@@ -151,7 +150,7 @@ class OnnxExporter:
 
         Every scheme's embedding tables come from quantize_dynamic's Gather: ORT quantizes a Gather's data as
         an activation, uint8 with one scale per table. On all-MiniLM-L6-v2, quantizing its tables alone gives
-        a cosine of 0.9989 against fp32; 4 bits (ORT's GatherBlockQuantized) eat most of the margin "mixed" (0.993)
+        a cosine of 0.9989 against fp32; 4 bits (`quantize_int4`) eat most of the margin "mixed" (0.993)
         has over the int8 gate (0.99), so they are an option: `int4_word_embeddings`, after this.
         """
         quantization = require("onnxruntime.quantization", "ONNX int8 quantization")
@@ -207,12 +206,10 @@ class OnnxExporter:
 
 
 def int4_word_embeddings(path: Path, table: np.ndarray) -> None:
-    """Store the word-embedding table of the ONNX file at `path` in 4 bits (INT4_EMBEDDINGS_BLOCK): its lookup, the
-    Gather of input_ids (and the DequantizeLinear that int8 puts after it), becomes a GatherBlockQuantized of `table`
-    (the fp32 weights, not the 8-bit ones: quantizing twice would add both errors)."""
+    """Store the word-embedding table of the ONNX file at `path` in 4 bits (`quantize_int4`): its lookup, the Gather of
+    input_ids (and the DequantizeLinear that int8 puts after it), becomes `int4_lookup` of `table` (the fp32 weights,
+    not the 8-bit ones: quantizing twice would add both errors)."""
     onnx = require("onnx", "ONNX embedding quantization")
-    from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantizer
 
     model = onnx.load(str(path))
     graph, nodes = model.graph, list(model.graph.node)
@@ -220,29 +217,7 @@ def int4_word_embeddings(path: Path, table: np.ndarray) -> None:
     replaced = [lookup] + [
         node for node in nodes if node.op_type == "DequantizeLinear" and node.input[0] == lookup.output[0]
     ]
-    output = replaced[-1].output[0]
-    quantized, scales, zero_points = DefaultWeightOnlyQuantizer.quantize_ndarray(
-        table, 1, INT4_EMBEDDINGS_BLOCK, is_symmetric=False
-    )
-    name = "word_embeddings_int4"
-    tensors = [
-        helper.make_tensor(name, TensorProto.UINT4, table.shape, quantized.tobytes(), raw=True),
-        numpy_helper.from_array(scales.astype(np.float16), f"{name}_scales"),
-        helper.make_tensor(f"{name}_zero_points", TensorProto.UINT4, scales.shape, zero_points.tobytes(), raw=True),
-    ]
-    new_nodes = [
-        helper.make_node(
-            "GatherBlockQuantized",
-            [name, "input_ids", f"{name}_scales", f"{name}_zero_points"],
-            [f"{output}_fp16"],
-            name=f"{name}/GatherBlockQuantized",
-            domain="com.microsoft",
-            gather_axis=0,
-            quantize_axis=1,
-            block_size=INT4_EMBEDDINGS_BLOCK,
-        ),
-        helper.make_node("Cast", [f"{output}_fp16"], [output], name=f"{name}/Cast", to=TensorProto.FLOAT),
-    ]
+    new_nodes, tensors = int4_lookup(table, lookup.input[1], replaced[-1].output[0])
     at = nodes.index(lookup)  # the first replaced node: what precedes it is kept in order (topological)
     gone = {id(node) for node in replaced}
     graph.ClearField("node")
@@ -253,10 +228,96 @@ def int4_word_embeddings(path: Path, table: np.ndarray) -> None:
     for tensor in unused:
         graph.initializer.remove(tensor)
     graph.initializer.extend(tensors)
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    model.ir_version = max(model.ir_version, 10)  # 4-bit tensors; the opsets stay
     onnx.save(model, str(path))
+
+
+def quantize_int4(table: np.ndarray) -> dict[str, np.ndarray]:
+    """`table` [rows, width] in 4 bits along each row, in blocks of INT4_EMBEDDINGS_BLOCK (the width padded with zero
+    columns to whole blocks): a weight is (q - zero_point) x book[code], per block a byte `code` and a 4-bit zero point.
+
+    Asymmetric with 0 in every block's range, as ORT's quantizer; the scale it wants is rounded to the nearest (in log)
+    of the book's INT4_SCALE_CODES entries, geometric between the table's smallest and largest, and q and the zero
+    point are computed against that rounded scale, so the byte costs only its rounding. `packed` and `zero_points`:
+    nibble pairs, byte j holding value j (low) and value j + half the row (high), which one Concat unpacks.
+    """
+    rows, width = table.shape
+    blocks = -(-width // INT4_EMBEDDINGS_BLOCK)
+    padded = np.zeros((rows, blocks * INT4_EMBEDDINGS_BLOCK))
+    padded[:, :width] = table
+    weights = padded.reshape(rows, blocks, INT4_EMBEDDINGS_BLOCK)
+    low, high = np.minimum(weights.min(-1), 0), np.maximum(weights.max(-1), 0)
+    wanted = (high - low) / 15
+    used = wanted[wanted > 0]
+    logs = np.linspace(*np.log([used.min(), used.max()] if used.size else [1.0, 1.0]), INT4_SCALE_CODES)
+    book = np.exp(logs).astype(np.float32)
+    codes = np.searchsorted((logs[1:] + logs[:-1]) / 2, np.log(np.maximum(wanted, book[0]))).astype(np.uint8)
+    scales = book[codes].astype(np.float64)[..., None]
+    zero_points = np.clip(np.rint(-low[..., None] / scales), 0, 15)
+    quantized = np.clip(np.rint(weights / scales) + zero_points, 0, 15).astype(np.uint8)
+    return {
+        "packed": _pack_nibbles(quantized.reshape(rows, -1)),
+        "codes": codes,
+        "zero_points": _pack_nibbles(zero_points[..., 0].astype(np.uint8)),
+        "book": book,
+    }
+
+
+def _pack_nibbles(values: np.ndarray) -> np.ndarray:
+    """[rows, n] values below 16 as [rows, ceil(n / 2)] bytes: byte j is value j | value j + n / 2 << 4 (n made even
+    with a zero)."""
+    if values.shape[1] % 2:
+        values = np.pad(values, ((0, 0), (0, 1)))
+    half = values.shape[1] // 2
+    return values[:, :half] | values[:, half:] << 4
+
+
+def int4_lookup(table: np.ndarray, ids: str, output: str) -> tuple[list, list]:
+    """The nodes and initializers that look `ids` up in `quantize_int4(table)` into `output` [*ids' shape, width],
+    fp32, from standard ONNX ops (opset 13): Gather the packed rows, unpack the nibbles with Mod and BitShift, and one
+    DequantizeLinear with a scale and zero point per block (per axis, the blocks as rows), those gathered as well.
+    ORT 1.32's GatherBlockQuantized did the same lookup several times slower, in fp16 (benchmarks/int4_embeddings.py).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    name = "word_embeddings_int4"
+    quantized = quantize_int4(table)
+    tensors = [numpy_helper.from_array(array, f"{name}_{key}") for key, array in quantized.items()]
+    nodes = []
+
+    def const(value: int | list[int], dtype: type = np.int64) -> str:
+        tensors.append(numpy_helper.from_array(np.array(value, dtype), f"{name}/const_{len(tensors)}"))
+        return tensors[-1].name
+
+    def add(op: str, *inputs: str, out: str | None = None, **attributes) -> str:
+        nodes.append(helper.make_node(op, list(inputs), [out or f"{name}/{op}_{len(nodes)}"], **attributes))
+        return nodes[-1].output[0]
+
+    def keep(values: str, count: int, stored: int, out: str | None = None) -> str:
+        """The first `count` of the last axis' `stored` values (`_pack_nibbles` and `quantize_int4` pad)."""
+        return values if count == stored else add("Slice", values, const([0]), const([count]), const([-1]), out=out)
+
+    def unpacked(key: str) -> str:
+        """`_pack_nibbles`' values of each id's row of `key`, as uint8 [*ids' shape, 2 x its bytes a row]."""
+        rows = add("Gather", f"{name}_{key}", ids)
+        low, high = add("Mod", rows, const(16, np.uint8)), add("BitShift", rows, const(4, np.uint8), direction="RIGHT")
+        return add("Concat", low, high, axis=-1)
+
+    width, blocks = table.shape[1], quantized["codes"].shape[1]
+    values = unpacked("packed")  # the width padded to whole blocks: no slice
+    zero_points = keep(unpacked("zero_points"), blocks, 2 * quantized["zero_points"].shape[1])
+    scales = add("Gather", f"{name}_book", add("Cast", add("Gather", f"{name}_codes", ids), to=TensorProto.INT32))
+    flat = const([-1])
+    dequantized = add(
+        "DequantizeLinear",
+        add("Reshape", values, const([-1, INT4_EMBEDDINGS_BLOCK])),
+        add("Reshape", scales, flat),
+        add("Reshape", zero_points, flat),
+        axis=0,
+    )
+    padded_width = blocks * INT4_EMBEDDINGS_BLOCK
+    rows = add("Reshape", dequantized, add("Shape", values), out=output if padded_width == width else None)
+    keep(rows, width, padded_width, out=output)
+    return nodes, tensors
 
 
 def _not_ffn_down(model: onnx.ModelProto) -> list[str]:

@@ -167,7 +167,7 @@ def token_ids(model_dir: Path, sidecar, sample: Path, wordpiece: Path) -> tuple[
     if own:
         return ids, "real ids: all-MiniLM-L6-v2's WordPiece tokenizer (bert-base-uncased vocabulary), copied in"
     rng = np.random.default_rng(SEED)
-    low, high = id_range(sidecar.vocab_size, sidecar.pad_token_id)
+    low, high = id_range(sidecar.vocab_size, sidecar.pad_token_id, sidecar.manifest["source"]["model_type"])
     return [rng.integers(low, high, len(row)).tolist() for row in ids], (
         f"random ids in [{low}, {high}) at all-MiniLM-L6-v2's WordPiece lengths (no tokenizer of this family here)"
     )

@@ -95,7 +95,7 @@ def measure(variants: dict, threads: int, rounds: int) -> dict:
         for key, row in variants.items()
     }
     first = next(iter(sessions.values()))
-    ids, mask, _ = random_tokens(1, SEQ_LEN, 30000, 0, load_profile("local").padding_share, seed=0)
+    ids, mask, _ = random_tokens(1, SEQ_LEN, 30000, 0, "bert", load_profile("local").padding_share, seed=0)
     arrays = role_arrays(ids, mask, segments=True)
     feeds = {spec.name: arrays[spec.name] for spec in first.inputs}
     load_before = os.getloadavg()[0]

@@ -1,6 +1,6 @@
 """The one input generator: token ids for export's parity gate, `bench` and the benchmark suite.
 
-Seeded random ids (above a real vocabulary's special tokens, never the pad id) in right-padded
+Seeded random ids (clear of a family's special tokens, never the pad id) in right-padded
 rows whose lengths spread evenly around a padding share, or the lines of a text file at their
 real lengths; shaped for a model's declared inputs (names, dtypes, fixed axes). Torch-free.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgebert.errors import EdgebertError, require
+from edgebert.layout import FAMILIES
 from edgebert.manifests import json_bytes, read_json
 from edgebert.reading import read_regular, read_vocab, text_lines
 from edgebert.runtimes import TensorSpec, short_reason
@@ -23,9 +24,12 @@ if TYPE_CHECKING:
 
     from edgebert.sidecar import Sidecar
 
-# BERT/RoBERTa vocabularies keep special and rare tokens below ~1000; random ids start above them.
+# Every family's real vocabulary keeps its leading special (and BERT's unused) tokens below 1000, its trailing ones
+# (`Family.trailing_special_ids`) at its end; random ids start above the one and stay below the other. A small
+# vocabulary (a test's) keeps its own few at the start (e.g. [PAD] [UNK] [CLS] [SEP] [MASK]) and <mask> last.
 FIRST_REGULAR_ID = 1000
-UNKNOWN_VOCAB_IDS = (1000, 2000)  # without a sidecar: ids every real BERT-like vocabulary has
+SMALL_VOCAB_SPECIALS = 5
+UNKNOWN_VOCAB_IDS = (1000, 2000)  # without a sidecar: ids every real vocabulary of every family has
 ROLES = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 # --text: how much of the file is read, and how many input positions (all batches) are built from it.
 # 64 Ki positions of 3-4 int64 inputs are at most 2 MB, which counts toward the model's footprint.
@@ -78,12 +82,21 @@ def role(name: str) -> str | None:
     return next((r for r in ROLES if name == r or name.endswith(r)), None)
 
 
-def id_range(vocab_size: int | None, pad_id: int) -> tuple[int, int]:
-    """[low, high) of random ids: above the special tokens in a real-sized vocabulary, else above the pad id."""
-    if vocab_size is None:
+def id_range(vocab_size: int | None, pad_id: int, model_type: str | None) -> tuple[int, int]:
+    """[low, high) of random ids: clear of the special tokens of `model_type`'s vocabulary (see FIRST_REGULAR_ID), and
+    of a pad id found among them anyway (the longer side of it); UNKNOWN_VOCAB_IDS for an unknown vocabulary."""
+    if vocab_size is None or model_type is None:
         return UNKNOWN_VOCAB_IDS
-    low = FIRST_REGULAR_ID if vocab_size > 2 * FIRST_REGULAR_ID else pad_id + 1
-    return min(low, vocab_size - 1), vocab_size
+    trailing = FAMILIES[model_type].trailing_special_ids
+    if vocab_size - trailing > 2 * FIRST_REGULAR_ID:  # a real vocabulary
+        low, high = FIRST_REGULAR_ID, vocab_size - trailing
+    elif vocab_size > 4 * SMALL_VOCAB_SPECIALS:  # a small one
+        low, high = SMALL_VOCAB_SPECIALS, vocab_size - 1
+    else:  # too few ids to set any aside but the pad id
+        low, high = 0, vocab_size
+    if low <= pad_id < high:
+        low, high = max((low, pad_id), (pad_id + 1, high), key=lambda ids: ids[1] - ids[0])
+    return low, high
 
 
 def row_lengths(batch: int, seq: int, padding_share: float, rng: Any) -> np.ndarray:
@@ -96,13 +109,13 @@ def row_lengths(batch: int, seq: int, padding_share: float, rng: Any) -> np.ndar
 
 
 def random_tokens(
-    batch: int, seq: int, vocab_size: int | None, pad_id: int, padding_share: float, seed: int
+    batch: int, seq: int, vocab_size: int | None, pad_id: int, model_type: str | None, padding_share: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Seeded ids and mask, rows right-padded with `pad_id` (see `row_lengths`), and how they were drawn."""
+    """Seeded ids (`id_range`) and mask, rows right-padded with `pad_id` (`row_lengths`), and how they were drawn."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    low, high = id_range(vocab_size, pad_id)
+    low, high = id_range(vocab_size, pad_id, model_type)
     lengths = row_lengths(batch, seq, padding_share, rng)
     mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
     ids = np.where(mask == 1, rng.integers(low, high, size=(batch, seq)), pad_id).astype(np.int64)
@@ -159,12 +172,14 @@ def model_inputs(
         )
     info: dict[str, Any] = {"names": names, "dtypes": {s.name: s.dtype for s in inputs}, "batch_size": batch}
     if text is None:
-        vocab = sidecar.vocab_size if sidecar is not None else None
-        if vocab is None:
+        if sidecar is None:
+            vocab, pad_id, model_type = None, 0, None
             low, high = UNKNOWN_VOCAB_IDS
             warnings.append(f"vocabulary size unknown (no sidecar): token ids drawn from [{low}, {high})")
-        pad_id = sidecar.pad_token_id if sidecar is not None else 0
-        ids, mask, description = random_tokens(batch, seq, vocab, pad_id, plan.padding_share, plan.seed)
+        else:
+            vocab, pad_id = sidecar.vocab_size, sidecar.pad_token_id
+            model_type = sidecar.manifest["source"]["model_type"]
+        ids, mask, description = random_tokens(batch, seq, vocab, pad_id, model_type, plan.padding_share, plan.seed)
         groups = [(ids, mask)]
     else:
         groups, description = _text_rows(text, batch, seq, seq_fixed)

@@ -40,6 +40,12 @@ class Family:
     positions_after_padding: bool  # positions numbered from pad_token_id + 1 over the non-pad tokens (RoBERTa)
     wordpiece: bool  # its tokenizer is WordPiece (a vocab.txt, ids by line): what MediaPipe and pruning need
     default_pad_token_id: int
+    # its stock tokenizer's special tokens are BERT's [CLS] [SEP] [PAD] [UNK] [MASK], else RoBERTa's <s> </s> <pad> ...
+    bert_tokens: bool = True
+    tokenizer: str | None = None  # transformers' tokenizer class, when it is not <stem>Tokenizer
+    # ids at the end of its stock vocabulary that are no regular token (RoBERTa's and XLM-R's <mask>), which random
+    # inputs skip (`edgebert.inputs.id_range`)
+    trailing_special_ids: int = 0
     # False: no token-type embedding and no token_type_ids input (DistilBERT); its type_vocab_size is 0
     token_types: bool = True
     attention_output_dropout: bool = True  # dropout on the attention's output dense (DistilBERT has none)
@@ -65,6 +71,8 @@ _ROBERTA = replace(
     positions_after_padding=True,
     wordpiece=False,  # byte-level BPE
     default_pad_token_id=1,
+    bert_tokens=False,
+    trailing_special_ids=1,
 )
 FAMILIES = {
     family.model_type: family
@@ -90,7 +98,11 @@ FAMILIES = {
             class_stem="ModernBert",
             prefix="model.",
             head_activation="gelu",
-            wordpiece=False,  # byte-level BPE
+            wordpiece=False,  # byte-level BPE (OLMo's), with BERT's special tokens
+            tokenizer="PreTrainedTokenizerFast",  # what its checkpoints name: transformers has no class of its own
+            # ModernBERT-base's and -large's 50368 ids end in |||EMAIL_ADDRESS|||, |||PHONE_NUMBER|||, <|endoftext|>,
+            # [UNK], [CLS], [SEP], [PAD], [MASK] (50277-50284) and 83 [unused] tokens
+            trailing_special_ids=91,
             token_types=False,
             layers="modernbert",
         ),

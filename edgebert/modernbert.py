@@ -72,24 +72,27 @@ class EdgeModernBertEmbeddings(nn.Module):
         return self.norm(self.tok_embeddings(input_ids))  # (B, S, D)
 
 
-def rotary_frequencies(base: float, head_size: int) -> torch.Tensor:
-    """(A/2,) inverse frequencies, as transformers' default rotary computes them."""
-    return 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float) / head_size))
+def rotary_frequencies(base: float, head_size: int, device: torch.device) -> torch.Tensor:
+    """(A/2,) inverse frequencies, as transformers' default rotary computes them. Computed in each forward, not kept
+    in a buffer: `from_pretrained` builds the model on the meta device and leaves a non-persistent buffer unset."""
+    return 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float, device=device) / head_size))
 
 
 def rotary(positions: torch.Tensor, frequencies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (S, A) of positions (S,)."""
+    """cos and signed sin (S, A) of positions (S,), once per forward for every layer of a type: sin's first half is
+    negated, so `rotate` needs no negation of its own (-a * b equals a * -b exactly)."""
     angles = positions[:, None].float() * frequencies  # (S, A/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (S, A)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, S, A) rotated by position, in fp32 (as transformers), back in x's dtype."""
-    half = x.shape[-1] // 2
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, half: int) -> torch.Tensor:
+    """x (B, H, S, A) rotated by position (transformers' x * cos + rotate_half(x) * sin, with `rotary`'s signed sin),
+    in fp32 (as transformers), back in x's dtype. `half` (A/2) is the config's, a constant in an export where x's
+    traced shape would be shape arithmetic in every layer."""
     x32 = x.float()
-    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
-    return (x32 * cos + rotated * sin).to(x.dtype)
+    first, second = x32.split([half, half], dim=-1)
+    return (x32 * cos + torch.cat((second, first), dim=-1) * sin).to(x.dtype)
 
 
 def dropped(x: torch.Tensor, rate: float) -> torch.Tensor:
@@ -102,19 +105,19 @@ def attention(
     k: torch.Tensor,
     v: torch.Tensor,
     visible: torch.Tensor,
+    scale: float,
     head_mask: torch.Tensor | None = None,
     dropout: float = 0.0,
 ) -> torch.Tensor:
     """Scaled dot-product attention of (B, H, S, A) heads over the keys `visible` (B, 1, S, S) lets each query see;
     `head_mask` (H,) scales each head's probabilities (rewiring's importance), after their dropout. Returns
-    (B, S, H*A)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, S, S)
+    (B, H, S, A)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, S, S)
     probs = scores.masked_fill(~visible, MASK_VALUE).softmax(dim=-1, dtype=torch.float32).to(q.dtype)
     probs = dropped(probs, dropout)
     if head_mask is not None:
         probs = probs * head_mask[None, :, None, None]
-    context = torch.matmul(probs, v).transpose(1, 2)  # (B, S, H, A)
-    return context.reshape(*context.shape[:2], -1)
+    return torch.matmul(probs, v)
 
 
 def visibility(attention_mask: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -135,6 +138,7 @@ class EdgeModernBertAttention(nn.Module):
     def __init__(self, config: EdgeModernBertConfig):
         super().__init__()
         self.num_heads, self.head_size = config.num_attention_heads, config.attention_head_size
+        self.scale = self.head_size**-0.5  # a constant: the scores' scale, not computed from a traced shape
         inner = self.num_heads * self.head_size  # H*A, smaller than D in a width-sliced model
         self.Wqkv = nn.Linear(config.hidden_size, 3 * inner, bias=config.attention_bias)  # Q heads, K heads, V heads
         self.Wo = nn.Linear(inner, config.hidden_size, bias=config.attention_bias)
@@ -187,15 +191,21 @@ class EdgeModernBertLayer(nn.Module):
         return F.layer_norm(x, tuple(weight.shape), weight, w.get(f"{name}.bias"), self.mlp_norm.eps)
 
     def _attention(self, x, w, cos, sin, visible, head_mask, dropout: float) -> torch.Tensor:
-        batch, seq, size = x.shape[0], x.shape[1], self.attn.head_size
+        """Every size is a constant or `visible`'s (B and S, the same tensor for every layer of a type), so an ONNX
+        export computes no shapes per layer; Q and K are rotated in one go."""
+        batch, seq, size = visible.shape[0], visible.shape[-1], self.attn.head_size
         wqkv = w["attn.Wqkv.weight"]  # (3*H*A, D): H kept heads each of Q, K and V
-        qkv = F.linear(x, wqkv, w.get("attn.Wqkv.bias")).view(batch, seq, 3, wqkv.shape[0] // (3 * size), size)
-        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(dim=2))  # (B, H, S, A) each
-        context = attention(rotate(q, cos, sin), rotate(k, cos, sin), v, visible, head_mask, dropout)
+        heads = wqkv.shape[0] // (3 * size)
+        qkv = F.linear(x, wqkv, w.get("attn.Wqkv.bias")).view(batch, seq, 3 * heads, size).transpose(1, 2)
+        qk, v = qkv.split([2 * heads, heads], dim=1)  # (B, 2H, S, A): Q heads then K heads; (B, H, S, A)
+        q, k = rotate(qk, cos, sin, size // 2).split([heads, heads], dim=1)
+        context = attention(q, k, v, visible, self.attn.scale, head_mask, dropout).transpose(1, 2)  # (B, S, H, A)
+        context = context.reshape(batch, seq, heads * size)
         return dropped(F.linear(context, w["attn.Wo.weight"], w.get("attn.Wo.bias")), dropout)
 
     def _mlp(self, x: torch.Tensor, w: dict[str, torch.Tensor], dropout: float) -> torch.Tensor:
-        inputs, gate = F.linear(x, w["mlp.Wi.weight"], w.get("mlp.Wi.bias")).chunk(2, dim=-1)  # (B, S, F) each
+        neurons = w["mlp.Wo.weight"].shape[1]  # F: a constant split, where chunk(2) is shape arithmetic in an export
+        inputs, gate = F.linear(x, w["mlp.Wi.weight"], w.get("mlp.Wi.bias")).split([neurons, neurons], dim=-1)
         return F.linear(dropped(self.mlp.act(inputs) * gate, dropout), w["mlp.Wo.weight"], w.get("mlp.Wo.bias"))
 
 
@@ -214,9 +224,6 @@ class EdgeModernBertModel(EdgeModernBertPreTrainedModel):
         self.embeddings = EdgeModernBertEmbeddings(config)
         self.layers = nn.ModuleList(EdgeModernBertLayer(config, index) for index in range(config.num_hidden_layers))
         self.final_norm = _norm(config)
-        for kind in set(config.layer_types):
-            frequencies = rotary_frequencies(config.rotary_bases[kind], config.attention_head_size)
-            self.register_buffer(f"{kind}_frequencies", frequencies, persistent=False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -224,11 +231,15 @@ class EdgeModernBertModel(EdgeModernBertPreTrainedModel):
 
     def layer_inputs(self, attention_mask: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
         """By layer type: (cos, sin, visible), what each layer takes besides the hidden states."""
-        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-        window = {GLOBAL: None, LOCAL: self.config.local_attention // 2}
+        config, device = self.config, attention_mask.device
+        positions = torch.arange(attention_mask.shape[1], device=device)
+        window = {GLOBAL: None, LOCAL: config.local_attention // 2}
         return {
-            kind: (*rotary(positions, getattr(self, f"{kind}_frequencies")), visibility(attention_mask, window[kind]))
-            for kind in set(self.config.layer_types)
+            kind: (
+                *rotary(positions, rotary_frequencies(config.rotary_bases[kind], config.attention_head_size, device)),
+                visibility(attention_mask, window[kind]),
+            )
+            for kind in set(config.layer_types)
         }
 
     def forward(

@@ -15,7 +15,8 @@ from edgebert.reading import read_vocab
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-SPECIAL_TOKENS = {  # tokenizer_config.json's defaults when the source's names none: WordPiece's (BERT's) or not
+# tokenizer_config.json's defaults where the source's names none: BERT's (`Family.bert_tokens`) or RoBERTa's
+SPECIAL_TOKENS = {
     True: {
         "unk_token": "[UNK]",
         "sep_token": "[SEP]",
@@ -70,13 +71,13 @@ def tokenizer_config(given: dict[str, Any], model_type: str, max_len: int, lower
     it, so a cased tokenizer.json must not be given a default of true. The source's own
     `model_max_length` is kept when it is shorter than the model's positions.
     """
-    wordpiece = FAMILIES[model_type].wordpiece
-    tokens = {key: token_text(given.get(key)) or default for key, default in SPECIAL_TOKENS[wordpiece].items()}
+    family = FAMILIES[model_type]
+    tokens = {key: token_text(given.get(key)) or default for key, default in SPECIAL_TOKENS[family.bert_tokens].items()}
     settings = {key: value for key, value in given.items() if key in ("do_lower_case", "tokenizer_class")}
     if settings.get("tokenizer_class") in PORTABLE_CLASS:
         settings["tokenizer_class"] = PORTABLE_CLASS[settings["tokenizer_class"]]
     settings.setdefault("tokenizer_class", tokenizer_class(model_type))
-    if wordpiece:
+    if family.wordpiece:
         settings.setdefault("do_lower_case", lowercase)
     limit = given.get("model_max_length")
     length = limit if type(limit) is int and 0 < limit < max_len else max_len
@@ -85,7 +86,8 @@ def tokenizer_config(given: dict[str, Any], model_type: str, max_len: int, lower
 
 def tokenizer_class(model_type: str) -> str:
     """transformers' tokenizer class of a model type, as tokenizer_config.json names it."""
-    return f"{FAMILIES[model_type].class_stem}Tokenizer"
+    family = FAMILIES[model_type]
+    return family.tokenizer or f"{family.class_stem}Tokenizer"
 
 
 def lowercases(tokenizer: Any) -> bool:

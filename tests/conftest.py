@@ -9,18 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import KINDS, NOT_YET, TINY, save_model, tiny_model
+from tests.models import KINDS, TINY, save_model, tiny_model
 
 LEGACY_CONFIG_KEYS = dict(output_intermediate=True, output_past=True, torchscript=False, use_bfloat16=False)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A family's cases in places it cannot reach yet (tests.models.NOT_YET) are skipped with the reason."""
-    for item in items:
-        for kind, places in NOT_YET.items():
-            reason = next((why for place, why in places.items() if item.nodeid.startswith(place)), None)
-            if reason is not None and f"{kind}-" in item.nodeid.partition("[")[2]:
-                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

@@ -62,25 +62,6 @@ OWN_KEYS = {
     ),
 }
 KIND_NAMES = [f"{kind}-{head}" for kind in KINDS for head in ("cls", "bare")]  # conftest's `tiny_models`' keys
-# What a family cannot do yet: conftest skips its cases (test ids naming `<kind>-`) in these places, with the reason
-NOT_YET = {
-    "modernbert": {
-        # transformers' own sdpa and eager ModernBERT differ (0.26 on a left-padded row: its token 0, pooled, sees no
-        # key in a local layer); edgebert follows eager, the official reference
-        "tests/test_stock_slices.py::test_stock_transformers_loads_it_without_edgebert": (
-            "transformers' default (sdpa) ModernBERT differs from its eager one on left-padded rows"
-        ),
-        "tests/test_stock_slices.py::test_a_full_width_slice_is_the_stock_class": (
-            "the test expects only num_hidden_layers to change (ModernBERT's layer_types do too) and BERT's `stack`"
-        ),
-        "tests/test_slice_cli.py::test_round_trip_from_pretrained": (
-            "the test expects edgebert.model's classes (ModernBERT's are edgebert.modernbert's)"
-        ),
-        "tests/test_bundles.py::test_bundle_config_keeps_the_source_model_type": (
-            "the test expects a WordPiece tokenizer's [PAD] (ModernBERT's is BPE)"
-        ),
-    }
-}
 
 
 def own_key(kind: str, key: str) -> str:

@@ -12,12 +12,13 @@ import pytest
 
 from edgebert.bench import bench_artifact, budgets, memory_block
 from edgebert.errors import EdgebertError
-from edgebert.inputs import MAX_TEXT_TOKENS, InputPlan, model_inputs, random_tokens, role_arrays
+from edgebert.inputs import MAX_TEXT_TOKENS, InputPlan, id_range, model_inputs, random_tokens, role_arrays
 from edgebert.profiles import ProfileError, load_profile
 from edgebert.runtimes import Session
 from edgebert.sidecar import sidecar_path
 from tests.artifacts import QUICK, tiny_artifacts, write_test_sidecar
 from tests.artifacts import VOCAB as MODEL_VOCAB
+from tests.models import KINDS, tiny_model
 
 WORDS = ["the", "edge", "device", "runs", "bert", "fast", "on", "a", "small", "board"]
 WORDPIECE = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -251,22 +252,91 @@ def test_result_and_table_show_footprint_and_baseline(artifacts, tmp_path, run_c
 # ---- the one input generator --------------------------------------------------------------------
 
 
+# Each family's stock vocabulary (its released tokenizer files): size and the ids that are no regular token.
+# bert-base-uncased (ELECTRA's and DistilBERT's too): [PAD] 0, [unused0-98] 1-99, [UNK] [CLS] [SEP] [MASK] 100-103,
+# [unused99-993] 104-998; roberta-base and xlm-roberta-base: <s> <pad> </s> <unk> 0-3, <mask> last; ModernBERT-base:
+# |||IP_ADDRESS||| 0, <|padding|> 1, |||EMAIL_ADDRESS||| ... [MASK] 50277-50284, [unused0-82] 50285-50367.
+BERT_UNCASED = (30_522, set(range(999)))
+STOCK_SPECIALS = {
+    "bert": BERT_UNCASED,
+    "roberta": (50_265, {0, 1, 2, 3, 50_264}),
+    "xlm-roberta": (250_002, {0, 1, 2, 3, 250_001}),
+    "electra": BERT_UNCASED,
+    "distilbert": BERT_UNCASED,
+    "modernbert": (50_368, {0, 1, *range(50_277, 50_368)}),
+}
+TOKEN_ID_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+
+
+def config_ids(config) -> set[int]:
+    """The token ids a transformers config names (padding, begin, end, classification, separator)."""
+    return {i for field in TOKEN_ID_FIELDS if (i := getattr(config, field, None)) is not None}
+
+
+def tiny_tokenizer(kind: str, directory: Path):
+    """tests.labelled's tokenizer of `kind` (None for RoBERTa, which has none there) and its model's vocabulary size."""
+    import transformers
+
+    from tests.labelled import (
+        BPE_KINDS,
+        PIECES,
+        TOKENIZED_KINDS,
+        UNIGRAM_KINDS,
+        VOCAB,
+        tokenizer_for,
+        write_bpe_tokenizer,
+        write_unigram_tokenizer,
+    )
+
+    if kind not in TOKENIZED_KINDS:
+        return None, 0
+    if kind in UNIGRAM_KINDS:
+        write_unigram_tokenizer(directory)
+        return transformers.AutoTokenizer.from_pretrained(directory), len(PIECES)
+    if kind in BPE_KINDS:
+        write_bpe_tokenizer(directory)
+        return transformers.AutoTokenizer.from_pretrained(directory), len(VOCAB)
+    return tokenizer_for(VOCAB), len(VOCAB)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_random_ids_are_no_special_token_of_the_family(kind, tmp_path):
+    """Never a special (or unused) token's id, nor the pad id: in the family's real vocabulary (its stock config's pad
+    and token ids, and its tokenizer's specials above), in its tiny test models (their configs' ids) and in its tiny
+    tokenizer (tests.labelled's); most of each vocabulary is still drawn from."""
+    import transformers
+
+    size, specials = STOCK_SPECIALS[kind]
+    stock = transformers.AutoConfig.for_model(kind)
+    assert config_ids(stock) <= specials  # the facts above hold the stock config's own ids
+    tiny = tiny_model(kind).config
+    vocabularies = [(size, stock.pad_token_id, specials), (tiny.vocab_size, tiny.pad_token_id, config_ids(tiny))]
+    tokenizer, tokenizer_vocab = tiny_tokenizer(kind, tmp_path)
+    if tokenizer is not None:
+        vocabularies.append((tokenizer_vocab, tokenizer.pad_token_id, set(tokenizer.all_special_ids)))
+    for vocab, pad_id, avoided in vocabularies:
+        low, high = id_range(vocab, pad_id, kind)
+        assert not avoided & set(range(low, high)), (vocab, sorted(avoided & set(range(low, high)))[:5])
+        assert high - low >= 0.8 * vocab if vocab > 2000 else high - low >= vocab / 2
+        ids, mask, description = random_tokens(16, 24, vocab, pad_id, kind, padding_share=0.25, seed=3)
+        real = ids[mask == 1]
+        assert low <= real.min() and real.max() < high and (ids[mask == 0] == pad_id).all()
+        assert description == f"random ids in [{low}, {high}), seed 3"
+        again, _, _ = random_tokens(16, 24, vocab, pad_id, kind, padding_share=0.25, seed=3)
+        assert (again == ids).all()  # seeded
+
+
 @pytest.mark.parametrize(
-    ("vocab", "pad_id", "low"), [(MODEL_VOCAB, 0, 1000), (120, 0, 1), (120, 1, 2), (50_265, 1, 1000)]
+    ("vocab", "pad_id", "expected"), [(30_522, 5000, (5001, 30_522)), (120, 100, (5, 100)), (2, 0, (1, 2))]
 )
-def test_random_ids_skip_special_tokens_and_never_draw_the_pad_id(vocab, pad_id, low):
-    """Real-sized vocabularies keep their special tokens below 1000; small ones at least never draw the pad id."""
-    ids, mask, description = random_tokens(16, 24, vocab, pad_id, padding_share=0.25, seed=3)
-    real = ids[mask == 1]
-    assert real.min() >= low and real.max() < vocab and (real != pad_id).all()
-    assert (ids[mask == 0] == pad_id).all() and description == f"random ids in [{low}, {vocab}), seed 3"
-    again, _, _ = random_tokens(16, 24, vocab, pad_id, padding_share=0.25, seed=3)
-    assert (again == ids).all()  # seeded
+def test_a_pad_id_among_the_regular_ids_is_never_drawn(vocab, pad_id, expected):
+    """A custom vocabulary's pad id where regular tokens are: the longer side of it (in a 2-token one, the other)."""
+    assert id_range(vocab, pad_id, "bert") == expected
 
 
 @pytest.mark.parametrize(("batch", "seq", "share"), [(8, 37, 0.4), (4, 128, 0.25), (1, 16, 0.25), (2, 16, 0.0)])
 def test_rows_are_right_padded_to_the_requested_share(batch, seq, share):
-    _, mask, _ = random_tokens(batch, seq, MODEL_VOCAB, 0, share, seed=0)
+    _, mask, _ = random_tokens(batch, seq, MODEL_VOCAB, 0, "bert", share, seed=0)
     lengths = mask.sum(-1)
     assert (mask == (np.arange(seq)[None, :] < lengths[:, None])).all()  # real tokens first, then padding
     assert lengths.min() >= 2 and 1 - mask.mean() == pytest.approx(share, abs=1 / seq + 0.01)
@@ -274,7 +344,7 @@ def test_rows_are_right_padded_to_the_requested_share(batch, seq, share):
 
 def test_two_segments_cover_each_rows_real_tokens():
     """The gate's rows have token types 0 then 1 over the real tokens, 0 on padding; bench's are all 0."""
-    ids, mask, _ = random_tokens(6, 20, MODEL_VOCAB, 0, 0.4, seed=1)
+    ids, mask, _ = random_tokens(6, 20, MODEL_VOCAB, 0, "bert", 0.4, seed=1)
     types = role_arrays(ids, mask, segments=True)["token_type_ids"]
     for row, length in zip(types, mask.sum(-1), strict=True):
         assert row.tolist() == [0] * (length // 2) + [1] * (length - length // 2) + [0] * (20 - length)
@@ -304,7 +374,7 @@ def test_session_run_casts_to_the_declared_dtypes(artifacts):
 
     session = open_session(artifacts["tflite"], SessionOptions(threads=1))
     assert {spec.dtype for spec in session.inputs} == {"int32"}
-    ids, mask, _ = random_tokens(1, 16, MODEL_VOCAB, 0, 0.25, seed=2)
+    ids, mask, _ = random_tokens(1, 16, MODEL_VOCAB, 0, "bert", 0.25, seed=2)
     feeds = {spec.name: role_arrays(ids, mask)[spec.name] for spec in session.inputs}
     (logits,) = session.run(feeds)
     (expected,) = session.run({name: array.astype(np.int32) for name, array in feeds.items()})

@@ -19,6 +19,7 @@ from safetensors.torch import save
 import edgebert
 from edgebert.checkpoint import load_checkpoint
 from edgebert.model import EdgeBertForSequenceClassification, EdgeBertModel
+from edgebert.modernbert import EdgeModernBertForSequenceClassification, EdgeModernBertModel
 from edgebert.slicing import slice_checkpoint
 from edgebert.subnet import TRAINED_GRID, Architecture, Subnetwork, parameter_count, subnetwork
 from tests.models import EVERY_GRID_POINT, KIND_NAMES, padded_batch
@@ -26,6 +27,8 @@ from tests.reference import BERT_BASE, DYNABERT_SIZES
 
 ROUND_TRIP_TOLERANCE = 1e-6
 SLICE_FILES = ["config.json", "edgebert.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
+# edgebert's own classes of a narrower slice, (classifier, encoder), by family: ModernBERT's layers are its own
+EDGE_CLASSES = {"modernbert": (EdgeModernBertForSequenceClassification, EdgeModernBertModel)}
 
 
 def slice_cli(run_cli, model, width, depth, out, *options):
@@ -105,7 +108,8 @@ def test_round_trip_from_pretrained(run_cli, tiny_models, tmp_path, name, width,
     auto = transformers.AutoModelForSequenceClassification if head == "cls" else transformers.AutoModel
     loaded, info = auto.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
-    assert type(loaded) is (EdgeBertForSequenceClassification if head == "cls" else EdgeBertModel)
+    classifier, encoder = EDGE_CLASSES.get(kind, (EdgeBertForSequenceClassification, EdgeBertModel))
+    assert type(loaded) is (classifier if head == "cls" else encoder)
     loaded.eval()
 
     in_memory = slice_checkpoint(load_checkpoint(source), width, depth).model

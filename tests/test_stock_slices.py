@@ -20,12 +20,16 @@ import transformers
 from edgebert.bundle import BUNDLE_FILE
 from edgebert.slicing import load_slice, slice_model
 from tests.cli_checks import assert_one_line_error
-from tests.models import KIND_NAMES, own_key, padded_batch
-from tests.reference import masked_subnetwork, stack
+from tests.models import ENCODER, KIND_NAMES, own_key, padded_batch
+from tests.reference import layer_list, masked_subnetwork, official_rule
 from tests.test_slice_parity import assert_outputs_match, hf_model
 
 KINDS = KIND_NAMES
-DEPTHS = [1.0, 0.5]
+DEPTHS = [1.0, 0.75, 0.5]  # at 0.75 ModernBERT's kept layers are no longer global every third one, as at 0.5
+# transformers' attention for a family where its default one (sdpa) computes another function: ModernBERT's sdpa
+# differs from its eager one (0.26 on a left-padded row, whose token 0, pooled, sees no key in a local layer), and
+# eager is its official reference, which edgebert follows; every other family is loaded as users load it
+STOCK_ATTENTION = {"modernbert": "eager"}
 SENTENCES = ["DynaBERT's sub-networks all work well.", "A small CPU runs it.", "Which one fits a phone?"]
 
 # Runs in a fresh interpreter: loads each slice with stock transformers (or sentence-transformers) only.
@@ -42,7 +46,7 @@ for job in jobs:
         outputs = {"embeddings": torch.from_numpy(model.encode(job["sentences"], convert_to_numpy=True))}
     else:
         auto = transformers.AutoModelForSequenceClassification if job["classifier"] else transformers.AutoModel
-        model, info = auto.from_pretrained(job["slice"], output_loading_info=True)
+        model, info = auto.from_pretrained(job["slice"], output_loading_info=True, **job["attention"])
         assert not any(info.values()), info
         with torch.no_grad():
             result = model.eval()(**torch.load(job["batch"]))
@@ -77,14 +81,17 @@ def test_a_full_width_slice_is_the_stock_class(stock_slices, tiny_models, refere
     """config.json is the source's with fewer layers; transformers builds its own class, which computes the
     official sub-network; edgebert reads it back (export's path) to the same outputs."""
     out, kind = stock_slices[name, depth], name.rsplit("-", 1)[0]
-    layers = round(12 * depth)
+    kept = official_rule(12, 12, ENCODER["intermediate_size"], 1.0, depth)[2]  # of the tiny models' 12 layers
     source = json.loads((tiny_models[name] / "config.json").read_text())
-    assert json.loads((out / "config.json").read_text()) == source | {own_key(kind, "num_hidden_layers"): layers}
+    changed = {own_key(kind, "num_hidden_layers"): len(kept)}
+    if "layer_types" in source:  # ModernBERT's: each kept layer keeps its own attention (global or local)
+        changed["layer_types"] = [source["layer_types"][index] for index in kept]
+    assert json.loads((out / "config.json").read_text()) == source | changed
     classifier = name.endswith("cls")
     auto = transformers.AutoModelForSequenceClassification if classifier else transformers.AutoModel
     loaded, info = auto.from_pretrained(out, attn_implementation="eager", output_loading_info=True)
     assert not any(info.values()), info  # every weight where transformers' class expects it, nothing left over
-    assert [type(loaded).__name__] == source["architectures"] and len(stack(loaded).layer) == layers
+    assert [type(loaded).__name__] == source["architectures"] and len(getattr(*layer_list(loaded))) == len(kept)
     assert_outputs_match(loaded.eval(), reference(name, depth), padded_batch(kind))
     assert_outputs_match(load_slice(out).model.eval(), reference(name, depth), padded_batch(kind))
 
@@ -96,10 +103,13 @@ def without_edgebert(stock_slices, minilm_dir, tmp_path_factory) -> dict[str, di
     root = tmp_path_factory.mktemp("no-edgebert")
     jobs = []
     for name in KINDS:
-        batch = root / f"{name}-batch.pt"
-        torch.save(padded_batch(name.rsplit("-", 1)[0]), batch)
+        batch, kind = root / f"{name}-batch.pt", name.rsplit("-", 1)[0]
+        torch.save(padded_batch(kind), batch)
         slice_dir, classifier = str(stock_slices[name, 0.5]), name.endswith("cls")
-        jobs.append({"kind": name, "slice": slice_dir, "classifier": classifier, "batch": str(batch)})
+        attention = {"attn_implementation": STOCK_ATTENTION[kind]} if kind in STOCK_ATTENTION else {}
+        jobs.append(
+            {"kind": name, "slice": slice_dir, "classifier": classifier, "batch": str(batch), "attention": attention}
+        )
     minilm = slice_model(minilm_dir, 1.0, 0.5, out=root / "minilm-w1-d0.5")[0]
     jobs.append({"kind": "sentence-transformers", "slice": str(minilm), "sentences": SENTENCES})
     for job in jobs:

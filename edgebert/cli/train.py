@@ -1,4 +1,4 @@
-"""`edgebert train` and `edgebert rewire`: make a DynaBERT from a fine-tuned BERT or RoBERTa."""
+"""`edgebert train` and `edgebert rewire`: make a DynaBERT from a fine-tuned model of any family edgebert reads."""
 
 from __future__ import annotations
 
@@ -180,7 +180,8 @@ def train_command(
     force: ForceOpt = False,
     json: JsonOpt = False,
 ) -> None:
-    """Rewire a fine-tuned BERT/RoBERTa and train it into a DynaBERT (width, then depth phase)."""
+    """Rewire a fine-tuned BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT or ModernBERT and train it into a DynaBERT
+    (width, then depth phase)."""
     allowed = get_type_hints(TrainConfig)
     check_choice("depth teacher", depth_teacher, get_args(allowed["depth_teacher"]))
     check_choice("importance", importance, get_args(allowed["importance_accumulation"]))

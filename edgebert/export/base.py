@@ -125,7 +125,10 @@ def quiet_tools() -> Iterator[None]:
 
 def sample_inputs(source: ExportSource, batch: int, seq_len: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
     """`bench`'s seeded, right-padded token ids (`edgebert.inputs`), in two segments, as int64 by input name."""
-    ids, mask, _ = random_tokens(batch, seq_len, source.vocab_size, source.pad_token_id, VERIFY_PADDING_SHARE, seed)
+    model_type = source.model.config.source_model_type
+    ids, mask, _ = random_tokens(
+        batch, seq_len, source.vocab_size, source.pad_token_id, model_type, VERIFY_PADDING_SHARE, seed
+    )
     arrays = role_arrays(ids, mask, segments=True)
     return {name: arrays[name] for name in source.input_names}
 

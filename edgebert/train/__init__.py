@@ -1,4 +1,4 @@
-"""`edgebert train`: turn a fine-tuned BERT/RoBERTa into a DynaBERT, as the paper's official code does.
+"""`edgebert train`: turn a fine-tuned model of any family edgebert reads into a DynaBERT, as the official code does.
 
 The method (Hou et al., NeurIPS 2020; the released code: huawei-noah/Pretrained-Language-Model, DynaBERT/):
 1. rewire a copy of the teacher (`edgebert.rewire`): heads and FFN neurons sorted by their importance on the dev

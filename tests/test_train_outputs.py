@@ -174,6 +174,8 @@ def test_sigkill_during_force_keeps_the_old_run_and_a_second_train_is_refused_at
             line = one_error_line(run_cli(*arguments(task, run, *second)))
             assert f"is being trained by process {process.pid}" in line
         assert snapshot(run) == before
+        while load_state(state)["step"] < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # a busy machine got here before the run's second step: the kill must come after it
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()

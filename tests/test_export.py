@@ -155,6 +155,18 @@ def test_onnx_metadata_and_dynamic_shapes(tiny_slices, tiny_models, tmp_path):
         np.testing.assert_allclose(logits, torch_outputs(source, inputs)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnx_computes_batch_and_length_once_not_per_layer(tiny_models, tmp_path, kind):
+    """Each layer's head reshapes take their sizes from what every layer shares (the mask), so the graph's Shape
+    nodes do not grow with depth: per-layer shape arithmetic cost narrow int8 slices ~5 % of their time."""
+    shapes = []
+    for depth in (1.0, 0.5):  # 12 and 6 layers
+        artifact = tmp_path / f"{depth}.onnx"
+        export_model(tiny_models[f"{kind}-cls"], "onnx", "fp32", width=0.5, depth=depth, out=artifact)
+        shapes.append(sum(node.op_type == "Shape" for node in onnx.load(str(artifact)).graph.node))
+    assert shapes[0] == shapes[1], shapes
+
+
 def test_export_slices_a_checkpoint_in_memory(tiny_models, tmp_path):
     sidecar = export_model(tiny_models["bert-cls"], "onnx", "fp32", width=0.25, depth=0.5, out=tmp_path / "a.onnx")
     assert sidecar["manifest"]["heads_kept"] == 3 and sidecar["manifest"]["layers_kept"] == [0, 2, 4, 6, 8, 10]
